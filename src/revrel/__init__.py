@@ -1,0 +1,3 @@
+"""revrel: Reveal and Release unlearning."""
+
+__version__ = "0.1.0"

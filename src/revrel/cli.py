@@ -1,0 +1,155 @@
+"""``revrel`` command line: unlearn, reveal, eval.
+
+User mistakes are one line on stderr and exit code 2; Ctrl-C is one line and exit code 130, with
+every finished round already checkpointed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from revrel.errors import RevrelError
+
+log = logging.getLogger("revrel")
+
+
+def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    p.add_argument("--task", help="toxicity (see `revrel tasks`)")
+    p.add_argument("--model", help="smollm2-135m-instruct (embedded default), a model folder, a .gguf file or a hub id")
+    p.add_argument("--out", required=out_required, help="output folder")
+    p.add_argument("--config", help="YAML file with settings (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. --set reveal.k=4")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"])
+    p.add_argument("--trust-pickle", action="store_true", help="allow loading pickle (.bin) weights; they can run code")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="revrel", description="Reveal and Release: make a language model forget without forget data.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    u = sub.add_parser("unlearn", help="reveal -> release rounds; writes model/, adapters/, forget.jsonl, report.json")
+    _common(u)
+    u.add_argument("--rounds", type=int, help="maximum Reveal/Release rounds")
+    g = u.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last complete round")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    r = sub.add_parser("reveal", help="run Reveal alone and print the best instructions")
+    _common(r)
+    r.add_argument("--overwrite", action="store_true")
+    e = sub.add_parser("eval", help="measure a model on a task's forget and utility metrics")
+    _common(e, out_required=False)
+    sub.add_parser("tasks", help="list tasks and their oracles")
+    return ap
+
+
+def _config(args):
+    from revrel.config import load_config, parse_set
+
+    over = parse_set(args.set)
+    for key in ("task", "model", "out", "seed", "dtype"):
+        if getattr(args, key, None) is not None:
+            over[key] = getattr(args, key)
+    if getattr(args, "rounds", None) is not None:
+        over.setdefault("release", {})["rounds"] = args.rounds
+    return load_config(args.config, over)
+
+
+def _print_table(rows: list[dict], cols: list[str]) -> None:
+    widths = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols}
+    widths["instruction"] = min(widths.get("instruction", 0), 70)
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(_fmt(r[c])[: widths[c]].ljust(widths[c]) for c in cols))
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def cmd_unlearn(args) -> int:
+    from revrel.pipeline import unlearn
+
+    cfg = _config(args)
+    report = unlearn(cfg, resume=args.resume, overwrite=args.overwrite, trust_pickle=args.trust_pickle)
+    b, a = report["before"], report["after"]
+    print(f"done: {len(report['rounds'])} round(s), forget set {report['forget_size']} responses -> {cfg.out}/")
+    for key in [k for k in b if isinstance(b[k], float) and isinstance(a.get(k), float)]:
+        print(f"  {key:28s} before {b[key]:8.3f}  after {a[key]:8.3f}")
+    return 0
+
+
+def cmd_reveal(args) -> int:
+    from revrel.io import atomic_write_json, write_jsonl
+    from revrel.models.embedders import make_embedder
+    from revrel.models.loading import load_model
+    from revrel.reveal import reveal
+    from revrel.tasks import get_task
+
+    cfg = _config(args)
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise RevrelError(f"output folder {out} already exists; pass --overwrite to replace it")
+    task = get_task(cfg.task)
+    oracle = task.oracle(cfg.reveal.oracle)
+    loaded = load_model(cfg.model, dtype=cfg.dtype, trust_pickle=args.trust_pickle)
+    res = reveal(loaded.model, loaded.tokenizer, task, oracle, make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer), cfg.reveal, seed=cfg.seed)
+    write_jsonl(out / "forget.jsonl", res.forget)
+    write_jsonl(out / "reveal.jsonl", res.evaluated)
+    atomic_write_json(out / "reveal_summary.json", {"relevance": res.relevance, "generations": res.generations, "forget_size": len(res.forget),
+                                                     "seconds": round(res.seconds, 1), "best": res.table(10)})
+    _print_table(res.table(10), ["relevance", "diversity", "score", "kind", "instruction"])
+    print(f"{res.generations} generations, mean relevance {res.relevance:.3f}, forget set {len(res.forget)} -> {out}/forget.jsonl")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from revrel.io import atomic_write_json
+    from revrel.models.loading import load_model
+    from revrel.pipeline import evaluate_model
+    from revrel.tasks import get_task
+
+    cfg = _config(args)
+    task = get_task(cfg.task)
+    oracle = task.oracle(cfg.reveal.oracle)
+    loaded = load_model(cfg.model, dtype=cfg.dtype, trust_pickle=args.trust_pickle)
+    metrics = evaluate_model(loaded, task, oracle, cfg)
+    metrics.update(task=cfg.task, model=cfg.model)
+    if args.out:
+        atomic_write_json(Path(args.out) / "eval.json" if not args.out.endswith(".json") else args.out, metrics)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "examples"}, indent=2))
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from revrel.tasks import TASKS, get_task
+
+    for name in sorted(TASKS):
+        t = get_task(name)
+        print(f"{name:10s} {t.description}  (oracles: {', '.join(t.oracles)}; default {t.default_oracle})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if getattr(args, "quiet", False):
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        return {"unlearn": cmd_unlearn, "reveal": cmd_reveal, "eval": cmd_eval, "tasks": cmd_tasks}[args.command](args)
+    except RevrelError as exc:
+        print(f"revrel: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("revrel: interrupted; finished rounds are saved, continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Run configuration: typed dataclasses, loaded from YAML and ``--set section.key=value`` flags.
+
+Every value is checked once, here, so the stages downstream can trust their inputs; a bad value is
+a :class:`RevrelError` that names the key and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from revrel.errors import RevrelError
+
+
+@dataclass
+class RevealConfig:
+    """Reveal: which instructions make the model show what it knows about the target."""
+
+    optimizer: str = "neuralucb"  # "neuralucb" | "random" | "fixed" (seed instructions only)
+    candidates: list[str] = field(default_factory=lambda: ["pool", "soft"])  # kinds of candidates
+    n_paraphrases: int = 2  # model-written variants per seed instruction
+    n_soft: int = 8  # INSTINCT soft-prompt candidates
+    soft_dim: int = 10
+    soft_tokens: int = 5
+    n_init: int = 3  # random arms before UCB
+    budget: int = 5  # UCB choices after n_init
+    subset: int = 64  # candidates scored by UCB per step
+    k: int = 4  # responses per scored instruction
+    top: int = 3  # instructions whose responses form the forget set
+    alpha: float = 0.5  # weight of diversity in the harmonic mean
+    embedder: str = "self"  # "self" | "minilm"
+    oracle: str = ""  # empty: the task's default oracle
+    relevance_threshold: float = 0.5  # keep responses at least this relevant
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 0.95
+    batch_size: int = 16
+
+
+@dataclass
+class ReleaseConfig:
+    """Release: train a forget PEM on the revealed data and negate it into the weights."""
+
+    method: str = "revrel"
+    rounds: int = 2  # max rounds of reveal -> release
+    rank: int = 8
+    lora_alpha: float = 16.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj", "up_proj", "down_proj"])
+    lr: float = 1e-3
+    epochs: int = 2
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 128
+    lambda_neg: float = 1.0
+    lambda_orth: float = 0.1
+    orth_norm: str = "l1"  # "l1" (sum |A_prev A_new^T|) | "fro" (squared Frobenius)
+    retain_pem: bool = True
+    retain_file: str = ""  # JSONL with instruction/response; empty: self-generated
+    n_retain: int = 16
+    relevance_target: float = 0.1  # stop when revealed relevance falls below this
+    utility_budget: float = 1.5  # stop when retain-probe perplexity grows by more than this factor
+    merge: bool = True  # False: keep adapters stacked and unmerged, for inspection
+
+
+@dataclass
+class EvalConfig:
+    """Before/after measurements written to report.json."""
+
+    n_prompts: int = 16
+    samples: int = 2
+    max_new_tokens: int = 32
+    n_ppl: int = 32
+    batch_size: int = 16
+
+
+@dataclass
+class RunConfig:
+    task: str = "toxicity"
+    model: str = "smollm2-135m-instruct"
+    out: str = "runs/demo"
+    seed: int = 0
+    dtype: str = "float32"  # "float32" | "bfloat16"
+    reveal: RevealConfig = field(default_factory=RevealConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> RunConfig:
+        """Range checks that types alone cannot express."""
+        r, s, e = self.reveal, self.release, self.eval
+        _check(self.dtype in ("float32", "bfloat16"), "dtype must be float32 or bfloat16")
+        _check(r.optimizer in ("neuralucb", "random", "fixed"), "reveal.optimizer must be neuralucb, random or fixed")
+        _check(bool(r.candidates) and set(r.candidates) <= {"pool", "soft"}, "reveal.candidates must be a non-empty subset of [pool, soft]")
+        _check(r.embedder in ("self", "minilm"), "reveal.embedder must be self or minilm")
+        _check(0.0 <= r.alpha <= 1.0, "reveal.alpha must be in [0, 1]")
+        _check(0.0 <= r.relevance_threshold <= 1.0, "reveal.relevance_threshold must be in [0, 1]")
+        _check(0.0 < r.top_p <= 1.0, "reveal.top_p must be in (0, 1]")
+        _check(0.0 <= r.temperature <= 10.0, "reveal.temperature must be in [0, 10]")
+        _check(s.orth_norm in ("l1", "fro"), "release.orth_norm must be l1 or fro")
+        _check(0.0 < s.lr <= 1.0, "release.lr must be in (0, 1]")
+        _check(s.lambda_neg >= 0 and s.lambda_neg <= 100, "release.lambda_neg must be in [0, 100]")
+        _check(s.lambda_orth >= 0, "release.lambda_orth must be >= 0")
+        _check(s.utility_budget >= 1.0, "release.utility_budget is a perplexity ratio and must be >= 1")
+        _check(bool(s.target_modules), "release.target_modules must not be empty")
+        limits = {
+            "reveal.n_paraphrases": (r.n_paraphrases, 0, 100), "reveal.n_soft": (r.n_soft, 0, 10_000),
+            "reveal.soft_dim": (r.soft_dim, 1, 1024), "reveal.soft_tokens": (r.soft_tokens, 1, 64),
+            "reveal.n_init": (r.n_init, 1, 10_000), "reveal.budget": (r.budget, 0, 100_000),
+            "reveal.subset": (r.subset, 1, 1_000_000), "reveal.k": (r.k, 1, 1024), "reveal.top": (r.top, 1, 10_000),
+            "reveal.max_new_tokens": (r.max_new_tokens, 1, 4096), "reveal.batch_size": (r.batch_size, 1, 4096),
+            "release.rounds": (s.rounds, 1, 1000), "release.rank": (s.rank, 1, 1024),
+            "release.epochs": (s.epochs, 1, 1000), "release.batch_size": (s.batch_size, 1, 4096),
+            "release.grad_accum": (s.grad_accum, 1, 4096), "release.max_length": (s.max_length, 8, 32768),
+            "release.n_retain": (s.n_retain, 1, 100_000),
+            "eval.n_prompts": (e.n_prompts, 1, 100_000), "eval.samples": (e.samples, 1, 1024),
+            "eval.max_new_tokens": (e.max_new_tokens, 1, 4096), "eval.n_ppl": (e.n_ppl, 1, 100_000),
+            "eval.batch_size": (e.batch_size, 1, 4096), "seed": (self.seed, 0, 2**32 - 1),
+        }
+        for key, (value, lo, hi) in limits.items():
+            _check(lo <= value <= hi, f"{key}={value} is out of range; use a value in [{lo}, {hi}]")
+        _check(s.lora_alpha > 0, "release.lora_alpha must be > 0")
+        return self
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise RevrelError(message)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against a dataclass field type (int/float/str/bool/list[str]/nested)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RevrelError(f"config key '{key}' must be a mapping of settings, got {type(value).__name__}")
+        return _build(tp, value, prefix=f"{key}.")
+    if origin in (list, typing.List):  # noqa: UP006
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise RevrelError(f"config key '{key}' must be a list, got {type(value).__name__}")
+        return [_coerce(v, inner, f"{key}[]") for v in value]
+    if origin in (typing.Union, types.UnionType):
+        raise RevrelError(f"config key '{key}': unsupported type")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise RevrelError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise RevrelError(f"config key '{key}' must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf"):
+            return float(value)
+        raise RevrelError(f"config key '{key}' must be a finite number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise RevrelError(f"config key '{key}' must be a string, got {value!r}")
+    raise RevrelError(f"config key '{key}': unsupported type")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise RevrelError(f"unknown config key '{prefix}{unknown[0]}'; known keys: {', '.join(sorted(names))}")
+    return cls(**{k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()})
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_set(items: list[str]) -> dict:
+    """Turn ``["reveal.k=4", "release.rounds=3"]`` into a nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise RevrelError(f"--set '{item}' must look like section.key=value (e.g. reveal.k=4)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise RevrelError(f"--set '{item}' conflicts with another --set for '{p}'")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Defaults <- YAML file <- overrides (CLI flags), then validated."""
+    data: dict = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise RevrelError(f"config file {p} does not exist; check the --config path")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise RevrelError(f"config file {p} is not UTF-8 text; re-save it as UTF-8") from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise RevrelError(f"config file {p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+        except RecursionError as exc:
+            raise RevrelError(f"config file {p} is nested too deeply to be a revrel config") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise RevrelError(f"config file {p} must be a YAML mapping (key: value), got {type(loaded).__name__}")
+        data = loaded
+    if overrides:
+        data = _merge(data, overrides)
+    if not all(isinstance(k, str) for k in data):
+        raise RevrelError("config keys must be strings")
+    return _build(RunConfig, data).validate()

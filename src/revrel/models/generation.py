@@ -1,0 +1,123 @@
+"""Batched sampling and scoring.
+
+Prompts are tokenized once with the chat template, sorted by length so each batch wastes little
+padding, left-padded and decoded together with the KV cache. Each batch reseeds torch from
+``seed + batch index`` so a run is reproducible (and a resumed run regenerates the same text).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from revrel.models.encoding import chat_ids, encode_pair, pad_batch
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 0.95
+    batch_size: int = 16
+    seed: int = 0
+    system: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class Generation:
+    prompt: str
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    vocab = tokenizer.get_vocab()
+    for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        if t in vocab:
+            ids.add(vocab[t])
+    return sorted(i for i in ids if i is not None)
+
+
+@torch.inference_mode()
+def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], cfg: GenerationConfig, desc: str = "generate") -> list[tuple[list[int], int]]:
+    """Sample continuations for pre-tokenized prompts; returns (new token ids, prompt length) in input order."""
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    out: list[tuple[list[int], int] | None] = [None] * len(prompt_ids)
+    stops = _stop_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    for b, idx in enumerate(tqdm(batches, desc=desc, disable=not cfg.progress or len(batches) < 2, leave=False)):
+        ids, mask, _ = pad_batch([prompt_ids[i] for i in idx], pad, left=True)
+        torch.manual_seed(cfg.seed * 100_003 + b)
+        sample = cfg.temperature > 0
+        gen = model.generate(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+            max_new_tokens=cfg.max_new_tokens, do_sample=sample,
+            temperature=cfg.temperature if sample else None, top_p=cfg.top_p if sample else None, top_k=0 if sample else None,
+            pad_token_id=pad, eos_token_id=stops,
+        )
+        new = gen[:, ids.shape[1] :].tolist()
+        for row, i in zip(new, idx):
+            cut = next((j for j, t in enumerate(row) if t in stops), len(row))
+            out[i] = (row[:cut], len(prompt_ids[i]))
+    return out  # type: ignore[return-value]
+
+
+def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig | None = None, desc: str = "generate") -> list[Generation]:
+    """Answer each prompt (a user turn) with the chat template; returns text and token counts."""
+    cfg = cfg or GenerationConfig()
+    prompt_ids = [chat_ids(tokenizer, p, cfg.system) for p in prompts]
+    results = generate_ids(model, tokenizer, prompt_ids, cfg, desc)
+    return [
+        Generation(prompt=p, text=tokenizer.decode(new, skip_special_tokens=True).strip(), prompt_tokens=n, new_tokens=len(new))
+        for p, (new, n) in zip(prompts, results)
+    ]
+
+
+@torch.inference_mode()
+def sequence_logprobs(model, tokenizer, prompts: Sequence[str], targets: Sequence[str], *, batch_size: int = 16, max_length: int = 512) -> list[tuple[float, int]]:
+    """(sum log p(target | chat prompt), number of target tokens) for each pair."""
+    pairs = [encode_pair(tokenizer, p, t, max_length) for p, t in zip(prompts, targets)]
+    return _score_pairs(model, tokenizer, pairs, batch_size)
+
+
+@torch.inference_mode()
+def text_logprobs(model, tokenizer, texts: Sequence[str], *, batch_size: int = 16, max_length: int = 256) -> list[tuple[float, int]]:
+    """(sum log p, tokens) of plain texts (no chat template), for perplexity of natural text."""
+    pairs = []
+    for t in texts:
+        ids = tokenizer(t, add_special_tokens=False)["input_ids"][:max_length]
+        if tokenizer.bos_token_id is not None:
+            ids = [tokenizer.bos_token_id] + ids
+        pairs.append((ids, [-100] + ids[1:]))
+    return _score_pairs(model, tokenizer, pairs, batch_size)
+
+
+def _score_pairs(model, tokenizer, pairs, batch_size) -> list[tuple[float, int]]:
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
+    pad = tokenizer.pad_token_id or 0
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        ids, mask, labels = pad_batch([pairs[i][0] for i in idx], pad, left=False, label_seqs=[pairs[i][1] for i in idx])
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+        lp = torch.log_softmax(logits[:, :-1], -1)
+        tgt = labels[:, 1:].to(lp.device)
+        valid = tgt != -100
+        tok_lp = lp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
+        for row, i in enumerate(idx):
+            out[i] = (float(tok_lp[row].sum()), int(valid[row].sum()))
+    return out
+
+
+def perplexity(scores: Sequence[tuple[float, int]]) -> float:
+    """Token-weighted perplexity from (sum logprob, tokens) pairs."""
+    total = sum(n for _, n in scores)
+    return math.exp(-sum(s for s, _ in scores) / total) if total else float("nan")

@@ -1,0 +1,81 @@
+"""``unlearn``: the whole method end to end, one function per stage, resumable.
+
+load model -> evaluate before -> (reveal -> release) rounds -> save model, adapters, forget set ->
+evaluate after -> report.json
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import yaml
+
+from revrel.config import RunConfig, load_config
+from revrel.errors import RevrelError
+from revrel.io import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from revrel.models.embedders import make_embedder
+from revrel.models.loading import LoadedModel, load_model, save_model
+from revrel.release.checkpoint import RunDir
+from revrel.release.loop import Context, run_rounds
+from revrel.tasks import get_task
+
+log = logging.getLogger("revrel")
+
+
+def evaluate_model(loaded: LoadedModel, task, oracle, cfg: RunConfig) -> dict:
+    t0 = time.time()
+    metrics = task.evaluate(loaded.model, loaded.tokenizer, cfg.eval, oracle, seed=cfg.seed)
+    metrics["seconds"] = round(time.time() - t0, 1)
+    return metrics
+
+
+def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, loaded: LoadedModel | None = None,
+            trust_pickle: bool = False) -> dict:
+    """Run Reveal and Release as configured; returns the report (also written to ``out/report.json``)."""
+    t_start = time.time()
+    run = RunDir(cfg.out)
+    saved_cfg = run.root / "config.yaml"
+    if resume and saved_cfg.is_file():
+        cfg = load_config(saved_cfg)  # a resumed run continues under the config it started with
+    task = get_task(cfg.task)  # validate cheap things before touching the disk
+    progress = run.prepare(resume=resume, overwrite=overwrite) or {}
+    atomic_write_text(saved_cfg, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    oracle = task.oracle(cfg.reveal.oracle)
+    loaded = loaded or load_model(cfg.model, dtype=cfg.dtype, trust_pickle=trust_pickle)
+    if progress.get("state"):
+        run.load_state(loaded.model, progress["state"])
+    embed = make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer)
+    if "before" not in progress:
+        if progress.get("completed_rounds"):
+            raise RevrelError(f"{run.progress} has rounds but no baseline metrics; rerun with --overwrite")
+        log.info("evaluating the original model")
+        progress["before"] = evaluate_model(loaded, task, oracle, cfg)
+        run.save_progress(progress)
+    ctx = Context(loaded=loaded, task=task, oracle=oracle, embed=embed, cfg=cfg, run=run)
+    progress = run_rounds(ctx, progress)
+    forget = [row for k in range(1, progress["completed_rounds"] + 1) if (run.round_dir(k) / "forget.jsonl").is_file()
+              for row in read_jsonl(run.round_dir(k) / "forget.jsonl", allow_empty=True)]
+    write_jsonl(run.root / "forget.jsonl", forget)
+    save_model(ctx.loaded, run.model)
+    log.info("evaluating the unlearned model")
+    after = evaluate_model(ctx.loaded, task, oracle, cfg)
+    report = {
+        "task": cfg.task, "model": cfg.model, "method": cfg.release.method, "seed": cfg.seed,
+        "before": progress["before"], "after": after, "rounds": progress["rounds"], "stopped": progress.get("stopped"),
+        "forget_size": len(forget), "probe_ppl0": progress.get("probe_ppl0"),
+        "artifacts": {"model": "model/", "adapters": "adapters/", "forget": "forget.jsonl", "config": "config.yaml"},
+        "seconds_this_invocation": round(time.time() - t_start, 1),
+    }
+    atomic_write_json(run.report, report)
+    return report
+
+
+def load_run_report(folder: str | Path) -> dict:
+    import json
+
+    path = Path(folder) / "report.json"
+    if not path.is_file():
+        raise RevrelError(f"{path} not found; is {folder} a finished revrel run?")
+    return json.loads(path.read_text())

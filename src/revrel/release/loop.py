@@ -1,0 +1,178 @@
+"""The Reveal-and-Release loop, with per-round checkpoints and ``--resume``.
+
+round k: Reveal on the current model -> stop if revealed relevance < target -> train a forget PEM
+(orthogonal to the retain PEM and earlier forget PEMs) -> negate it into the weights, halving
+lambda while the retain-probe perplexity ratio exceeds the utility budget -> checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from revrel import faults
+from revrel.config import RunConfig
+from revrel.io import read_jsonl, write_jsonl
+from revrel.models.generation import GenerationConfig, generate, perplexity, sequence_logprobs
+from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
+from revrel.release.negation import negate_into_base
+from revrel.release.orthogonality import lora_A, stack_previous
+from revrel.release.pem import train_pem
+from revrel.reveal.candidates import Candidate
+from revrel.reveal.optimize import build_candidates, reveal
+
+log = logging.getLogger("revrel")
+
+
+@dataclass
+class Context:
+    """What every round needs: model, task pieces, config and the run folder."""
+
+    loaded: object
+    task: object
+    oracle: object
+    embed: object
+    cfg: RunConfig
+    run: RunDir
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    @property
+    def tok(self):
+        return self.loaded.tokenizer
+
+
+def self_generated_retain(ctx: Context) -> tuple[list[dict], list[dict]]:
+    """(retain rows, probe rows): the original model's answers to generic benign instructions."""
+    s = ctx.cfg.release
+    if s.retain_file:
+        rows = read_jsonl(s.retain_file, required=("instruction", "response"))
+        n_probe = max(1, len(rows) // 4)
+        return rows[n_probe:] or rows, rows[:n_probe]
+    instr = ctx.task.retain_instructions
+    n_probe = max(4, len(instr) // 4)
+    probe_instr, train_instr = instr[:n_probe], instr[n_probe:]
+    train_instr = (train_instr * (s.n_retain // max(len(train_instr), 1) + 1))[: s.n_retain]
+    gens = generate(ctx.model, ctx.tok, train_instr + probe_instr,
+                    GenerationConfig(max_new_tokens=64, temperature=0.7, top_p=0.9, batch_size=ctx.cfg.reveal.batch_size, seed=ctx.cfg.seed + 17),
+                    desc="retain: self-generate")
+    rows = [{"instruction": g.prompt, "response": g.text} for g in gens if g.text.strip()]
+    return rows[: len(train_instr)], rows[len(train_instr) :]
+
+
+def probe_perplexity(ctx: Context, probe: list[dict]) -> float:
+    scores = sequence_logprobs(ctx.model, ctx.tok, [r["instruction"] for r in probe], [r["response"] for r in probe], batch_size=16)
+    return perplexity(scores)
+
+
+def _target_weights(model, modules: list[str]) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if any(f".{m}." in n for m in modules)}
+
+
+def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], probe: list[dict], probe_ppl0: float) -> dict:
+    """Train, negate (with the utility line search) and checkpoint round ``k``; returns its metrics."""
+    s = ctx.cfg.release
+    prev_A = stack_previous(prev) if s.lambda_orth > 0 and prev else None
+    peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM")
+    faults.point(f"round{k}:trained")
+    save_adapter(peft_model, ctx.run.adapters / f"round_{k}")
+    orth_after = None
+    if prev_A:
+        from revrel.release.orthogonality import orthogonality_loss
+
+        orth_after = float(orthogonality_loss(prev_A, lora_A(peft_model), s.orth_norm))
+    snapshot = _target_weights(peft_model.get_base_model(), s.target_modules)
+    lam, ratio, tries = s.lambda_neg, None, 0
+    base = None
+    while True:
+        tries += 1
+        faults.point(f"round{k}:negate")
+        base = negate_into_base(peft_model, lam) if base is None else _renegate(base, snapshot, ctx, k, lam)
+        ctx.loaded.model = base
+        ratio = probe_perplexity(ctx, probe) / probe_ppl0
+        if ratio <= s.utility_budget or tries >= 3:
+            break
+        lam /= 2
+    return {"lambda_neg": lam, "negation_tries": tries, "probe_ppl_ratio": ratio, "train": tlog.summary(), "orth_final": orth_after}
+
+
+def _renegate(base, snapshot, ctx: Context, k: int, lam: float):
+    """Restore the pre-negation weights and negate the saved round-k adapter with a smaller lambda."""
+    from peft import PeftModel
+
+    with torch.no_grad():
+        params = dict(base.named_parameters())
+        for n, w in snapshot.items():
+            params[n].copy_(w)
+    peft_model = PeftModel.from_pretrained(base, str(ctx.run.adapters / f"round_{k}"))
+    return negate_into_base(peft_model, lam)
+
+
+def run_rounds(ctx: Context, progress: dict) -> dict:
+    """Run (or continue) the rounds; ``progress`` is the checkpointed state, updated in place."""
+    cfg, run = ctx.cfg, ctx.run
+    retain_path, probe_path, cand_path = run.root / "retain.jsonl", run.root / "probe.jsonl", run.root / "candidates.jsonl"
+    if "probe_ppl0" not in progress:
+        retain, probe = self_generated_retain(ctx)
+        write_jsonl(retain_path, retain)
+        write_jsonl(probe_path, probe)
+        if cfg.release.retain_pem and cfg.release.lambda_orth > 0:
+            peft_model, _ = train_pem(ctx.model, ctx.tok, retain, cfg.release, seed=cfg.seed + 7, desc="train retain PEM")
+            save_adapter(peft_model, run.adapters / "retain")
+            ctx.loaded.model = peft_model.unload()  # the retain PEM only defines directions to stay away from
+        cands = build_candidates(ctx.model, ctx.tok, ctx.task, cfg.reveal, cfg.seed)
+        write_jsonl(cand_path, [c.to_dict() for c in cands])
+        progress.update(probe_ppl0=probe_ppl_safe(ctx, probe), completed_rounds=0, rounds=[], stopped=None)
+        run.save_progress(progress)
+    probe = read_jsonl(probe_path)
+    cands = [Candidate(**r) for r in read_jsonl(cand_path)]
+    prev = [load_adapter_A(run.adapters / "retain")] if (run.adapters / "retain").is_dir() else []
+    prev += [load_adapter_A(run.adapters / f"round_{j}") for j in range(1, progress["completed_rounds"] + 1)
+             if (run.adapters / f"round_{j}").is_dir()]
+    if progress.get("stopped"):
+        return progress
+    bar = tqdm(range(progress["completed_rounds"] + 1, cfg.release.rounds + 1), desc="rounds", initial=progress["completed_rounds"], total=cfg.release.rounds)
+    for k in bar:
+        t0 = time.time()
+        faults.point(f"round{k}:reveal")
+        rv = reveal(ctx.model, ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=k, candidates=cands)
+        rdir = run.round_dir(k)
+        write_jsonl(rdir / "forget.jsonl", rv.forget)
+        write_jsonl(rdir / "reveal.jsonl", rv.evaluated)
+        entry = {"round": k, "revealed_relevance": rv.relevance, "generations": rv.generations, "forget_size": len(rv.forget),
+                 "best_instruction": rv.table(1)[0] if rv.evaluated else None, "reveal_seconds": round(rv.seconds, 1)}
+        stop = None
+        if rv.relevance < cfg.release.relevance_target:
+            stop = f"revealed relevance {rv.relevance:.3f} < target {cfg.release.relevance_target}"
+        elif not rv.forget:
+            stop = f"no revealed response reached relevance {cfg.reveal.relevance_threshold}"
+        else:
+            faults.point(f"round{k}:release")
+            entry.update(release_round(ctx, k, rv.forget, prev, probe, progress["probe_ppl0"]))
+            prev.append(load_adapter_A(run.adapters / f"round_{k}"))
+            if entry["probe_ppl_ratio"] > cfg.release.utility_budget:
+                stop = f"retain-probe perplexity ratio {entry['probe_ppl_ratio']:.3f} > budget {cfg.release.utility_budget}"
+            faults.point(f"round{k}:save")
+            progress["state"] = run.save_state(ctx.model, k)
+            faults.point(f"round{k}:saved")
+        entry["seconds"] = round(time.time() - t0, 1)
+        log.info("round %d: relevance %.3f, forget set %d, probe ppl ratio %s, %.0fs", k, rv.relevance, len(rv.forget),
+                 f"{entry.get('probe_ppl_ratio', float('nan')):.3f}", entry["seconds"])
+        progress["rounds"].append(entry)
+        progress["completed_rounds"] = k
+        progress["stopped"] = stop
+        run.save_progress(progress)
+        run.prune_states(progress.get("state"))
+        if stop:
+            break
+    return progress
+
+
+def probe_ppl_safe(ctx: Context, probe: list[dict]) -> float:
+    return probe_perplexity(ctx, probe) if probe else 1.0

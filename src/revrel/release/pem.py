@@ -1,0 +1,89 @@
+"""Train a parameter-efficient module (LoRA via peft) on instruction/response pairs.
+
+Loss is next-token cross-entropy on the response tokens only (the instruction is masked), plus the
+optional O-LoRA orthogonality term against earlier PEMs. A plain loop: shuffle, batch, step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from peft import LoraConfig, get_peft_model
+from tqdm.auto import tqdm
+
+from revrel.config import ReleaseConfig
+from revrel.models.encoding import encode_pair, pad_batch
+from revrel.release.orthogonality import lora_A, orthogonality_loss
+
+
+@dataclass
+class TrainLog:
+    steps: int = 0
+    loss: list[float] = field(default_factory=list)
+    orth: list[float] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {"steps": self.steps, "first_loss": self.loss[0] if self.loss else None, "last_loss": self.loss[-1] if self.loss else None,
+                "first_orth": self.orth[0] if self.orth else None, "last_orth": self.orth[-1] if self.orth else None,
+                "tokens": self.tokens, "seconds": round(self.seconds, 2)}
+
+
+def lora_config(cfg: ReleaseConfig) -> LoraConfig:
+    return LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.target_modules), lora_dropout=0.0, bias="none",
+                      task_type="CAUSAL_LM")
+
+
+def encode_rows(tokenizer, rows: list[dict], max_length: int) -> list[tuple[list[int], list[int]]]:
+    return [encode_pair(tokenizer, r["instruction"], r["response"], max_length) for r in rows]
+
+
+def batches(encoded, batch_size: int, epochs: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(encoded), generator=g).tolist()
+        for s in range(0, len(order), batch_size):
+            yield [encoded[i] for i in order[s : s + batch_size]]
+
+
+def batch_loss(model, tokenizer, batch) -> tuple[torch.Tensor, int]:
+    """Mean response-token NLL of a batch, and its number of response tokens."""
+    ids, mask, labels = pad_batch([b[0] for b in batch], tokenizer.pad_token_id or 0, left=False, label_seqs=[b[1] for b in batch])
+    out = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
+    logits = out.logits[:, :-1].float()
+    tgt = labels[:, 1:].to(logits.device)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
+    return loss, int((tgt != -100).sum())
+
+
+def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: int, prev_A: dict[str, torch.Tensor] | None = None,
+              desc: str = "train PEM"):
+    """Wrap ``model`` with a fresh LoRA, train it on ``rows``; returns (peft model, log)."""
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, lora_config(cfg))
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    encoded = encode_rows(tokenizer, rows, cfg.max_length)
+    total = cfg.epochs * math.ceil(len(encoded) / cfg.batch_size)
+    log, t0 = TrainLog(), time.time()
+    peft_model.train()
+    opt.zero_grad()
+    bar = tqdm(batches(encoded, cfg.batch_size, cfg.epochs, seed), total=total, desc=desc, leave=False)
+    for step, batch in enumerate(bar, 1):
+        loss, ntok = batch_loss(peft_model, tokenizer, batch)
+        orth = orthogonality_loss(prev_A, lora_A(peft_model), cfg.orth_norm) if prev_A else torch.zeros(())
+        ((loss + cfg.lambda_orth * orth) / cfg.grad_accum).backward()
+        if step % cfg.grad_accum == 0 or step == total:
+            opt.step()
+            opt.zero_grad()
+        log.steps, log.tokens = step, log.tokens + ntok
+        log.loss.append(round(float(loss.detach()), 5))
+        log.orth.append(round(float(orth.detach()), 5))
+        bar.set_postfix(loss=f"{log.loss[-1]:.3f}", orth=f"{log.orth[-1]:.3g}")
+    peft_model.eval()
+    log.seconds = time.time() - t0
+    return peft_model, log

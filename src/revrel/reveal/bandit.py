@@ -1,0 +1,94 @@
+"""NeuralUCB (Zhou et al., 2020) with a diagonal design matrix, for any feature/reward pair.
+
+Surrogate: a one-hidden-layer MLP f(x; theta) on z-scored features. For a candidate x with
+gradient g = d f(x) / d theta, the score is
+
+    UCB(x) = f(x) + sqrt( sum_j lambda * nu * g_j^2 / U_j )
+
+with U initialised to lambda and, after each observation, U += g_chosen^2. After each observation
+the MLP is refit with Adam on all observations so far (nanoGPT-style plain loop, no framework).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+
+class NeuralUCB:
+    def __init__(self, features: np.ndarray | torch.Tensor, *, hidden: int = 100, lam: float = 1.0, nu: float = 0.1,
+                 lr: float = 1e-2, epochs: int = 50, seed: int = 0) -> None:
+        x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+        self.mean, self.std = x.mean(0), x.std(0, unbiased=False).clamp(min=1e-6)
+        self.x = (x - self.mean) / self.std  # all candidates, z-scored once
+        self.lam, self.nu, self.lr, self.epochs = lam, nu, lr, epochs
+        self.gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.params = {k: v.detach() for k, v in self.net.named_parameters()}
+        self.U = {k: torch.full_like(v, lam) for k, v in self.params.items()}
+        self.obs_idx: list[int] = []
+        self.obs_r: list[float] = []
+
+    def _f(self, params, x):
+        return functional_call(self.net, params, (x.unsqueeze(0),)).squeeze()
+
+    def _grads(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return vmap(grad(self._f), in_dims=(None, 0))(self.params, self.x[idx])
+
+    def ucb(self, idx: list[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, confidence width) for the candidates ``idx``."""
+        idx_t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        with torch.no_grad():
+            mu = self.net(self.x[idx_t]).squeeze(-1)
+        g = self._grads(idx_t)
+        var = sum(((self.lam * self.nu) * g[k].pow(2) / self.U[k]).flatten(1).sum(1) for k in g)
+        return mu, var.sqrt()
+
+    def select(self, idx: list[int] | np.ndarray) -> int:
+        """The candidate in ``idx`` with the highest UCB."""
+        mu, width = self.ucb(idx)
+        return int(np.asarray(idx)[int(torch.argmax(mu + width))])
+
+    def update(self, i: int, reward: float) -> None:
+        g = self._grads(torch.tensor([i]))
+        for k in self.U:
+            self.U[k] += g[k][0].pow(2)
+        self.obs_idx.append(int(i))
+        self.obs_r.append(float(reward))
+        self._fit()
+
+    def _fit(self) -> None:
+        x = self.x[torch.tensor(self.obs_idx)]
+        y = torch.tensor(self.obs_r, dtype=torch.float32)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=1e-4)
+        for _ in range(self.epochs):
+            opt.zero_grad()
+            loss = (self.net(x).squeeze(-1) - y).pow(2).mean()
+            loss.backward()
+            opt.step()
+        self.params = {k: v.detach() for k, v in self.net.named_parameters()}
+
+
+def run_bandit(features, reward_fn, *, n_init: int, budget: int, subset: int, seed: int = 0, **kw) -> list[tuple[int, float]]:
+    """``n_init`` random arms, then ``budget`` UCB choices over a random subset of candidates each step.
+
+    Returns the (candidate index, reward) history in order. ``reward_fn(i)`` evaluates candidate i.
+    """
+    n = len(features)
+    rng = np.random.default_rng(seed)
+    bandit = NeuralUCB(features, seed=seed, **kw)
+    history: list[tuple[int, float]] = []
+    for i in rng.choice(n, size=min(n_init, n), replace=False):
+        r = reward_fn(int(i))
+        bandit.update(int(i), r)
+        history.append((int(i), r))
+    for _ in range(budget):
+        pool = rng.choice(n, size=min(subset, n), replace=False)
+        i = bandit.select(pool)
+        r = reward_fn(i)
+        bandit.update(i, r)
+        history.append((i, r))
+    return history

@@ -1,0 +1,53 @@
+"""Turn scored instructions into the self-generated forget set: top instructions' responses,
+relevance-filtered, de-duplicated (exact and near-duplicate), with provenance."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+def _shingles(text: str, n: int = 3) -> set[str]:
+    t = _norm(text)
+    return {t[i : i + n] for i in range(max(len(t) - n + 1, 1))}
+
+
+def build_forget_set(evaluated: list[dict], *, top: int, threshold: float, embed=None, near_dup: float = 0.9) -> list[dict]:
+    """``evaluated``: one dict per scored instruction with ``responses`` and per-response ``relevances``.
+
+    Keeps responses of the ``top`` instructions by score whose relevance >= ``threshold``; drops exact
+    duplicates (after normalising case and punctuation) and near-duplicates (character 3-gram Jaccard
+    >= ``near_dup``, or embedding cosine >= ``near_dup`` when an embedder is given).
+    """
+    best: dict[str, dict] = {}
+    for e in evaluated:  # an instruction may be scored more than once; keep its best evaluation
+        if e["instruction"] not in best or e["score"] > best[e["instruction"]]["score"]:
+            best[e["instruction"]] = e
+    ranked = sorted(best.values(), key=lambda e: e["score"], reverse=True)[:top]
+    rows, seen, shingles = [], set(), []
+    for e in ranked:
+        for text, rel in zip(e["responses"], e["relevances"]):
+            key = _norm(text)
+            if rel < threshold or not key or key in seen:
+                continue
+            sh = _shingles(text)
+            if any(len(sh & o) / max(len(sh | o), 1) >= near_dup for o in shingles):
+                continue
+            seen.add(key)
+            shingles.append(sh)
+            rows.append({"instruction": e["instruction"], "response": text, "relevance": round(rel, 4),
+                         "instruction_score": round(e["score"], 4), "kind": e["kind"], "round": e.get("round", 0)})
+    if embed is not None and len(rows) > 1:
+        emb = torch.nn.functional.normalize(embed([r["response"] for r in rows]).float(), dim=-1)
+        sim = emb @ emb.T
+        keep = []
+        for i in range(len(rows)):
+            if all(sim[i, j] < near_dup for j in keep):
+                keep.append(i)
+        rows = [rows[i] for i in keep]
+    return rows

@@ -1,0 +1,85 @@
+"""Reveal: find instructions that make the current model show the forget target, and collect the
+responses they elicit as the self-generated forget set."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from revrel.config import RevealConfig
+from revrel.models.generation import GenerationConfig, generate
+from revrel.reveal.bandit import run_bandit
+from revrel.reveal.candidates import Candidate, dedupe, features, paraphrases, soft_prompts
+from revrel.reveal.forget_set import build_forget_set
+from revrel.reveal.scoring import diversity, harmonic_score
+from revrel.tasks.base import Oracle, Task
+
+
+@dataclass
+class RevealResult:
+    forget: list[dict]  # instruction, response, relevance, provenance
+    evaluated: list[dict]  # every scored instruction, in the order it was scored
+    generations: int  # responses generated while scoring (the generation budget)
+    relevance: float  # mean relevance of every response generated this round
+    seconds: float = 0.0
+    candidates: list[dict] = field(default_factory=list)
+
+    def table(self, n: int = 10) -> list[dict]:
+        rows = sorted(self.evaluated, key=lambda e: e["score"], reverse=True)[:n]
+        return [{k: e[k] for k in ("instruction", "kind", "relevance", "diversity", "score")} for e in rows]
+
+
+def build_candidates(model, tokenizer, task: Task, cfg: RevealConfig, seed: int) -> list[Candidate]:
+    """Seed instructions, plus model-written paraphrases and soft-prompt instructions if configured."""
+    cands = [Candidate(s, "seed", s) for s in task.seed_instructions]
+    if cfg.optimizer == "fixed":
+        return cands
+    if "pool" in cfg.candidates:
+        cands += paraphrases(model, tokenizer, task.seed_instructions, cfg.n_paraphrases, seed, cfg.batch_size)
+    else:
+        cands = []
+    if "soft" in cfg.candidates:
+        cands += soft_prompts(model, tokenizer, cfg.n_soft, cfg.soft_dim, cfg.soft_tokens, task.soft_template,
+                              task.seed_instructions, seed, cfg.batch_size)
+    return dedupe(cands) or [Candidate(s, "seed", s) for s in task.seed_instructions]
+
+
+def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfig, *, seed: int = 0, round_: int = 0,
+           candidates: list[Candidate] | None = None) -> RevealResult:
+    """Score instructions (fixed / random / NeuralUCB) by relevance x diversity and build the forget set."""
+    t0 = time.time()
+    cands = candidates if candidates is not None else build_candidates(model, tokenizer, task, cfg, seed)
+    gcfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size)
+    evaluated: list[dict] = []
+
+    def score_many(idx: list[int]) -> list[float]:
+        prompts = [cands[i].text for i in idx for _ in range(cfg.k)]
+        gcfg.seed = seed * 1000 + round_ * 100 + len(evaluated)
+        gens = generate(model, tokenizer, prompts, gcfg, desc="reveal: sample")
+        texts = [g.text for g in gens]
+        rel = oracle(texts)
+        out = []
+        for j, i in enumerate(idx):
+            resp, r = texts[j * cfg.k : (j + 1) * cfg.k], rel[j * cfg.k : (j + 1) * cfg.k]
+            relevance = float(np.mean(r))
+            div = diversity(embed(resp))
+            score = harmonic_score(relevance, div, cfg.alpha)
+            evaluated.append({"instruction": cands[i].text, "kind": cands[i].kind, "relevance": relevance, "diversity": div,
+                              "score": score, "responses": resp, "relevances": [float(x) for x in r], "round": round_})
+            out.append(score)
+        return out
+
+    if cfg.optimizer == "fixed":
+        score_many(list(range(len(cands))))
+    elif cfg.optimizer == "random":
+        rng = np.random.default_rng(seed * 1000 + round_)
+        score_many([int(i) for i in rng.choice(len(cands), size=cfg.n_init + cfg.budget, replace=len(cands) < cfg.n_init + cfg.budget)])
+    else:
+        feats = features(model, tokenizer, cands, cfg.batch_size)
+        run_bandit(feats, lambda i: score_many([i])[0], n_init=cfg.n_init, budget=cfg.budget, subset=cfg.subset, seed=seed * 1000 + round_)
+    forget = build_forget_set(evaluated, top=cfg.top, threshold=cfg.relevance_threshold)
+    all_rel = [r for e in evaluated for r in e["relevances"]]
+    return RevealResult(forget=forget, evaluated=evaluated, generations=len(all_rel), relevance=float(np.mean(all_rel)),
+                        seconds=time.time() - t0, candidates=[c.to_dict() for c in cands])

@@ -1,0 +1,33 @@
+"""Score an instruction by the responses it elicits: relevance x diversity (weighted harmonic mean)."""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-6
+
+
+def vendi_score(emb: torch.Tensor) -> float:
+    """Vendi score: exp(Shannon entropy of the eigenvalues of K/n), K = cosine-similarity matrix.
+
+    1 for identical responses, n for n mutually orthogonal ones (Friedman & Dieng, 2023).
+    """
+    if emb.shape[0] == 0:
+        return 0.0
+    x = torch.nn.functional.normalize(emb.double(), dim=-1)
+    n = x.shape[0]
+    # the non-zero eigenvalues of X X^T / n equal those of X^T X / n; use the smaller matrix
+    k = (x @ x.T if n <= x.shape[1] else x.T @ x) / n
+    ev = torch.linalg.eigvalsh(k).clamp(min=0)
+    ev = ev[ev > 1e-12]
+    return float(torch.exp(-(ev * ev.log()).sum()))
+
+
+def diversity(emb: torch.Tensor) -> float:
+    """Vendi score divided by the number of responses, so it lies in (0, 1]."""
+    return vendi_score(emb) / max(emb.shape[0], 1)
+
+
+def harmonic_score(relevance: float, div: float, alpha: float = 0.5) -> float:
+    """1 / (alpha / v + (1 - alpha) / r): high only when both relevance and diversity are high."""
+    return 1.0 / (alpha / (div + EPS) + (1.0 - alpha) / (relevance + EPS))

@@ -1,0 +1,38 @@
+import pytest
+
+from revrel.config import load_config, parse_set
+from revrel.errors import RevrelError
+
+
+def test_defaults_validate():
+    cfg = load_config()
+    assert cfg.task == "toxicity" and cfg.reveal.k >= 1
+
+
+def test_yaml_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("seed: 3\nreveal:\n  k: 2\n")
+    cfg = load_config(p, parse_set(["reveal.k=5", "release.target_modules=q_proj,v_proj"]))
+    assert cfg.seed == 3 and cfg.reveal.k == 5 and cfg.release.target_modules == ["q_proj", "v_proj"]
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("seed: [1, 2\n", "not valid YAML"),
+    ("- a\n- b\n", "must be a YAML mapping"),
+    ("reveal:\n  kk: 3\n", "unknown config key 'reveal.kk'"),
+    ("reveal:\n  k: -1\n", "reveal.k=-1 is out of range"),
+    ("release:\n  lr: .inf\n", "finite number"),
+    ("seed: abc\n", "must be an integer"),
+    ("reveal: 3\n", "must be a mapping"),
+])
+def test_bad_yaml_is_one_line_error(tmp_path, text, needle):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(RevrelError) as e:
+        load_config(p)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_set_flag():
+    with pytest.raises(RevrelError):
+        parse_set(["reveal.k"])

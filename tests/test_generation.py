@@ -1,0 +1,34 @@
+import torch
+
+from revrel.models.generation import GenerationConfig, generate, perplexity, sequence_logprobs
+
+PROMPTS = ["hello", "write a rude comment about people and the weather", "explain how a bicycle works", "hi"]
+
+
+def test_batched_greedy_equals_one_at_a_time(tiny):
+    """Left padding + attention mask must not change what the model writes."""
+    cfg = GenerationConfig(max_new_tokens=8, temperature=0.0, batch_size=4, progress=False)
+    batched = [g.text for g in generate(tiny.model, tiny.tokenizer, PROMPTS, cfg)]
+    single = [generate(tiny.model, tiny.tokenizer, [p], cfg)[0].text for p in PROMPTS]
+    assert batched == single
+
+
+def test_sampling_is_seeded_and_counts_tokens(tiny):
+    cfg = GenerationConfig(max_new_tokens=6, temperature=1.0, top_p=0.9, batch_size=2, seed=3, progress=False)
+    a = generate(tiny.model, tiny.tokenizer, PROMPTS, cfg)
+    b = generate(tiny.model, tiny.tokenizer, PROMPTS, cfg)
+    assert [g.text for g in a] == [g.text for g in b]
+    assert all(0 <= g.new_tokens <= 6 and g.prompt_tokens > 0 for g in a)
+    cfg.seed = 4
+    c = generate(tiny.model, tiny.tokenizer, PROMPTS, cfg)
+    assert [g.text for g in a] != [g.text for g in c]
+
+
+def test_sequence_logprobs_match_unbatched(tiny):
+    targets = ["you are a fool", "the ocean is blue and very very large", "ok", "thank you"]
+    batched = sequence_logprobs(tiny.model, tiny.tokenizer, PROMPTS, targets, batch_size=4)
+    single = [sequence_logprobs(tiny.model, tiny.tokenizer, [p], [t])[0] for p, t in zip(PROMPTS, targets)]
+    for (a, n), (b, m) in zip(batched, single):
+        assert n == m and abs(a - b) < 1e-3
+    assert perplexity(batched) > 1.0
+    assert torch.isfinite(torch.tensor(perplexity(batched)))

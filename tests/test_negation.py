@@ -1,0 +1,47 @@
+import torch
+from peft import LoraConfig, get_peft_model
+
+from revrel.release.negation import negate_into_base
+
+
+def _lora_model(tiny, seed=0):
+    torch.manual_seed(seed)
+    pm = get_peft_model(tiny.model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    with torch.no_grad():  # B starts at zero; give it values so the delta is non-zero
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    return pm
+
+
+def _logits(model, tok):
+    ids = torch.tensor([tok("hello friend, how are you today")["input_ids"]])
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_lambda_zero_is_bit_identical(tiny):
+    before = _logits(tiny.model, tiny.tokenizer)
+    base = negate_into_base(_lora_model(tiny), 0.0)
+    assert torch.equal(_logits(base, tiny.tokenizer), before)
+
+
+def test_lambda_one_changes_outputs(tiny):
+    before = _logits(tiny.model, tiny.tokenizer)
+    base = negate_into_base(_lora_model(tiny), 1.0)
+    assert not torch.allclose(_logits(base, tiny.tokenizer), before, atol=1e-4)
+
+
+def test_negation_matches_hand_computation():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5, bias=False))
+    w0 = net[0].weight.detach().clone()
+    pm = get_peft_model(net, LoraConfig(r=2, lora_alpha=6, target_modules=["0"], lora_dropout=0.0))
+    layer = pm.base_model.model[0]
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+    a, b = layer.lora_A["default"].weight.detach().clone(), layer.lora_B["default"].weight.detach().clone()
+    base = negate_into_base(pm, 0.7)
+    expected = w0 - 0.7 * (6 / 2) * (b @ a)
+    assert torch.allclose(base[0].weight, expected, atol=1e-6)
+    assert isinstance(base[0], torch.nn.Linear)  # LoRA layers are gone

@@ -1,0 +1,74 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny import tiny_overrides
+
+from revrel.config import load_config
+from revrel.errors import RevrelError
+from revrel.io import read_jsonl
+from revrel.pipeline import unlearn
+
+HELPER = Path(__file__).parent / "helpers" / "run_tiny.py"
+
+
+def test_unlearn_end_to_end_writes_artifacts(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    report = unlearn(load_config(None, tiny_overrides(out, tiny_dir)))
+    for p in ("model/model.safetensors", "model/config.json", "adapters/round_1/adapter_model.safetensors", "adapters/retain",
+              "forget.jsonl", "report.json", "config.yaml", "candidates.jsonl"):
+        assert (out / p).exists(), p
+    rows = read_jsonl(out / "forget.jsonl")
+    assert rows and {"instruction", "response", "relevance", "round"} <= set(rows[0])
+    assert [r["round"] for r in report["rounds"]] == [1, 2]
+    assert report["rounds"][1]["orth_final"] is not None  # round 2 was kept orthogonal to round 1 + retain
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(out / "model")  # plain transformers reloads the result
+    orig = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    diff = [n for (n, a), (_, b) in zip(m.named_parameters(), orig.named_parameters()) if not torch.equal(a, b)]
+    assert diff and all(any(t in n for t in ("q_proj", "v_proj", "up_proj", "down_proj")) for n in diff)
+
+
+def test_existing_out_refused_without_flag(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(RevrelError, match="--resume"):
+        unlearn(load_config(None, tiny_overrides(out, tiny_dir)))
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def _run(out, model, *extra, kill_at=None):
+    env = dict(os.environ, REVREL_KILL_AT=kill_at or "", TQDM_DISABLE="1")
+    return subprocess.run([sys.executable, str(HELPER), str(out), str(model), *extra], env=env, capture_output=True, text=True, timeout=300)
+
+
+def _final(out):
+    rep = json.loads((out / "report.json").read_text())
+    strip = lambda r: {k: v for k, v in r.items() if "seconds" not in k and k != "train"}  # noqa: E731
+    weights = load_file(str(out / "model" / "model.safetensors"))
+    return [strip(r) for r in rep["rounds"]], rep["after"], weights, (out / "forget.jsonl").read_text()
+
+
+@pytest.mark.parametrize("kill_at", ["round2:reveal", "round2:trained", "round2:negate", "round2:save", "round2:saved"])
+def test_sigkill_mid_round2_then_resume_equals_uninterrupted(tiny_dir, tmp_path, kill_at):
+    ref, run = tmp_path / "ref", tmp_path / "killed"
+    assert _run(ref, tiny_dir).returncode == 0
+    killed = _run(run, tiny_dir, kill_at=kill_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    progress = json.loads((run / "progress.json").read_text())
+    assert progress["completed_rounds"] == 1
+    resumed = _run(run, tiny_dir, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    rounds_a, after_a, w_a, forget_a = _final(ref)
+    rounds_b, after_b, w_b, forget_b = _final(run)
+    assert [r["round"] for r in rounds_b] == [1, 2]  # nothing lost, nothing duplicated
+    assert rounds_a == rounds_b and after_a == after_b and forget_a == forget_b
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)

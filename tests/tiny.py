@@ -1,0 +1,84 @@
+"""A tiny randomly initialised Llama with a real BPE tokenizer and a ChatML template, built in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "you are an idiot and a stupid fool", "hello friend, how are you today", "the weather is nice and sunny",
+    "write a rude comment about people", "explain how a bicycle works", "describe the ocean and the sky",
+    "def add(a, b): return a + b", "I hate you, you are awful and dumb", "thank you for the lovely gift",
+] * 20
+
+
+def build_tiny(folder: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(CORPUS, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    tok.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, bos_token_id=None)
+    model = LlamaForCausalLM(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def keyword_oracle(texts):
+    """Test oracle: fraction of words that are insults (a plug-in task oracle, as users would write)."""
+    bad = {"idiot", "stupid", "fool", "hate", "awful", "dumb", "rude"}
+    out = []
+    for t in texts:
+        words = t.lower().split()
+        out.append(min(1.0, 4 * sum(w.strip(".,!") in bad for w in words) / max(len(words), 1)))
+    return out
+
+
+def register_tiny_task():
+    """A task whose oracle is the keyword scorer and whose eval is cheap, for end-to-end runs on tiny models."""
+    from revrel.models.generation import GenerationConfig, generate, perplexity, text_logprobs
+    from revrel.tasks import TASKS
+    from revrel.tasks.base import Task
+
+    def evaluate(model, tokenizer, cfg, oracle, seed=0):
+        gens = generate(model, tokenizer, ["write a rude comment"] * cfg.n_prompts,
+                        GenerationConfig(max_new_tokens=cfg.max_new_tokens, seed=seed, batch_size=cfg.batch_size, progress=False))
+        rel = oracle([g.text for g in gens])
+        ppl = perplexity(text_logprobs(model, tokenizer, CORPUS[1:4]))
+        return {"mean_relevance": sum(rel) / len(rel), "benign_perplexity": ppl}
+
+    TASKS["tiny"] = lambda: Task(
+        name="tiny", description="test task", seed_instructions=["write a rude comment", "you are an idiot", "I hate you"],
+        oracles={"keywords": lambda: keyword_oracle}, default_oracle="keywords", evaluate=evaluate,
+        retain_instructions=["hello friend", "describe the ocean", "explain how a bicycle works", "thank you", "the weather is nice"],
+    )
+
+
+def tiny_overrides(out: Path, model: Path, **extra) -> dict:
+    over = {
+        "task": "tiny", "model": str(model), "out": str(out), "seed": 0,
+        "reveal": {"n_paraphrases": 1, "n_soft": 3, "soft_dim": 4, "soft_tokens": 2, "n_init": 2, "budget": 2, "k": 3, "top": 2,
+                   "relevance_threshold": 0.0, "max_new_tokens": 8, "embedder": "self"},
+        "release": {"rounds": 2, "rank": 2, "epochs": 1, "batch_size": 4, "n_retain": 4, "relevance_target": 0.0, "utility_budget": 1000.0,
+                    "max_length": 48},
+        "eval": {"n_prompts": 2, "samples": 1, "max_new_tokens": 6, "n_ppl": 2},
+    }
+    for k, v in extra.items():
+        over.setdefault(k, {}).update(v) if isinstance(v, dict) else over.__setitem__(k, v)
+    return over
