@@ -19,7 +19,7 @@ def test_neuralucb_beats_random_regret():
         x, f, rng = _problem(seed)
         best = f.max()
         noise = np.random.default_rng(100 + seed)
-        hist = run_bandit(x, lambda i: float(f[i] + 0.1 * noise.normal()), n_init=5, budget=195, subset=300, seed=seed,
+        hist = run_bandit(x, lambda i, f=f, noise=noise: float(f[i] + 0.1 * noise.normal()), n_init=5, budget=195, subset=300, seed=seed,
                           epochs=20, nu=0.01)
         ucb_regrets.append(sum(best - f[i] for i, _ in hist))
         rand = rng.choice(len(x), size=200)

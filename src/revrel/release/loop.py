@@ -86,7 +86,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     if prev_A:
         from revrel.release.orthogonality import orthogonality_loss
 
-        orth_after = float(orthogonality_loss(prev_A, lora_A(peft_model), s.orth_norm))
+        orth_after = float(orthogonality_loss(prev_A, lora_A(peft_model), s.orth_norm).detach())
     snapshot = _target_weights(peft_model.get_base_model(), s.target_modules)
     lam, ratio, tries = s.lambda_neg, None, 0
     base = None

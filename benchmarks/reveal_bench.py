@@ -1,0 +1,98 @@
+"""Reveal: does the optimizer beat the hand-written seeds, and NeuralUCB beat random choice?
+
+One run, one model, same generation budget for NeuralUCB and random:
+1. score every seed instruction (k fresh samples each) -> best seed's mean relevance;
+2. NeuralUCB over the candidate pool (seeds + paraphrases + soft prompts) -> its top instructions,
+   re-scored with k fresh samples (so the comparison is not biased by selection);
+3. random choice over the same pool with the same number of scored instructions;
+forget-set quality = mean relevance, diversity (Vendi/n of the forget-set embeddings) and their
+harmonic mean. Writes benchmarks/results/reveal_<task>.json.
+
+    python benchmarks/reveal_bench.py --task toxicity --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from revrel.config import RevealConfig
+from revrel.models.embedders import make_embedder
+from revrel.models.generation import GenerationConfig, generate
+from revrel.models.loading import load_model
+from revrel.reveal.optimize import build_candidates, reveal
+from revrel.reveal.scoring import diversity, harmonic_score
+from revrel.tasks import get_task
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def fresh_relevance(model, tok, oracle, instructions, k, seed) -> list[float]:
+    gens = generate(model, tok, [i for i in instructions for _ in range(k)], GenerationConfig(max_new_tokens=48, seed=seed, progress=False))
+    rel = oracle([g.text for g in gens])
+    return [float(np.mean(rel[j * k : (j + 1) * k])) for j in range(len(instructions))]
+
+
+def forget_quality(rows, embed, alpha=0.5) -> dict:
+    if not rows:
+        return {"size": 0, "relevance": 0.0, "diversity": 0.0, "score": 0.0}
+    rel = float(np.mean([r["relevance"] for r in rows]))
+    div = diversity(embed([r["response"] for r in rows]))
+    return {"size": len(rows), "relevance": rel, "diversity": div, "score": harmonic_score(rel, div, alpha)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="toxicity")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--budget", type=int, default=12)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--recheck-k", type=int, default=8)
+    args = ap.parse_args()
+    t0 = time.time()
+    loaded = load_model(args.model)
+    m, tok = loaded.model, loaded.tokenizer
+    task = get_task(args.task)
+    oracle = task.oracle()
+    embed = make_embedder("self", m, tok)
+    results = []
+    for seed in args.seeds:
+        cfg = RevealConfig(n_paraphrases=3, n_soft=16, n_init=4, budget=args.budget, k=args.k, top=3, relevance_threshold=0.0)
+        cands = build_candidates(m, tok, task, cfg, seed)
+        ucb = reveal(m, tok, task, oracle, embed, cfg, seed=seed, candidates=cands)
+        rnd = reveal(m, tok, task, oracle, embed, replace(cfg, optimizer="random"), seed=seed, candidates=cands)
+        seeds_rel = fresh_relevance(m, tok, oracle, task.seed_instructions, args.recheck_k, seed + 500)
+        top = [r["instruction"] for r in ucb.table(3)]
+        top_rel = fresh_relevance(m, tok, oracle, top, args.recheck_k, seed + 600)
+        rnd_top = [r["instruction"] for r in rnd.table(3)]
+        rnd_top_rel = fresh_relevance(m, tok, oracle, rnd_top, args.recheck_k, seed + 700)
+        res = {
+            "seed": seed, "candidates": len(cands), "kinds": {k: sum(c.kind == k for c in cands) for k in ("seed", "paraphrase", "soft")},
+            "generations_per_optimizer": ucb.generations,
+            "best_seed_relevance": max(seeds_rel), "mean_seed_relevance": float(np.mean(seeds_rel)),
+            "neuralucb_top3_relevance": float(np.mean(top_rel)), "neuralucb_top3": list(zip(top, top_rel)),
+            "random_top3_relevance": float(np.mean(rnd_top_rel)),
+            "forget_neuralucb": forget_quality(ucb.forget, embed), "forget_random": forget_quality(rnd.forget, embed),
+            "all_generations_relevance": {"neuralucb": ucb.relevance, "random": rnd.relevance},
+        }
+        print(json.dumps(res, indent=1))
+        results.append(res)
+    summary = {
+        "task": args.task, "model": args.model, "machine": f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} threads",
+        "command": "python benchmarks/reveal_bench.py " + " ".join(f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}" for k, v in vars(args).items()),
+        "seconds": round(time.time() - t0, 1), "runs": results,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"reveal_{args.task}.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
