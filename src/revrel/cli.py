@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true")
     e = sub.add_parser("eval", help="measure a model on a task's forget and utility metrics")
     _common(e, out_required=False)
+    rp = sub.add_parser("report", help="write report.md and PNG plots from finished runs")
+    rp.add_argument("runs", nargs="+", help="run folders (each with report.json)")
+    rp.add_argument("--out", help="folder for report.md and plots (default: the first run)")
     sub.add_parser("tasks", help="list tasks and their oracles")
     return ap
 
@@ -126,6 +129,13 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from revrel.evaluation.report import write_report
+
+    print(f"wrote {write_report(args.runs, args.out)}")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from revrel.tasks import TASKS, get_task
 
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "quiet", False):
         os.environ["TQDM_DISABLE"] = "1"
     try:
-        return {"unlearn": cmd_unlearn, "reveal": cmd_reveal, "eval": cmd_eval, "tasks": cmd_tasks}[args.command](args)
+        return {"unlearn": cmd_unlearn, "reveal": cmd_reveal, "eval": cmd_eval, "report": cmd_report, "tasks": cmd_tasks}[args.command](args)
     except RevrelError as exc:
         print(f"revrel: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -77,6 +77,7 @@ class EvalConfig:
     max_new_tokens: int = 32
     n_ppl: int = 32
     batch_size: int = 16
+    dataset: str = ""  # task-specific choice, e.g. ner: conll2003 | wnut17 (empty: the task's default)
 
 
 @dataclass

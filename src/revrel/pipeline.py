@@ -64,7 +64,7 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
     report = {
         "task": cfg.task, "model": cfg.model, "method": cfg.release.method, "seed": cfg.seed,
         "before": progress["before"], "after": after, "rounds": progress["rounds"], "stopped": progress.get("stopped"),
-        "forget_size": len(forget), "probe_ppl0": progress.get("probe_ppl0"),
+        "forget_size": len(forget), "probe_ppl0": progress.get("probe_ppl0"), "config": cfg.to_dict(),
         "artifacts": {"model": "model/", "adapters": "adapters/", "forget": "forget.jsonl", "config": "config.yaml"},
         "seconds_this_invocation": round(time.time() - t_start, 1),
     }

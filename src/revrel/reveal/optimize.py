@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from revrel.config import RevealConfig
 from revrel.models.generation import GenerationConfig, generate
@@ -53,6 +54,8 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     cands = candidates if candidates is not None else build_candidates(model, tokenizer, task, cfg, seed)
     gcfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size)
     evaluated: list[dict] = []
+    n_arms = len(cands) if cfg.optimizer == "fixed" else cfg.n_init + cfg.budget
+    bar = tqdm(total=n_arms, desc=f"reveal round {round_}: instructions", leave=False)
 
     def score_many(idx: list[int]) -> list[float]:
         prompts = [cands[i].text for i in idx for _ in range(cfg.k)]
@@ -69,6 +72,8 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
             evaluated.append({"instruction": cands[i].text, "kind": cands[i].kind, "relevance": relevance, "diversity": div,
                               "score": score, "responses": resp, "relevances": [float(x) for x in r], "round": round_})
             out.append(score)
+            bar.update(1)
+            bar.set_postfix(best=f"{max(e['score'] for e in evaluated):.3f}")
         return out
 
     if cfg.optimizer == "fixed":
@@ -79,6 +84,7 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     else:
         feats = features(model, tokenizer, cands, cfg.batch_size)
         run_bandit(feats, lambda i: score_many([i])[0], n_init=cfg.n_init, budget=cfg.budget, subset=cfg.subset, seed=seed * 1000 + round_)
+    bar.close()
     forget = build_forget_set(evaluated, top=cfg.top, threshold=cfg.relevance_threshold)
     all_rel = [r for e in evaluated for r in e["relevances"]]
     return RevealResult(forget=forget, evaluated=evaluated, generations=len(all_rel), relevance=float(np.mean(all_rel)),

@@ -24,6 +24,6 @@ def get_task(name: str) -> Task:
     return TASKS[name]()
 
 
-from revrel.tasks import toxicity  # noqa: E402,F401  (registers itself)
+from revrel.tasks import code, ner, toxicity  # noqa: E402,F401  (each registers itself)
 
 __all__ = ["TASKS", "Oracle", "Task", "get_task", "register"]

