@@ -72,3 +72,17 @@ def test_sigkill_mid_round2_then_resume_equals_uninterrupted(tiny_dir, tmp_path,
     assert [r["round"] for r in rounds_b] == [1, 2]  # nothing lost, nothing duplicated
     assert rounds_a == rounds_b and after_a == after_b and forget_a == forget_b
     assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
+
+
+def test_utility_budget_line_search_halves_lambda_and_stops(tiny_dir, tmp_path):
+    """A budget no negation can meet: lambda is halved twice (3 tries), then the run stops on the budget."""
+    out = tmp_path / "budget"
+    cfg = load_config(None, tiny_overrides(out, tiny_dir, release={"utility_budget": 1.0, "lambda_neg": 50.0, "rounds": 3}))
+    report = unlearn(cfg)
+    r1 = report["rounds"][0]
+    assert r1["negation_tries"] == 3 and r1["lambda_neg"] == 12.5
+    assert len(report["rounds"]) == 1 and "budget" in report["stopped"] and r1["reverted"]
+    from safetensors.torch import load_file as lf
+
+    w, w0 = lf(str(out / "model" / "model.safetensors")), lf(str(tiny_dir / "model.safetensors"))
+    assert all(torch.equal(w[k], w0[k]) for k in w0)  # the over-budget negation was undone

@@ -65,7 +65,15 @@ class ReleaseConfig:
     n_retain: int = 16
     relevance_target: float = 0.1  # stop when revealed relevance falls below this
     utility_budget: float = 1.5  # stop when retain-probe perplexity grows by more than this factor
-    merge: bool = True  # False: keep adapters stacked and unmerged, for inspection
+    # baselines (method != revrel): ga | graddiff | npo | simnpo | pem-negation
+    forget_source: str = "self"  # self: one Reveal on the original model | real: the task's real forget data
+    forget_file: str = ""  # JSONL with instruction/response, overrides forget_source
+    baseline_steps: int = 16  # optimizer steps for ga / graddiff / npo / simnpo
+    baseline_lr: float = 1e-5
+    baseline_lora: bool = False  # LoRA variant instead of full-parameter
+    retain_weight: float = 1.0  # weight of the retain NLL (graddiff, npo, simnpo)
+    npo_beta: float = 0.1
+    simnpo_gamma: float = 0.0
 
 
 @dataclass
@@ -106,6 +114,12 @@ class RunConfig:
         _check(0.0 < r.top_p <= 1.0, "reveal.top_p must be in (0, 1]")
         _check(0.0 <= r.temperature <= 10.0, "reveal.temperature must be in [0, 10]")
         _check(s.orth_norm in ("l1", "fro"), "release.orth_norm must be l1 or fro")
+        methods = ("revrel", "ga", "graddiff", "npo", "simnpo", "pem-negation")
+        _check(s.method in methods, f"release.method must be one of {', '.join(methods)}")
+        _check(s.forget_source in ("self", "real"), "release.forget_source must be self or real")
+        _check(0.0 < s.baseline_lr <= 1.0, "release.baseline_lr must be in (0, 1]")
+        _check(s.npo_beta > 0, "release.npo_beta must be > 0")
+        _check(s.retain_weight >= 0, "release.retain_weight must be >= 0")
         _check(0.0 < s.lr <= 1.0, "release.lr must be in (0, 1]")
         _check(s.lambda_neg >= 0 and s.lambda_neg <= 100, "release.lambda_neg must be in [0, 100]")
         _check(s.lambda_orth >= 0, "release.lambda_orth must be >= 0")
@@ -120,7 +134,7 @@ class RunConfig:
             "release.rounds": (s.rounds, 1, 1000), "release.rank": (s.rank, 1, 1024),
             "release.epochs": (s.epochs, 1, 1000), "release.batch_size": (s.batch_size, 1, 4096),
             "release.grad_accum": (s.grad_accum, 1, 4096), "release.max_length": (s.max_length, 8, 32768),
-            "release.n_retain": (s.n_retain, 1, 100_000),
+            "release.n_retain": (s.n_retain, 1, 100_000), "release.baseline_steps": (s.baseline_steps, 1, 1_000_000),
             "eval.n_prompts": (e.n_prompts, 1, 100_000), "eval.samples": (e.samples, 1, 1024),
             "eval.max_new_tokens": (e.max_new_tokens, 1, 4096), "eval.n_ppl": (e.n_ppl, 1, 100_000),
             "eval.batch_size": (e.batch_size, 1, 4096), "seed": (self.seed, 0, 2**32 - 1),

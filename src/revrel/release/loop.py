@@ -72,7 +72,9 @@ def probe_perplexity(ctx: Context, probe: list[dict]) -> float:
 
 
 def _target_weights(model, modules: list[str]) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if any(f".{m}." in n for m in modules)}
+    """Copies of the base weights of the target modules, named as in the plain (unwrapped) model."""
+    return {n.replace(".base_layer.", "."): p.detach().clone() for n, p in model.named_parameters()
+            if any(f".{m}." in n for m in modules) and "lora_" not in n}
 
 
 def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], probe: list[dict], probe_ppl0: float) -> dict:
@@ -99,17 +101,25 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
         if ratio <= s.utility_budget or tries >= 3:
             break
         lam /= 2
-    return {"lambda_neg": lam, "negation_tries": tries, "probe_ppl_ratio": ratio, "train": tlog.summary(), "orth_final": orth_after}
+    reverted = ratio > s.utility_budget
+    if reverted:  # no lambda met the budget: keep the last model that did
+        _restore(base, snapshot)
+    return {"lambda_neg": lam, "negation_tries": tries, "probe_ppl_ratio": ratio, "reverted": reverted, "train": tlog.summary(),
+            "orth_final": orth_after}
+
+
+def _restore(model, snapshot: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for n, w in snapshot.items():
+            params[n].copy_(w)
 
 
 def _renegate(base, snapshot, ctx: Context, k: int, lam: float):
     """Restore the pre-negation weights and negate the saved round-k adapter with a smaller lambda."""
     from peft import PeftModel
 
-    with torch.no_grad():
-        params = dict(base.named_parameters())
-        for n, w in snapshot.items():
-            params[n].copy_(w)
+    _restore(base, snapshot)
     peft_model = PeftModel.from_pretrained(base, str(ctx.run.adapters / f"round_{k}"))
     return negate_into_base(peft_model, lam)
 
@@ -157,7 +167,8 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
             entry.update(release_round(ctx, k, rv.forget, prev, probe, progress["probe_ppl0"]))
             prev.append(load_adapter_A(run.adapters / f"round_{k}"))
             if entry["probe_ppl_ratio"] > cfg.release.utility_budget:
-                stop = f"retain-probe perplexity ratio {entry['probe_ppl_ratio']:.3f} > budget {cfg.release.utility_budget}"
+                stop = (f"retain-probe perplexity ratio {entry['probe_ppl_ratio']:.3f} > budget {cfg.release.utility_budget} "
+                        "even at lambda/4; this round's negation was reverted")
             faults.point(f"round{k}:save")
             progress["state"] = run.save_state(ctx.model, k)
             faults.point(f"round{k}:saved")
