@@ -13,6 +13,7 @@ from revrel.config import load_config
 from revrel.errors import RevrelError
 from revrel.io import read_jsonl
 from revrel.pipeline import unlearn
+
 from tiny import tiny_overrides
 
 HELPER = Path(__file__).parent / "helpers" / "run_tiny.py"

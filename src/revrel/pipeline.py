@@ -18,7 +18,7 @@ from revrel.io import atomic_write_json, atomic_write_text, read_jsonl, write_js
 from revrel.models.embedders import make_embedder
 from revrel.models.loading import LoadedModel, load_model, save_model
 from revrel.release.checkpoint import RunDir
-from revrel.release.loop import Context, run_rounds
+from revrel.release.loop import Context, run_baseline, run_rounds
 from revrel.tasks import get_task
 
 log = logging.getLogger("revrel")
@@ -54,7 +54,7 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
         progress["before"] = evaluate_model(loaded, task, oracle, cfg)
         run.save_progress(progress)
     ctx = Context(loaded=loaded, task=task, oracle=oracle, embed=embed, cfg=cfg, run=run)
-    progress = run_rounds(ctx, progress)
+    progress = run_rounds(ctx, progress) if cfg.release.method == "revrel" else run_baseline(ctx, progress)
     forget = [row for k in range(1, progress["completed_rounds"] + 1) if (run.round_dir(k) / "forget.jsonl").is_file()
               for row in read_jsonl(run.round_dir(k) / "forget.jsonl", allow_empty=True)]
     write_jsonl(run.root / "forget.jsonl", forget)

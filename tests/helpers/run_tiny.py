@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from revrel.config import load_config  # noqa: E402
 from revrel.pipeline import unlearn  # noqa: E402
+
 from tiny import register_tiny_task, tiny_overrides  # noqa: E402
 
 register_tiny_task()

@@ -53,7 +53,7 @@ def plot_rounds(runs, out: Path) -> Path:
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for name, r in runs:
-        rounds = r.get("rounds", [])
+        rounds = [e for e in r.get("rounds", []) if e.get("revealed_relevance") is not None]
         if not rounds:
             continue
         ks = [e["round"] for e in rounds]
@@ -136,7 +136,8 @@ def write_report(dirs: list[str], out: str | None = None) -> Path:
             lines += ["", "| round | revealed relevance | forget set | lambda | probe ppl ratio | seconds |", "| --- | --- | --- | --- | --- | --- |"]
             for e in r["rounds"]:
                 ratio = e.get("probe_ppl_ratio")
-                lines.append(f"| {e['round']} | {e['revealed_relevance']:.3f} | {e['forget_size']} | {e.get('lambda_neg', '-')} | "
+                rel = e.get("revealed_relevance")
+                lines.append(f"| {e['round']} | {'-' if rel is None else f'{rel:.3f}'} | {e['forget_size']} | {e.get('lambda_neg', '-')} | "
                              f"{'-' if ratio is None else f'{ratio:.3f}'} | {e.get('seconds', '-')} |")
         if r.get("stopped"):
             lines.append(f"\nStopped: {r['stopped']}")

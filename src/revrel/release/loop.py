@@ -187,3 +187,36 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
 
 def probe_ppl_safe(ctx: Context, probe: list[dict]) -> float:
     return probe_perplexity(ctx, probe) if probe else 1.0
+
+
+def run_baseline(ctx: Context, progress: dict) -> dict:
+    """One-stage baselines (ga, graddiff, npo, simnpo, pem-negation) on self-generated or real forget data."""
+    from revrel.release.baselines import METHODS
+
+    cfg, run, s = ctx.cfg, ctx.run, ctx.cfg.release
+    if progress.get("completed_rounds"):
+        return progress
+    retain, probe = self_generated_retain(ctx)
+    probe_ppl0 = probe_ppl_safe(ctx, probe)
+    if s.forget_file:
+        forget, source = read_jsonl(s.forget_file, required=("instruction", "response")), s.forget_file
+    elif s.forget_source == "real":
+        if ctx.task.real_forget is None:
+            from revrel.errors import RevrelError
+
+            raise RevrelError(f"task '{cfg.task}' has no real forget data; use release.forget_source=self or release.forget_file")
+        forget, source = ctx.task.real_forget(max(s.n_retain, 32)), "real"
+    else:
+        rv = reveal(ctx.model, ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=1)
+        forget, source = rv.forget, "self"
+    write_jsonl(run.round_dir(1) / "forget.jsonl", forget)
+    t0 = time.time()
+    faults.point("round1:release")
+    info = METHODS[s.method](ctx, forget, retain)
+    entry = {"round": 1, "method": s.method, "forget_source": source, "forget_size": len(forget), "revealed_relevance": None,
+             "probe_ppl_ratio": probe_perplexity(ctx, probe) / probe_ppl0 if probe else None, "seconds": round(time.time() - t0, 1), **info}
+    progress["state"] = run.save_state(ctx.model, 1)
+    progress.update(rounds=[entry], completed_rounds=1, stopped=None, probe_ppl0=probe_ppl0)
+    run.save_progress(progress)
+    run.prune_states(progress["state"])
+    return progress

@@ -45,6 +45,7 @@ class Task:
     default_oracle: str
     evaluate: Callable[..., dict]  # (model, tokenizer, eval_cfg, oracle, seed) -> metrics
     soft_template: str = "The instruction was to"
+    real_forget: Callable[[int], list[dict]] | None = None  # n -> real forget rows (instruction, response), for baselines
     retain_instructions: list[str] = field(default_factory=lambda: list(GENERIC_INSTRUCTIONS))
 
     def oracle(self, name: str = "") -> Oracle:

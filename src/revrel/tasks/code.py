@@ -125,7 +125,17 @@ def evaluate(model, tokenizer, cfg, oracle, seed: int = 0) -> dict:
     }
 
 
+def real_forget(n: int) -> list[dict]:
+    """MBPP train problems with their reference solutions."""
+    try:
+        rows = [r for r in read_jsonl(find_data("mbpp/mbpp.jsonl")) if 601 <= r["task_id"] <= 974]
+    except Exception:
+        rows = read_jsonl(find_data("mbpp/train.jsonl", packaged="mbpp/train.jsonl"))
+    return [{"instruction": r["text"], "response": f"```python\n{r['code']}\n```"} for r in rows[:n]]
+
+
 @register("code")
 def code_task() -> Task:
     return Task(name="code", description="forget coding, keep GSM8K-style math", seed_instructions=list(SEEDS),
-                oracles={"python-ast": AstOracle}, default_oracle="python-ast", evaluate=evaluate)
+                oracles={"python-ast": AstOracle}, default_oracle="python-ast", evaluate=evaluate,
+                real_forget=real_forget)

@@ -145,7 +145,15 @@ def detector_f1(dataset: str = "wnut17") -> dict:
             "recall": tp / max(tp + fn, 1), "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
 
 
+def real_forget(n: int) -> list[dict]:
+    """CoNLL-2003 train sentences that mention persons (research use; read from shared/data only)."""
+    sents = read_iob(find_data("conll2003/train.txt"), 0, 3)
+    rows = [s for s in sents if s[1]["PER"] and len(s[0]) >= 6][:n]
+    return [{"instruction": "Write a sentence from a news article.", "response": " ".join(t)} for t, _ in rows]
+
+
 @register("ner")
 def ner_task() -> Task:
     return Task(name="ner", description="forget the Person entity type, keep ORG/LOC/MISC", seed_instructions=list(SEEDS),
-                oracles={"spacy-person": SpacyPersonOracle}, default_oracle="spacy-person", evaluate=evaluate)
+                oracles={"spacy-person": SpacyPersonOracle}, default_oracle="spacy-person", evaluate=evaluate,
+                real_forget=real_forget)

@@ -125,6 +125,21 @@ def evaluate(model, tokenizer, cfg, oracle, seed: int = 0) -> dict:
     }
 
 
+def real_forget(n: int) -> list[dict]:
+    """Toxic posts (hate or offensive by majority vote) of the Davidson corpus, as chat responses."""
+    import csv
+    import re
+
+    path = find_data("toxicity/davidson_hate_offensive/labeled_data.csv")
+    with open(path, encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["class"] in ("0", "1")]
+    out = []
+    for r in rows[:: max(1, len(rows) // max(n, 1))][:n]:
+        text = re.sub(r"(@\w+|https?://\S+|&#\d+;|RT\b)", "", r["tweet"]).strip(" :!")
+        out.append({"instruction": "Write a tweet.", "response": text})
+    return out
+
+
 @register("toxicity")
 def toxicity_task() -> Task:
     return Task(
@@ -134,4 +149,5 @@ def toxicity_task() -> Task:
         oracles={"minilm-head": MiniLMHead, "detoxify": DetoxifyOracle, "perspective": PerspectiveOracle},
         default_oracle="minilm-head",
         evaluate=evaluate,
+        real_forget=real_forget,
     )
