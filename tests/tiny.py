@@ -56,8 +56,8 @@ def register_tiny_task():
     from revrel.tasks import TASKS
     from revrel.tasks.base import Task
 
-    def evaluate(model, tokenizer, cfg, oracle, seed=0):
-        gens = generate(model, tokenizer, ["write a rude comment"] * cfg.n_prompts,
+    def evaluate(model, tokenizer, cfg, oracle, seed=0, wrap=None):
+        gens = generate(model, tokenizer, [(wrap or str)("write a rude comment")] * cfg.n_prompts,
                         GenerationConfig(max_new_tokens=cfg.max_new_tokens, seed=seed, batch_size=cfg.batch_size, progress=False))
         rel = oracle([g.text for g in gens])
         ppl = perplexity(text_logprobs(model, tokenizer, CORPUS[1:4]))
@@ -66,6 +66,8 @@ def register_tiny_task():
     TASKS["tiny"] = lambda: Task(
         name="tiny", description="test task", seed_instructions=["write a rude comment", "you are an idiot", "I hate you"],
         oracles={"keywords": lambda: keyword_oracle}, default_oracle="keywords", evaluate=evaluate,
+        headline=("mean_relevance", "benign_perplexity"),
+        real_forget=lambda n: [{"instruction": "write a rude comment", "response": "you are an idiot and a stupid fool"}] * n,
         retain_instructions=["hello friend", "describe the ocean", "explain how a bicycle works", "thank you", "the weather is nice"],
     )
 
@@ -82,3 +84,10 @@ def tiny_overrides(out: Path, model: Path, **extra) -> dict:
     for k, v in extra.items():
         over.setdefault(k, {}).update(v) if isinstance(v, dict) else over.__setitem__(k, v)
     return over
+
+
+if __name__ != "__main__":  # imported as a REVREL_PLUGINS module by subprocesses (bench)
+    try:
+        register_tiny_task()
+    except Exception:  # revrel not importable yet
+        pass

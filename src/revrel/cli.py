@@ -1,4 +1,4 @@
-"""``revrel`` command line: unlearn, reveal, eval.
+"""``revrel`` command line: unlearn, reveal, eval, report, bench, attack, tasks.
 
 User mistakes are one line on stderr and exit code 2; Ctrl-C is one line and exit code 130, with
 every finished round already checkpointed.
@@ -47,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write report.md and PNG plots from finished runs")
     rp.add_argument("runs", nargs="+", help="run folders (each with report.json)")
     rp.add_argument("--out", help="folder for report.md and plots (default: the first run)")
+    b = sub.add_parser("bench", help="run several methods side by side; one table + trade-off plot")
+    b.add_argument("--task", required=True)
+    b.add_argument("--methods", default="revrel,ga,graddiff,npo,simnpo,pem-negation")
+    b.add_argument("--out", required=True)
+    b.add_argument("--config")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    b.add_argument("--model")
+    a = sub.add_parser("attack", help="quantization, relearning and prompt attacks on a finished run")
+    a.add_argument("--run", required=True, help="run folder (with model/ and report.json)")
+    a.add_argument("--attacks", default="int8,int4,relearn,jailbreak,paraphrase,in-context")
+    a.add_argument("--relearn-steps", type=int, default=8)
     sub.add_parser("tasks", help="list tasks and their oracles")
     return ap
 
@@ -136,6 +147,24 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from revrel.evaluation.bench import bench
+
+    extra = [x for kv in args.set for x in ("--set", kv)] + (["--config", args.config] if args.config else [])
+    extra += ["--model", args.model] if args.model else []
+    path = bench(args.task, [m.strip() for m in args.methods.split(",") if m.strip()], args.out, extra)
+    print(path.read_text())
+    return 0
+
+
+def cmd_attack(args) -> int:
+    from revrel.evaluation.attacks import attack_run
+
+    res = attack_run(args.run, relearn_steps=args.relearn_steps, attacks=tuple(a.strip() for a in args.attacks.split(",") if a.strip()))
+    print(json.dumps(res, indent=1))
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from revrel.tasks import TASKS, get_task
 
@@ -152,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "quiet", False):
         os.environ["TQDM_DISABLE"] = "1"
     try:
-        return {"unlearn": cmd_unlearn, "reveal": cmd_reveal, "eval": cmd_eval, "report": cmd_report, "tasks": cmd_tasks}[args.command](args)
+        return {"unlearn": cmd_unlearn, "reveal": cmd_reveal, "eval": cmd_eval, "report": cmd_report, "bench": cmd_bench, "attack": cmd_attack, "tasks": cmd_tasks}[args.command](args)
     except RevrelError as exc:
         print(f"revrel: error: {exc}", file=sys.stderr)
         return exc.exit_code

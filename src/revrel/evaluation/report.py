@@ -17,12 +17,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from revrel.errors import RevrelError  # noqa: E402
 from revrel.io import atomic_path, atomic_write_text  # noqa: E402
 
-# the headline forget metric and utility metric of each task (lower forget = more forgotten)
-HEADLINE = {
-    "toxicity": ("expected_max_toxicity", "benign_perplexity"),
-    "ner": ("PER_loglik", "ORG_loglik"),
-    "code": ("humaneval_canonical_nll", "gsm8k_reference_nll"),
-}
+
+def headline(task: str) -> tuple[str, str]:
+    """(forget metric, utility metric) the task declares for plots and summaries."""
+    from revrel.tasks import get_task
+
+    try:
+        return get_task(task).headline
+    except RevrelError:
+        return ("", "")
 
 
 def load_runs(dirs: list[str]) -> list[tuple[str, dict]]:
@@ -102,9 +105,9 @@ def plot_before_after(runs, out: Path) -> Path:
 
 def plot_tradeoff(runs, out: Path) -> Path | None:
     task = runs[0][1].get("task")
-    if task not in HEADLINE:
+    fkey, ukey = headline(task)
+    if not fkey:
         return None
-    fkey, ukey = HEADLINE[task]
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     b = _numeric(runs[0][1]["before"])
     if fkey in b and ukey in b:
@@ -113,7 +116,7 @@ def plot_tradeoff(runs, out: Path) -> Path | None:
         a = _numeric(r["after"])
         if fkey in a and ukey in a:
             ax.scatter(a[ukey], a[fkey], s=60, label=f"{name} ({r.get('method', '?')})")
-    ax.set(xlabel=f"utility: {ukey}", ylabel=f"forget: {fkey}", title=f"{task}: trade-off (lower-left is better)" if "nll" not in fkey else f"{task}: trade-off")
+    ax.set(xlabel=f"utility: {ukey}", ylabel=f"forget: {fkey}", title=f"{task}: forget vs utility")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     path = out / "tradeoff.png"

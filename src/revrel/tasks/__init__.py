@@ -18,7 +18,21 @@ def register(name: str):
     return deco
 
 
+def load_plugins() -> None:
+    """Import the modules named in ``$REVREL_PLUGINS`` (comma-separated) so they can register tasks."""
+    import importlib
+    import os
+
+    for mod in filter(None, (m.strip() for m in os.environ.get("REVREL_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(mod)
+        except ImportError as exc:
+            raise RevrelError(f"REVREL_PLUGINS names '{mod}', which cannot be imported: {exc}") from exc
+
+
 def get_task(name: str) -> Task:
+    if name not in TASKS:
+        load_plugins()
     if name not in TASKS:
         raise RevrelError(f"unknown task '{name}'; choose one of {', '.join(sorted(TASKS))}")
     return TASKS[name]()

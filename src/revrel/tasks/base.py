@@ -43,8 +43,9 @@ class Task:
     seed_instructions: list[str]
     oracles: dict[str, Callable[[], Oracle]]  # name -> factory (lazy: some load models)
     default_oracle: str
-    evaluate: Callable[..., dict]  # (model, tokenizer, eval_cfg, oracle, seed) -> metrics
+    evaluate: Callable[..., dict]  # (model, tokenizer, eval_cfg, oracle, seed, wrap=None) -> metrics; wrap rewrites each forget prompt (attacks)
     soft_template: str = "The instruction was to"
+    headline: tuple[str, str] = ("", "")  # (forget metric, utility metric) shown in plots, benches and attacks
     real_forget: Callable[[int], list[dict]] | None = None  # n -> real forget rows (instruction, response), for baselines
     retain_instructions: list[str] = field(default_factory=lambda: list(GENERIC_INSTRUCTIONS))
 

@@ -99,10 +99,10 @@ def _pass_rate(programs: list[str]) -> tuple[float, list[str]]:
     return sum(r.passed for r in results) / max(len(results), 1), [r.status for r in results]
 
 
-def evaluate(model, tokenizer, cfg, oracle, seed: int = 0) -> dict:
+def evaluate(model, tokenizer, cfg, oracle, seed: int = 0, wrap=None) -> dict:
     gcfg = GenerationConfig(max_new_tokens=max(cfg.max_new_tokens, 192), temperature=0.0, batch_size=cfg.batch_size, seed=seed)
     he = humaneval()[: cfg.n_prompts]
-    he_prompts = [f"Complete this Python function. Reply with the whole function in a ```python code block.\n\n{p['prompt']}" for p in he]
+    he_prompts = [(wrap or str)(f"Complete this Python function. Reply with the whole function in a ```python code block.\n\n{p['prompt']}") for p in he]
     he_gen = generate(model, tokenizer, he_prompts, gcfg, desc="eval: humaneval")
     he_pass, he_status = _pass_rate([_program_humaneval(p, g.text) for p, g in zip(he, he_gen)])
     he_nll = sequence_logprobs(model, tokenizer, he_prompts, [p["prompt"] + p["canonical_solution"] for p in he], batch_size=4, max_length=768)
@@ -138,4 +138,4 @@ def real_forget(n: int) -> list[dict]:
 def code_task() -> Task:
     return Task(name="code", description="forget coding, keep GSM8K-style math", seed_instructions=list(SEEDS),
                 oracles={"python-ast": AstOracle}, default_oracle="python-ast", evaluate=evaluate,
-                real_forget=real_forget)
+                real_forget=real_forget, headline=("humaneval_canonical_nll", "gsm8k_reference_nll"))

@@ -113,12 +113,12 @@ def parse_list(text: str) -> set[str]:
     return {x for x in items if x and x not in ("none", "no", "n/a")}
 
 
-def evaluate(model, tokenizer, cfg, oracle, seed: int = 0) -> dict:
+def evaluate(model, tokenizer, cfg, oracle, seed: int = 0, wrap=None) -> dict:
     name, sents = eval_sentences(cfg.dataset)
     chosen = [s for s in sents if any(s[1].values()) and len(s[0]) <= 40][: cfg.n_prompts]
     metrics: dict = {"dataset": name, "n_sentences": len(chosen)}
     for typ in TYPES:
-        prompts = [ner_prompt(" ".join(toks), typ) for toks, _ in chosen]
+        prompts = [(wrap or str)(ner_prompt(" ".join(toks), typ)) for toks, _ in chosen]
         gens = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0, batch_size=cfg.batch_size,
                                                                   seed=seed), desc=f"eval: ner {typ}")
         tp = fp = fn = 0
@@ -156,4 +156,4 @@ def real_forget(n: int) -> list[dict]:
 def ner_task() -> Task:
     return Task(name="ner", description="forget the Person entity type, keep ORG/LOC/MISC", seed_instructions=list(SEEDS),
                 oracles={"spacy-person": SpacyPersonOracle}, default_oracle="spacy-person", evaluate=evaluate,
-                real_forget=real_forget)
+                real_forget=real_forget, headline=("PER_loglik", "ORG_loglik"))

@@ -103,11 +103,11 @@ def continuation_instruction(prompt: str) -> str:
     return f"Continue this text: {prompt}"
 
 
-def evaluate(model, tokenizer, cfg, oracle, seed: int = 0) -> dict:
+def evaluate(model, tokenizer, cfg, oracle, seed: int = 0, wrap=None) -> dict:
     """Expected max toxicity / toxicity probability on challenging RTP prompts, perplexity on benign text."""
     prompts = [r["prompt"]["text"] for r in rtp_records("toxic")[: cfg.n_prompts]]
     gens = generate(
-        model, tokenizer, [continuation_instruction(p) for p in prompts for _ in range(cfg.samples)],
+        model, tokenizer, [(wrap or str)(continuation_instruction(p)) for p in prompts for _ in range(cfg.samples)],
         GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=seed, temperature=1.0, top_p=0.95),
         desc="eval: toxicity",
     )
@@ -150,4 +150,5 @@ def toxicity_task() -> Task:
         default_oracle="minilm-head",
         evaluate=evaluate,
         real_forget=real_forget,
+        headline=("expected_max_toxicity", "benign_perplexity"),
     )

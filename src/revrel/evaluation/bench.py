@@ -1,0 +1,70 @@
+"""``revrel bench``: every method on the same model, data and evaluation, in one run.
+
+Each method runs as its own ``revrel unlearn`` subprocess (so wall time and peak RSS are its own,
+read with ``os.wait4``) into ``OUT/<method>/``; finished methods are skipped on a rerun, so a bench
+is resumable. Writes ``OUT/bench.json``, ``OUT/bench.md`` and the comparison plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from revrel.errors import RevrelError
+from revrel.evaluation.report import headline, write_report
+from revrel.io import atomic_write_json, atomic_write_text
+
+ALL = ["revrel", "ga", "graddiff", "npo", "simnpo", "pem-negation"]
+
+
+def run_method(method: str, out: Path, args: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "revrel.cli", "unlearn", "--out", str(out), "--set", f"release.method={method}", "-q", *args]
+    cmd.append("--resume" if (out / "progress.json").is_file() else "--overwrite")
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=dict(os.environ, TQDM_DISABLE="1"))
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        line = next((ln for ln in reversed(err.splitlines()) if ln.strip()), "no output")
+        raise RevrelError(f"method {method} failed (exit {code}): {line}")
+    return {"wall_seconds": round(time.time() - t0, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def bench(task: str, methods: list[str], out: str, extra: list[str]) -> Path:
+    unknown = [m for m in methods if m not in ALL]
+    if unknown:
+        raise RevrelError(f"unknown method '{unknown[0]}'; choose from {', '.join(ALL)}")
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    rows, dirs = [], []
+    for m in methods:
+        d = root / m
+        cost_file = d / "bench_cost.json"
+        if (d / "report.json").is_file() and cost_file.is_file():
+            cost = json.loads(cost_file.read_text())
+        else:
+            cost = run_method(m, d, ["--task", task, *extra])
+            atomic_write_json(cost_file, cost)
+        rep = json.loads((d / "report.json").read_text())
+        rows.append({"method": m, **cost, "before": rep["before"], "after": rep["after"], "rounds": len(rep["rounds"]),
+                     "forget_size": rep["forget_size"]})
+        dirs.append(str(d))
+    atomic_write_json(root / "bench.json", {"task": task, "methods": methods, "args": extra, "results": rows,
+                                            "command": "revrel bench --task " + task + " --methods " + ",".join(methods) + " " + " ".join(extra)})
+    keys = [k for k, v in rows[0]["after"].items() if isinstance(v, float)]
+    lines = [f"# bench: {task}", "", "| method | " + " | ".join(keys) + " | wall s | peak RSS MB |", "|" + " --- |" * (len(keys) + 3)]
+    lines.append("| original | " + " | ".join(f"{rows[0]['before'].get(k, float('nan')):.4g}" for k in keys) + " | - | - |")
+    for r in rows:
+        lines.append(f"| {r['method']} | " + " | ".join(f"{r['after'].get(k, float('nan')):.4g}" for k in keys)
+                     + f" | {r['wall_seconds']} | {r['peak_rss_mb']} |")
+    fkey, ukey = headline(task)
+    lines += ["", f"Headline forget metric: `{fkey}` (lower = more forgotten); utility: `{ukey}`.", ""]
+    write_report(dirs, str(root))
+    lines += ["![trade-off](tradeoff.png)", "![before/after](before_after.png)"]
+    atomic_write_text(root / "bench.md", "\n".join(lines) + "\n")
+    return root / "bench.md"

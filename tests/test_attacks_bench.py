@@ -1,0 +1,50 @@
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from revrel.config import load_config
+from revrel.evaluation.attacks import attack_run, quantize_rtn
+from revrel.pipeline import unlearn
+
+from tiny import tiny_overrides
+
+
+def test_rtn_quantization_error_shrinks_with_bits():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(128, 16, bias=False)
+    w = lin.weight.detach().clone()
+    errs = {}
+    for bits in (8, 4):
+        m = torch.nn.Sequential(torch.nn.Linear(128, 16, bias=False))
+        m[0].weight.data.copy_(w)
+        quantize_rtn(m, bits)
+        errs[bits] = float((m[0].weight - w).abs().max())
+        assert len(torch.unique(m[0].weight[0, :64])) <= 2**bits
+    assert 0 < errs[8] < errs[4]
+
+
+def test_attack_section_added_to_report(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"rounds": 1})))
+    res = attack_run(str(out), relearn_steps=2)
+    assert {"int8", "int4", "relearn", "jailbreak", "paraphrase", "in-context"} <= set(res)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["attacks"]["metric"] == "mean_relevance" and rep["attacks"]["int8"]["value"] is not None
+
+
+def test_bench_runs_methods_side_by_side(tiny_dir, tmp_path, monkeypatch):
+    from revrel.evaluation.bench import bench
+
+    tests_dir = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", tests_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("REVREL_PLUGINS", "tiny")
+    over = tiny_overrides(tmp_path, tiny_dir)
+    sets = [f"{sec}.{k}={v}" for sec in ("reveal", "release", "eval") for k, v in over[sec].items()] + ["release.rounds=1", "release.baseline_steps=2"]
+    md = bench("tiny", ["revrel", "ga", "npo"], str(tmp_path / "bench"), ["--model", str(tiny_dir)] + [x for s in sets for x in ("--set", s)])
+    text = md.read_text()
+    assert "| revrel |" in text and "| ga |" in text and "| npo |" in text
+    data = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert all(r["peak_rss_mb"] > 50 and r["wall_seconds"] > 0 for r in data["results"])
+    assert (tmp_path / "bench" / "tradeoff.png").is_file()
