@@ -55,7 +55,7 @@ def _final(out):
     rep = json.loads((out / "report.json").read_text())
     strip = lambda r: {k: v for k, v in r.items() if "seconds" not in k and k != "train"}  # noqa: E731
     weights = load_file(str(out / "model" / "model.safetensors"))
-    return [strip(r) for r in rep["rounds"]], rep["after"], weights, (out / "forget.jsonl").read_text()
+    return [strip(r) for r in rep["rounds"]], strip(rep["after"]), weights, (out / "forget.jsonl").read_text()
 
 
 @pytest.mark.parametrize("kill_at", ["round2:reveal", "round2:trained", "round2:negate", "round2:save", "round2:saved"])

@@ -1,0 +1,77 @@
+"""Property tests: no input makes the parsers fail with anything but RevrelError."""
+
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from revrel.config import RunConfig, load_config, parse_set
+from revrel.errors import RevrelError
+from revrel.io import read_jsonl
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12)
+
+
+@SETTINGS
+@given(st.binary(max_size=400))
+def test_read_jsonl_random_bytes(data):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "f.jsonl"
+        p.write_bytes(data)
+        try:
+            rows = read_jsonl(p, required=("instruction", "response"))
+        except RevrelError as e:
+            assert "\n" not in str(e)
+        else:
+            assert all(isinstance(r["instruction"], str) and isinstance(r["response"], str) for r in rows)
+
+
+@SETTINGS
+@given(st.lists(json_values, max_size=5))
+def test_read_jsonl_random_json_lines(values):
+    import json
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "f.jsonl"
+        p.write_text("\n".join(json.dumps(v) for v in values))
+        try:
+            read_jsonl(p, required=("instruction",))
+        except RevrelError:
+            pass
+
+
+@SETTINGS
+@given(st.text(max_size=300))
+def test_load_config_random_yaml_text(text):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "c.yaml"
+        p.write_text(text, encoding="utf-8")
+        try:
+            cfg = load_config(p)
+        except RevrelError:
+            return
+        assert isinstance(cfg, RunConfig)
+
+
+@SETTINGS
+@given(st.dictionaries(st.sampled_from(["seed", "task", "reveal", "release", "eval", "dtype", "x"]),
+                       json_values | st.dictionaries(st.sampled_from(["k", "lr", "rounds", "alpha", "candidates", "target_modules", "y"]), json_values, max_size=3),
+                       max_size=4))
+def test_load_config_random_structures(data):
+    try:
+        load_config(None, data)
+    except RevrelError:
+        pass
+
+
+@SETTINGS
+@given(st.lists(st.text(max_size=30), max_size=4))
+def test_parse_set_random(items):
+    try:
+        over = parse_set(items)
+        load_config(None, over)
+    except RevrelError:
+        pass
