@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import tiny_overrides
 
 from revrel.cli import main
 from revrel.config import load_config
 from revrel.errors import RevrelError
 from revrel.io import atomic_write_json, read_jsonl, write_jsonl
 from revrel.pipeline import unlearn
+
+from tiny import tiny_overrides
 
 HELPER = Path(__file__).parent / "helpers" / "run_tiny.py"
 

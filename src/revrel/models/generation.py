@@ -26,6 +26,7 @@ class GenerationConfig:
     seed: int = 0
     system: str | None = None
     progress: bool = True
+    min_new_tokens: int = 0  # benchmarks force equal lengths with this
 
 
 @dataclass
@@ -59,7 +60,7 @@ def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], cfg: Generat
         sample = cfg.temperature > 0
         gen = model.generate(
             input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-            max_new_tokens=cfg.max_new_tokens, do_sample=sample,
+            max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens or None, do_sample=sample,
             temperature=cfg.temperature if sample else None, top_p=cfg.top_p if sample else None, top_k=0 if sample else None,
             pad_token_id=pad, eos_token_id=stops,
         )

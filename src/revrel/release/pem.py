@@ -60,23 +60,52 @@ def batch_loss(model, tokenizer, batch) -> tuple[torch.Tensor, int]:
     return loss, int((tgt != -100).sum())
 
 
+def distributed():
+    """An ``accelerate.Accelerator`` when launched with several processes (``accelerate launch`` / torchrun), else None.
+
+    Single-process runs skip accelerate entirely, so the default path has no wrapper overhead.
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator
+
+    # on a machine without CUDA, cpu=True makes accelerate use DDP over gloo (MULTI_CPU)
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
 def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: int, prev_A: dict[str, torch.Tensor] | None = None,
               desc: str = "train PEM"):
-    """Wrap ``model`` with a fresh LoRA, train it on ``rows``; returns (peft model, log)."""
+    """Wrap ``model`` with a fresh LoRA, train it on ``rows``; returns (peft model, log).
+
+    Under ``accelerate launch`` (DDP) each rank takes every world_size-th batch and gradients are
+    averaged, so all ranks end with identical adapters; nothing changes for the caller.
+    """
     torch.manual_seed(seed)
     peft_model = get_peft_model(model, lora_config(cfg))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     encoded = encode_rows(tokenizer, rows, cfg.max_length)
+    acc = distributed()
+    rank, world = (acc.process_index, acc.num_processes) if acc else (0, 1)
+    train_model = peft_model
+    if acc:
+        train_model, opt = acc.prepare(peft_model, opt)
     total = cfg.epochs * math.ceil(len(encoded) / cfg.batch_size)
     log, t0 = TrainLog(), time.time()
     peft_model.train()
     opt.zero_grad()
-    bar = tqdm(batches(encoded, cfg.batch_size, cfg.epochs, seed), total=total, desc=desc, leave=False)
+    all_batches = batches(encoded, cfg.batch_size, cfg.epochs, seed)
+    if world > 1:
+        all_batches = (b for i, b in enumerate(all_batches) if i % world == rank)
+        total = math.ceil(total / world)
+    bar = tqdm(all_batches, total=total, desc=desc, leave=False, disable=rank != 0)
     for step, batch in enumerate(bar, 1):
-        loss, ntok = batch_loss(peft_model, tokenizer, batch)
+        loss, ntok = batch_loss(train_model, tokenizer, batch)
         orth = orthogonality_loss(prev_A, lora_A(peft_model), cfg.orth_norm) if prev_A else torch.zeros(())
-        ((loss + cfg.lambda_orth * orth) / cfg.grad_accum).backward()
+        total_loss = (loss + cfg.lambda_orth * orth) / cfg.grad_accum
+        acc.backward(total_loss) if acc else total_loss.backward()
         if step % cfg.grad_accum == 0 or step == total:
             opt.step()
             opt.zero_grad()
