@@ -54,10 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--config")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--model")
+    b.add_argument("-q", "--quiet", action="store_true")
     a = sub.add_parser("attack", help="quantization, relearning and prompt attacks on a finished run")
     a.add_argument("--run", required=True, help="run folder (with model/ and report.json)")
     a.add_argument("--attacks", default="int8,int4,relearn,jailbreak,paraphrase,in-context")
     a.add_argument("--relearn-steps", type=int, default=8)
+    a.add_argument("-q", "--quiet", action="store_true")
     sub.add_parser("tasks", help="list tasks and their oracles")
     return ap
 
@@ -112,7 +114,9 @@ def cmd_reveal(args) -> int:
     task = get_task(cfg.task)
     oracle = task.oracle(cfg.reveal.oracle)
     loaded = load_model(cfg.model, dtype=cfg.dtype, trust_pickle=args.trust_pickle)
-    res = reveal(loaded.model, loaded.tokenizer, task, oracle, make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer), cfg.reveal, seed=cfg.seed)
+    from revrel.models.loading import inference_view
+
+    res = reveal(inference_view(loaded.model, cfg.gen_dtype), loaded.tokenizer, task, oracle, make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer), cfg.reveal, seed=cfg.seed)
     write_jsonl(out / "forget.jsonl", res.forget)
     write_jsonl(out / "reveal.jsonl", res.evaluated)
     atomic_write_json(out / "reveal_summary.json", {"relevance": res.relevance, "generations": res.generations, "forget_size": len(res.forget),

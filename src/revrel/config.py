@@ -94,7 +94,8 @@ class RunConfig:
     model: str = "smollm2-135m-instruct"
     out: str = "runs/demo"
     seed: int = 0
-    dtype: str = "float32"  # "float32" | "bfloat16"
+    dtype: str = "float32"  # master weights: "float32" | "bfloat16"
+    gen_dtype: str = "auto"  # generation copy: "auto" (bf16 where the CPU has native bf16) | "float32" | "bfloat16"
     reveal: RevealConfig = field(default_factory=RevealConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -106,6 +107,7 @@ class RunConfig:
         """Range checks that types alone cannot express."""
         r, s, e = self.reveal, self.release, self.eval
         _check(self.dtype in ("float32", "bfloat16"), "dtype must be float32 or bfloat16")
+        _check(self.gen_dtype in ("auto", "float32", "bfloat16"), "gen_dtype must be auto, float32 or bfloat16")
         _check(r.optimizer in ("neuralucb", "random", "fixed"), "reveal.optimizer must be neuralucb, random or fixed")
         _check(bool(r.candidates) and set(r.candidates) <= {"pool", "soft"}, "reveal.candidates must be a non-empty subset of [pool, soft]")
         _check(r.embedder in ("self", "minilm"), "reveal.embedder must be self or minilm")

@@ -16,7 +16,7 @@ from revrel.config import RunConfig, load_config
 from revrel.errors import RevrelError
 from revrel.io import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 from revrel.models.embedders import make_embedder
-from revrel.models.loading import LoadedModel, load_model, save_model
+from revrel.models.loading import LoadedModel, inference_view, load_model, save_model
 from revrel.release.checkpoint import RunDir
 from revrel.release.loop import Context, run_baseline, run_rounds
 from revrel.tasks import get_task
@@ -26,7 +26,7 @@ log = logging.getLogger("revrel")
 
 def evaluate_model(loaded: LoadedModel, task, oracle, cfg: RunConfig) -> dict:
     t0 = time.time()
-    metrics = task.evaluate(loaded.model, loaded.tokenizer, cfg.eval, oracle, seed=cfg.seed)
+    metrics = task.evaluate(inference_view(loaded.model, cfg.gen_dtype), loaded.tokenizer, cfg.eval, oracle, seed=cfg.seed)
     metrics["seconds"] = round(time.time() - t0, 1)
     return metrics
 

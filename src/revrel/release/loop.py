@@ -18,6 +18,7 @@ from revrel import faults
 from revrel.config import RunConfig
 from revrel.io import read_jsonl, write_jsonl
 from revrel.models.generation import GenerationConfig, generate, perplexity, sequence_logprobs
+from revrel.models.loading import inference_view
 from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
 from revrel.release.negation import negate_into_base
 from revrel.release.orthogonality import lora_A, stack_previous
@@ -47,6 +48,10 @@ class Context:
     def tok(self):
         return self.loaded.tokenizer
 
+    def gen_model(self):
+        """The model to generate with (a synced bf16 copy where that is faster; see inference_view)."""
+        return inference_view(self.loaded.model, self.cfg.gen_dtype)
+
 
 def self_generated_retain(ctx: Context) -> tuple[list[dict], list[dict]]:
     """(retain rows, probe rows): the original model's answers to generic benign instructions."""
@@ -59,7 +64,7 @@ def self_generated_retain(ctx: Context) -> tuple[list[dict], list[dict]]:
     n_probe = max(4, len(instr) // 4)
     probe_instr, train_instr = instr[:n_probe], instr[n_probe:]
     train_instr = (train_instr * (s.n_retain // max(len(train_instr), 1) + 1))[: s.n_retain]
-    gens = generate(ctx.model, ctx.tok, train_instr + probe_instr,
+    gens = generate(ctx.gen_model(), ctx.tok, train_instr + probe_instr,
                     GenerationConfig(max_new_tokens=64, temperature=0.7, top_p=0.9, batch_size=ctx.cfg.reveal.batch_size, seed=ctx.cfg.seed + 17),
                     desc="retain: self-generate")
     rows = [{"instruction": g.prompt, "response": g.text} for g in gens if g.text.strip()]
@@ -136,7 +141,7 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
             peft_model, _ = train_pem(ctx.model, ctx.tok, retain, cfg.release, seed=cfg.seed + 7, desc="train retain PEM")
             save_adapter(peft_model, run.adapters / "retain")
             ctx.loaded.model = peft_model.unload()  # the retain PEM only defines directions to stay away from
-        cands = build_candidates(ctx.model, ctx.tok, ctx.task, cfg.reveal, cfg.seed)
+        cands = build_candidates(ctx.gen_model(), ctx.tok, ctx.task, cfg.reveal, cfg.seed)
         write_jsonl(cand_path, [c.to_dict() for c in cands])
         progress.update(probe_ppl0=probe_ppl_safe(ctx, probe), completed_rounds=0, rounds=[], stopped=None)
         run.save_progress(progress)
@@ -151,7 +156,7 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
     for k in bar:
         t0 = time.time()
         faults.point(f"round{k}:reveal")
-        rv = reveal(ctx.model, ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=k, candidates=cands)
+        rv = reveal(ctx.gen_model(), ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=k, candidates=cands)
         rdir = run.round_dir(k)
         write_jsonl(rdir / "forget.jsonl", rv.forget)
         write_jsonl(rdir / "reveal.jsonl", rv.evaluated)
@@ -207,7 +212,7 @@ def run_baseline(ctx: Context, progress: dict) -> dict:
             raise RevrelError(f"task '{cfg.task}' has no real forget data; use release.forget_source=self or release.forget_file")
         forget, source = ctx.task.real_forget(max(s.n_retain, 32)), "real"
     else:
-        rv = reveal(ctx.model, ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=1)
+        rv = reveal(ctx.gen_model(), ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=1)
         forget, source = rv.forget, "self"
     write_jsonl(run.round_dir(1) / "forget.jsonl", forget)
     t0 = time.time()
