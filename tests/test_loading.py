@@ -52,3 +52,22 @@ def test_truncated_gguf(tmp_path):
     g.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 20)
     with pytest.raises(RevrelError, match="GGUF"):
         load_model(str(g))
+
+
+def test_manifest_detects_tampered_cache(tmp_path):
+    from revrel.io import atomic_write_json, sha256_file
+    from revrel.models.loading import _verify_manifest
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    atomic_write_json(tmp_path / "revrel-manifest.json", {"files": {"model.safetensors": sha256_file(tmp_path / "model.safetensors")}})
+    assert _verify_manifest(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"tampered")
+    assert not _verify_manifest(tmp_path)
+    (tmp_path / "revrel-manifest.json").write_text("{not json")
+    assert not _verify_manifest(tmp_path)
+
+
+def test_pickle_allowed_with_trust_flag(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    assert resolve_model_source(str(tmp_path), trust_pickle=True)[0] == "folder"
