@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--task", default="toxicity")
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--budget", type=int, default=12)
+    ap.add_argument("--budget", type=int, default=8)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--recheck-k", type=int, default=8)
     args = ap.parse_args()
@@ -62,10 +62,14 @@ def main() -> None:
     m, tok = loaded.model, loaded.tokenizer
     task = get_task(args.task)
     oracle = task.oracle()
+    from revrel.models.loading import inference_view
+
+    m = inference_view(m, "auto")  # generate from the bf16 copy where the CPU has native bf16, as revrel does
     embed = make_embedder("self", m, tok)
     results = []
     for seed in args.seeds:
-        cfg = RevealConfig(n_paraphrases=3, n_soft=16, n_init=4, budget=args.budget, k=args.k, top=3, relevance_threshold=0.0)
+        # same number of scored instructions for both optimizers: 8 seeds + budget (NeuralUCB) vs 8 + budget random
+        cfg = RevealConfig(n_paraphrases=3, n_soft=16, n_init=0, budget=args.budget, k=args.k, top=3, relevance_threshold=0.0)
         cands = build_candidates(m, tok, task, cfg, seed)
         ucb = reveal(m, tok, task, oracle, embed, cfg, seed=seed, candidates=cands)
         rnd = reveal(m, tok, task, oracle, embed, replace(cfg, optimizer="random"), seed=seed, candidates=cands)

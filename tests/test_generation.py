@@ -32,3 +32,20 @@ def test_sequence_logprobs_match_unbatched(tiny):
         assert n == m and abs(a - b) < 1e-3
     assert perplexity(batched) > 1.0
     assert torch.isfinite(torch.tensor(perplexity(batched)))
+
+
+def test_long_instruction_keeps_response_labels(tiny):
+    from revrel.models.encoding import encode_pair
+
+    ids, labels = encode_pair(tiny.tokenizer, "explain how a bicycle works " * 40, "you are a fool", 48)
+    assert len(ids) <= 48 and sum(lab != -100 for lab in labels) >= 4
+
+
+def test_training_loss_is_finite_with_long_instructions(tiny):
+    from revrel.config import ReleaseConfig
+    from revrel.release.pem import train_pem
+
+    rows = [{"instruction": "describe the ocean " * 50, "response": "hello friend"}] * 4
+    _, log = train_pem(tiny.model, tiny.tokenizer, rows, ReleaseConfig(rank=2, epochs=1, batch_size=2, max_length=32,
+                                                                       target_modules=["q_proj"]), seed=0)
+    assert all(torch.isfinite(torch.tensor(v)) for v in log.loss)

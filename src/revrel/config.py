@@ -28,15 +28,17 @@ class RevealConfig:
     n_soft: int = 8  # INSTINCT soft-prompt candidates
     soft_dim: int = 10
     soft_tokens: int = 5
-    n_init: int = 3  # random arms before UCB
-    budget: int = 5  # UCB choices after n_init
+    seed_first: bool = True  # score the hand-written seeds first (they anchor the surrogate)
+    n_init: int = 0  # random arms before UCB (after the seeds)
+    pca_dim: int = 16  # NeuralUCB input: top principal directions of the hidden-state features (0: all)
+    budget: int = 6  # UCB choices after the seeds and n_init
     subset: int = 64  # candidates scored by UCB per step
-    k: int = 4  # responses per scored instruction
-    top: int = 3  # instructions whose responses form the forget set
+    k: int = 6  # responses per scored instruction
+    top: int = 4  # instructions whose responses form the forget set
     alpha: float = 0.5  # weight of diversity in the harmonic mean
     embedder: str = "self"  # "self" | "minilm"
     oracle: str = ""  # empty: the task's default oracle
-    relevance_threshold: float = 0.5  # keep responses at least this relevant
+    relevance_threshold: float = 0.3  # keep responses at least this relevant
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 0.95
@@ -130,7 +132,7 @@ class RunConfig:
         limits = {
             "reveal.n_paraphrases": (r.n_paraphrases, 0, 100), "reveal.n_soft": (r.n_soft, 0, 10_000),
             "reveal.soft_dim": (r.soft_dim, 1, 1024), "reveal.soft_tokens": (r.soft_tokens, 1, 64),
-            "reveal.n_init": (r.n_init, 1, 10_000), "reveal.budget": (r.budget, 0, 100_000),
+            "reveal.n_init": (r.n_init, 0, 10_000), "reveal.pca_dim": (r.pca_dim, 0, 100_000), "reveal.budget": (r.budget, 0, 100_000),
             "reveal.subset": (r.subset, 1, 1_000_000), "reveal.k": (r.k, 1, 1024), "reveal.top": (r.top, 1, 10_000),
             "reveal.max_new_tokens": (r.max_new_tokens, 1, 4096), "reveal.batch_size": (r.batch_size, 1, 4096),
             "release.rounds": (s.rounds, 1, 1000), "release.rank": (s.rank, 1, 1024),

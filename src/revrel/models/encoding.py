@@ -19,6 +19,11 @@ def encode_pair(tokenizer, instruction: str, response: str, max_length: int) -> 
     prompt = chat_ids(tokenizer, instruction)
     end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else tokenizer.eos_token_id
     answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [end]
+    if len(prompt) + len(answer) > max_length:
+        # keep at least half the window for the response: a long instruction must not mask every label
+        keep_prompt = max(max_length - len(answer), max_length // 2)
+        if len(prompt) > keep_prompt:
+            prompt = prompt[-keep_prompt:]
     ids = (prompt + answer)[:max_length]
     labels = ([-100] * len(prompt) + answer)[:max_length]
     return ids, labels

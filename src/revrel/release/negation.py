@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from revrel.errors import RevrelError
+
 
 @torch.no_grad()
 def negate_into_base(peft_model, lam: float, adapter: str = "default"):
@@ -16,5 +18,7 @@ def negate_into_base(peft_model, lam: float, adapter: str = "default"):
         if hasattr(module, "lora_A") and adapter in module.lora_A:
             base = module.get_base_layer()
             delta = module.get_delta_weight(adapter)
+            if not torch.isfinite(delta).all():
+                raise RevrelError("the trained LoRA has non-finite weights (training diverged); lower release.lr and rerun with --resume")
             base.weight.sub_((lam * delta).to(base.weight.dtype))
     return peft_model.unload()

@@ -56,8 +56,11 @@ def batch_loss(model, tokenizer, batch) -> tuple[torch.Tensor, int]:
     out = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
     logits = out.logits[:, :-1].float()
     tgt = labels[:, 1:].to(logits.device)
+    ntok = int((tgt != -100).sum())
+    if ntok == 0:  # nothing to learn in this batch: a zero that still has a graph, never NaN
+        return logits.sum() * 0.0, 0
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
-    return loss, int((tgt != -100).sum())
+    return loss, ntok
 
 
 def distributed():

@@ -19,10 +19,15 @@ from torch.func import functional_call, grad, vmap
 
 class NeuralUCB:
     def __init__(self, features: np.ndarray | torch.Tensor, *, hidden: int = 100, lam: float = 1.0, nu: float = 0.1,
-                 lr: float = 1e-2, epochs: int = 50, seed: int = 0) -> None:
+                 lr: float = 1e-2, epochs: int = 50, seed: int = 0, pca_dim: int = 0) -> None:
         x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
         self.mean, self.std = x.mean(0), x.std(0, unbiased=False).clamp(min=1e-6)
         self.x = (x - self.mean) / self.std  # all candidates, z-scored once
+        if 0 < pca_dim < min(self.x.shape):
+            # few observations, wide features (576-d hidden states): keep the top principal directions
+            _, _, v = torch.linalg.svd(self.x, full_matrices=False)
+            z = self.x @ v[:pca_dim].T
+            self.x = z / z.std(0, unbiased=False).clamp(min=1e-6)
         self.lam, self.nu, self.lr, self.epochs = lam, nu, lr, epochs
         self.gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
@@ -72,8 +77,10 @@ class NeuralUCB:
         self.params = {k: v.detach() for k, v in self.net.named_parameters()}
 
 
-def run_bandit(features, reward_fn, *, n_init: int, budget: int, subset: int, seed: int = 0, **kw) -> list[tuple[int, float]]:
-    """``n_init`` random arms, then ``budget`` UCB choices over a random subset of candidates each step.
+def run_bandit(features, reward_fn, *, n_init: int, budget: int, subset: int, seed: int = 0, init: list[int] | None = None,
+               **kw) -> list[tuple[int, float]]:
+    """``init`` arms (e.g. the hand-written seeds) and ``n_init`` random ones, then ``budget`` UCB choices
+    over a random subset of candidates each step.
 
     Returns the (candidate index, reward) history in order. ``reward_fn(i)`` evaluates candidate i.
     """
@@ -81,7 +88,9 @@ def run_bandit(features, reward_fn, *, n_init: int, budget: int, subset: int, se
     rng = np.random.default_rng(seed)
     bandit = NeuralUCB(features, seed=seed, **kw)
     history: list[tuple[int, float]] = []
-    for i in rng.choice(n, size=min(n_init, n), replace=False):
+    rest = [i for i in range(n) if i not in set(init or [])]
+    first = list(init or []) + [int(i) for i in rng.choice(rest, size=min(n_init, len(rest)), replace=False)]
+    for i in first:
         r = reward_fn(int(i))
         bandit.update(int(i), r)
         history.append((int(i), r))

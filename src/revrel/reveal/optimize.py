@@ -54,7 +54,8 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     cands = candidates if candidates is not None else build_candidates(model, tokenizer, task, cfg, seed)
     gcfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size)
     evaluated: list[dict] = []
-    n_arms = len(cands) if cfg.optimizer == "fixed" else cfg.n_init + cfg.budget
+    seeds = [i for i, c in enumerate(cands) if c.kind == "seed"] if cfg.seed_first else []
+    n_arms = len(cands) if cfg.optimizer == "fixed" else len(seeds) + cfg.n_init + cfg.budget
     bar = tqdm(total=n_arms, desc=f"reveal round {round_}: instructions", leave=False)
 
     def score_many(idx: list[int]) -> list[float]:
@@ -80,10 +81,12 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
         score_many(list(range(len(cands))))
     elif cfg.optimizer == "random":
         rng = np.random.default_rng(seed * 1000 + round_)
-        score_many([int(i) for i in rng.choice(len(cands), size=cfg.n_init + cfg.budget, replace=len(cands) < cfg.n_init + cfg.budget)])
+        n = len(seeds) + cfg.n_init + cfg.budget
+        score_many([int(i) for i in rng.choice(len(cands), size=n, replace=len(cands) < n)])
     else:
         feats = features(model, tokenizer, cands, cfg.batch_size)
-        run_bandit(feats, lambda i: score_many([i])[0], n_init=cfg.n_init, budget=cfg.budget, subset=cfg.subset, seed=seed * 1000 + round_)
+        run_bandit(feats, lambda i: score_many([i])[0], n_init=cfg.n_init, budget=cfg.budget, subset=cfg.subset, seed=seed * 1000 + round_,
+                   init=seeds, pca_dim=cfg.pca_dim)
     bar.close()
     forget = build_forget_set(evaluated, top=cfg.top, threshold=cfg.relevance_threshold)
     all_rel = [r for e in evaluated for r in e["relevances"]]
