@@ -36,3 +36,13 @@ def test_confidence_shrinks_where_observed():
         b.update(3, float(f[3]))
     _, w1 = b.ucb([3])
     assert float(w1) < float(w0)
+
+
+def test_pca_features_and_seeded_init():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 64)).astype(np.float32)
+    f = x[:, 0] - x[:, 1]
+    hist = run_bandit(x, lambda i: float(f[i]), n_init=2, budget=5, subset=40, seed=0, init=[3, 7], pca_dim=8, epochs=5)
+    assert [i for i, _ in hist[:2]] == [3, 7] and len(hist) == 9
+    b = NeuralUCB(x, pca_dim=8)
+    assert b.x.shape == (40, 8)

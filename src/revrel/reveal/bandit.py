@@ -31,7 +31,7 @@ class NeuralUCB:
         self.lam, self.nu, self.lr, self.epochs = lam, nu, lr, epochs
         self.gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
-        self.net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.net = nn.Sequential(nn.Linear(self.x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.params = {k: v.detach() for k, v in self.net.named_parameters()}
         self.U = {k: torch.full_like(v, lam) for k, v in self.params.items()}
         self.obs_idx: list[int] = []
