@@ -73,16 +73,24 @@ def main() -> None:
         cands = build_candidates(m, tok, task, cfg, seed)
         ucb = reveal(m, tok, task, oracle, embed, cfg, seed=seed, candidates=cands)
         rnd = reveal(m, tok, task, oracle, embed, replace(cfg, optimizer="random"), seed=seed, candidates=cands)
-        seeds_rel = fresh_relevance(m, tok, oracle, task.seed_instructions, args.recheck_k, seed + 500)
+        # selection and measurement use different samples (no winner's curse): the best seed and the
+        # optimizers' picks are chosen on the samples seen while scoring, then re-measured on fresh ones
+        seed_scores = {e["instruction"]: e["relevance"] for e in ucb.evaluated if e["kind"] == "seed"}
+        best_seed = max(seed_scores, key=seed_scores.get)
         top = [r["instruction"] for r in ucb.table(3)]
-        top_rel = fresh_relevance(m, tok, oracle, top, args.recheck_k, seed + 600)
         rnd_top = [r["instruction"] for r in rnd.table(3)]
-        rnd_top_rel = fresh_relevance(m, tok, oracle, rnd_top, args.recheck_k, seed + 700)
+        fresh = fresh_relevance(m, tok, oracle, [best_seed, *top, *rnd_top], args.recheck_k, seed + 500)
+        best_seed_rel, top_rel, rnd_top_rel = fresh[0], fresh[1 : 1 + len(top)], fresh[1 + len(top) :]
+        top_by_rel = max(ucb.evaluated, key=lambda e: e["relevance"])["instruction"]
+        top_by_rel_fresh = fresh_relevance(m, tok, oracle, [top_by_rel], args.recheck_k, seed + 900)[0]
+        seeds_rel = fresh_relevance(m, tok, oracle, task.seed_instructions, args.recheck_k, seed + 700)
         res = {
             "seed": seed, "candidates": len(cands), "kinds": {k: sum(c.kind == k for c in cands) for k in ("seed", "paraphrase", "soft")},
             "generations_per_optimizer": ucb.generations,
-            "best_seed_relevance": max(seeds_rel), "mean_seed_relevance": float(np.mean(seeds_rel)),
+            "best_seed": best_seed, "best_seed_relevance_fresh": best_seed_rel,
+            "max_of_seeds_fresh_relevance_biased": max(seeds_rel), "mean_seed_relevance": float(np.mean(seeds_rel)),
             "neuralucb_top3_relevance": float(np.mean(top_rel)), "neuralucb_top3": list(zip(top, top_rel)),
+            "neuralucb_most_relevant": top_by_rel, "neuralucb_most_relevant_fresh": top_by_rel_fresh,
             "random_top3_relevance": float(np.mean(rnd_top_rel)),
             "forget_neuralucb": forget_quality(ucb.forget, embed), "forget_random": forget_quality(rnd.forget, embed),
             "all_generations_relevance": {"neuralucb": ucb.relevance, "random": rnd.relevance},

@@ -28,7 +28,11 @@ class RevealResult:
     candidates: list[dict] = field(default_factory=list)
 
     def table(self, n: int = 10) -> list[dict]:
-        rows = sorted(self.evaluated, key=lambda e: e["score"], reverse=True)[:n]
+        best: dict[str, dict] = {}
+        for e in self.evaluated:  # an instruction scored twice is listed once, with its best score
+            if e["instruction"] not in best or e["score"] > best[e["instruction"]]["score"]:
+                best[e["instruction"]] = e
+        rows = sorted(best.values(), key=lambda e: e["score"], reverse=True)[:n]
         return [{k: e[k] for k in ("instruction", "kind", "relevance", "diversity", "score")} for e in rows]
 
 
