@@ -56,7 +56,7 @@ def bench(task: str, methods: list[str], out: str, extra: list[str]) -> Path:
         dirs.append(str(d))
     atomic_write_json(root / "bench.json", {"task": task, "methods": methods, "args": extra, "results": rows,
                                             "command": "revrel bench --task " + task + " --methods " + ",".join(methods) + " " + " ".join(extra)})
-    keys = [k for k, v in rows[0]["after"].items() if isinstance(v, float)]
+    keys = [k for k, v in rows[0]["after"].items() if isinstance(v, float) and k != "seconds"]
     lines = [f"# bench: {task}", "", "| method | " + " | ".join(keys) + " | wall s | peak RSS MB |", "|" + " --- |" * (len(keys) + 3)]
     lines.append("| original | " + " | ".join(f"{rows[0]['before'].get(k, float('nan')):.4g}" for k in keys) + " | - | - |")
     for r in rows:

@@ -115,7 +115,8 @@ def plot_tradeoff(runs, out: Path) -> Path | None:
     for name, r in runs:
         a = _numeric(r["after"])
         if fkey in a and ukey in a:
-            ax.scatter(a[ukey], a[fkey], s=60, label=f"{name} ({r.get('method', '?')})")
+            method = r.get("method", "?")
+            ax.scatter(a[ukey], a[fkey], s=60, label=name if name == method else f"{name} ({method})")
     ax.set(xlabel=f"utility: {ukey}", ylabel=f"forget: {fkey}", title=f"{task}: forget vs utility")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
