@@ -75,3 +75,21 @@ def test_parse_set_random(items):
         load_config(None, over)
     except RevrelError:
         pass
+
+
+def test_jsonl_roundtrip_with_unicode_line_separators(tmp_path):
+    from revrel.io import write_jsonl
+
+    rows = [{"instruction": "a\u2028b", "response": "c\x85d\x0ce\u2029f\rg"}, {"instruction": "x", "response": "y"}]
+    write_jsonl(tmp_path / "f.jsonl", rows)
+    assert read_jsonl(tmp_path / "f.jsonl", required=("instruction", "response")) == rows
+
+
+@SETTINGS
+@given(st.lists(st.fixed_dictionaries({"instruction": st.text(max_size=20), "response": st.text(max_size=40)}), min_size=1, max_size=5))
+def test_jsonl_roundtrip_any_text(rows):
+    from revrel.io import write_jsonl
+
+    with tempfile.TemporaryDirectory() as d:
+        write_jsonl(Path(d) / "f.jsonl", rows)
+        assert read_jsonl(Path(d) / "f.jsonl", required=("instruction", "response")) == rows

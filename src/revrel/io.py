@@ -65,7 +65,8 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = (), *, allow_e
     except UnicodeDecodeError as exc:
         raise RevrelError(f"{path}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8") from exc
     rows: list[dict] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # split on "\n" only: str.splitlines() also breaks on U+2028, U+0085, \x0c..., which JSON strings may hold raw
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
