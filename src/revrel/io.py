@@ -37,6 +37,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
+    """Yield a temp folder beside ``path``; on success it replaces ``path`` whole, on failure it is removed.
+
+    Used for model, adapter and cache folders, so a reader never sees a half-written one.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        try:
+            yield tmp
+        except OSError as exc:
+            raise RevrelError(f"could not write {what} {path}: {exc.strerror or exc}; free disk space or pick another --out") from exc
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -13,8 +13,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ from pathlib import Path
 import torch
 
 from revrel.errors import RevrelError
-from revrel.io import atomic_write_json, sha256_file
+from revrel.io import atomic_folder, atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +109,11 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(src.state_dict(), assign=True)
     fresh.tie_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+    with atomic_folder(target, "model cache") as tmp:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         manifest = {"source": str(gguf), "files": {p.name: sha256_file(p) for p in tmp.glob("*.safetensors")}}
         atomic_write_json(tmp / "revrel-manifest.json", manifest)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _verify_manifest(folder: Path) -> bool:
@@ -180,21 +171,10 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "float32", trust_pickl
 
 def save_model(loaded: LoadedModel, out: str | Path) -> Path:
     """Save model (safetensors) + tokenizer into ``out`` atomically (temp folder, then rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        try:
-            loaded.model.save_pretrained(tmp, safe_serialization=True)
-            loaded.tokenizer.save_pretrained(tmp)
-        except OSError as exc:
-            raise RevrelError(f"could not write model to {out}: {exc.strerror or exc}; free disk space or pick another --out") from exc
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    with atomic_folder(out, "model") as tmp:
+        loaded.model.save_pretrained(tmp, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(tmp)
+    return Path(out)
 
 
 def bf16_fast() -> bool:

@@ -8,9 +8,7 @@ the last complete round, so a kill at any point loses at most the round in fligh
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,7 +16,7 @@ from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 
 from revrel.errors import RevrelError
-from revrel.io import atomic_path, atomic_write_json
+from revrel.io import atomic_folder, atomic_path, atomic_write_json
 
 
 class RunDir:
@@ -88,18 +86,8 @@ class RunDir:
 
 def save_adapter(peft_model, folder: Path) -> None:
     """peft ``save_pretrained`` (safetensors) into a temp folder, then rename into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        try:
-            peft_model.save_pretrained(tmp, safe_serialization=True)
-        except OSError as exc:
-            raise RevrelError(f"could not write adapter {folder}: {exc.strerror or exc}; free disk space") from exc
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_folder(folder, "adapter") as tmp:
+        peft_model.save_pretrained(tmp, safe_serialization=True)
 
 
 def load_adapter_A(folder: Path) -> dict[str, torch.Tensor]:
