@@ -36,3 +36,10 @@ def test_bad_yaml_is_one_line_error(tmp_path, text, needle):
 def test_bad_set_flag():
     with pytest.raises(RevrelError):
         parse_set(["reveal.k"])
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    for p in (Path(__file__).parents[1] / "configs").glob("*.yaml"):
+        load_config(p)
