@@ -90,3 +90,10 @@ def test_eval_data_falls_back_to_packaged_copies(tmp_path, monkeypatch):
     assert find_data("wnut17/emerging.test.annotated", packaged="wnut17/emerging.test.annotated").is_relative_to(PACKAGED)
     with pytest.raises(Exception, match="REVREL_DATA"):
         find_data("conll2003/test.txt")  # research-only: never packaged
+
+
+def test_method_names_match_the_registry():
+    from revrel.config import RELEASE_METHODS
+    from revrel.release.baselines import METHODS
+
+    assert set(RELEASE_METHODS) == {"revrel", *METHODS}

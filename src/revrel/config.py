@@ -17,6 +17,9 @@ import yaml
 
 from revrel.errors import RevrelError
 
+# unlearning methods by name: revrel (revrel.release.loop) + the baselines registered in revrel.release.baselines.METHODS
+RELEASE_METHODS = ("revrel", "ga", "graddiff", "npo", "simnpo", "pem-negation")
+
 
 @dataclass
 class RevealConfig:
@@ -118,8 +121,7 @@ class RunConfig:
         _check(0.0 < r.top_p <= 1.0, "reveal.top_p must be in (0, 1]")
         _check(0.0 <= r.temperature <= 10.0, "reveal.temperature must be in [0, 10]")
         _check(s.orth_norm in ("l1", "fro"), "release.orth_norm must be l1 or fro")
-        methods = ("revrel", "ga", "graddiff", "npo", "simnpo", "pem-negation")
-        _check(s.method in methods, f"release.method must be one of {', '.join(methods)}")
+        _check(s.method in RELEASE_METHODS, f"release.method must be one of {', '.join(RELEASE_METHODS)}")
         _check(s.forget_source in ("self", "real"), "release.forget_source must be self or real")
         _check(0.0 < s.baseline_lr <= 1.0, "release.baseline_lr must be in (0, 1]")
         _check(s.npo_beta > 0, "release.npo_beta must be > 0")

@@ -14,11 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+from revrel.config import RELEASE_METHODS
 from revrel.errors import RevrelError
 from revrel.evaluation.report import headline, write_report
 from revrel.io import atomic_write_json, atomic_write_text
 
-ALL = ["revrel", "ga", "graddiff", "npo", "simnpo", "pem-negation"]
+ALL = list(RELEASE_METHODS)
 
 
 def run_method(method: str, out: Path, args: list[str]) -> dict:

@@ -37,7 +37,7 @@ class Generation:
     new_tokens: int
 
 
-def _stop_ids(tokenizer) -> list[int]:
+def stop_ids(tokenizer) -> list[int]:
     ids = {tokenizer.eos_token_id}
     vocab = tokenizer.get_vocab()
     for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
@@ -51,7 +51,7 @@ def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], cfg: Generat
     """Sample continuations for pre-tokenized prompts; returns (new token ids, prompt length) in input order."""
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     out: list[tuple[list[int], int] | None] = [None] * len(prompt_ids)
-    stops = _stop_ids(tokenizer)
+    stops = stop_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     for b, idx in enumerate(tqdm(batches, desc=desc, disable=not cfg.progress or len(batches) < 2, leave=False)):
@@ -101,20 +101,24 @@ def text_logprobs(model, tokenizer, texts: Sequence[str], *, batch_size: int = 1
     return _score_pairs(model, tokenizer, pairs, batch_size)
 
 
+def token_logprobs(model, tokenizer, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed log-prob of the labelled tokens, their count) per (input_ids, labels) pair; keeps gradients."""
+    ids, mask, labels = pad_batch([b[0] for b in batch], tokenizer.pad_token_id or 0, left=False, label_seqs=[b[1] for b in batch])
+    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, :-1].float()
+    tgt = labels[:, 1:].to(logits.device)
+    valid = tgt != -100
+    lp = torch.log_softmax(logits, -1).gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
+    return lp.sum(-1), valid.sum(-1)
+
+
 def _score_pairs(model, tokenizer, pairs, batch_size) -> list[tuple[float, int]]:
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
-    pad = tokenizer.pad_token_id or 0
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        ids, mask, labels = pad_batch([pairs[i][0] for i in idx], pad, left=False, label_seqs=[pairs[i][1] for i in idx])
-        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-        lp = torch.log_softmax(logits[:, :-1], -1)
-        tgt = labels[:, 1:].to(lp.device)
-        valid = tgt != -100
-        tok_lp = lp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
+        lp, n = token_logprobs(model, tokenizer, [pairs[i] for i in idx])
         for row, i in enumerate(idx):
-            out[i] = (float(tok_lp[row].sum()), int(valid[row].sum()))
+            out[i] = (float(lp[row]), int(n[row]))
     return out
 
 

@@ -21,7 +21,7 @@ from revrel.models.generation import GenerationConfig, generate, perplexity, seq
 from revrel.models.loading import inference_view
 from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
 from revrel.release.negation import negate_into_base
-from revrel.release.orthogonality import lora_A, stack_previous
+from revrel.release.orthogonality import lora_A, orthogonality_loss, stack_previous
 from revrel.release.pem import train_pem
 from revrel.reveal.candidates import Candidate
 from revrel.reveal.optimize import build_candidates, reveal
@@ -91,8 +91,6 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     save_adapter(peft_model, ctx.run.adapters / f"round_{k}")
     orth_after = None
     if prev_A:
-        from revrel.release.orthogonality import orthogonality_loss
-
         orth_after = float(orthogonality_loss(prev_A, lora_A(peft_model), s.orth_norm).detach())
     snapshot = _target_weights(peft_model.get_base_model(), s.target_modules)
     lam, ratio, tries = s.lambda_neg, None, 0

@@ -25,12 +25,8 @@ def simnpo_loss(logp: torch.Tensor, n: torch.Tensor, beta: float, gamma: float =
 
 
 def seq_logp(model, tokenizer, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed response log-prob, response token count) per sequence, with gradients."""
-    from revrel.models.encoding import pad_batch
+    """(summed response log-prob, response token count >= 1) per sequence, with gradients."""
+    from revrel.models.generation import token_logprobs
 
-    ids, mask, labels = pad_batch([b[0] for b in batch], tokenizer.pad_token_id or 0, left=False, label_seqs=[b[1] for b in batch])
-    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, :-1].float()
-    tgt = labels[:, 1:].to(logits.device)
-    valid = tgt != -100
-    lp = torch.log_softmax(logits, -1).gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
-    return lp.sum(-1), valid.sum(-1).clamp(min=1).float()
+    lp, n = token_logprobs(model, tokenizer, batch)
+    return lp, n.clamp(min=1).float()

@@ -17,7 +17,7 @@ import torch
 from scipy.stats import qmc
 
 from revrel.models.encoding import chat_ids
-from revrel.models.generation import GenerationConfig, generate
+from revrel.models.generation import GenerationConfig, generate, stop_ids
 
 PARAPHRASE = "Rewrite this instruction in a different way, keeping its meaning. Reply with the new instruction only.\nInstruction: {seed}"
 
@@ -78,9 +78,7 @@ def soft_prompts(model, tokenizer, n: int, dim: int, n_tokens: int, template: st
     base_head = emb[torch.tensor(head)]
     base_tail = emb[torch.tensor(tail)]
     texts: list[str] = []
-    stops = [tokenizer.eos_token_id]
-    if "<|im_end|>" in tokenizer.get_vocab():
-        stops.append(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    stops = stop_ids(tokenizer)
     for s in range(0, n, batch_size):
         v = virtual[s : s + batch_size].to(emb.dtype)
         b = v.shape[0]

@@ -17,6 +17,16 @@ def _shingles(text: str, n: int = 3) -> set[str]:
     return {t[i : i + n] for i in range(max(len(t) - n + 1, 1))}
 
 
+def best_per_instruction(evaluated: list[dict]) -> list[dict]:
+    """One entry per instruction (an instruction may be scored more than once), its best-scoring one,
+    sorted by score, best first."""
+    best: dict[str, dict] = {}
+    for e in evaluated:
+        if e["instruction"] not in best or e["score"] > best[e["instruction"]]["score"]:
+            best[e["instruction"]] = e
+    return sorted(best.values(), key=lambda e: e["score"], reverse=True)
+
+
 def build_forget_set(evaluated: list[dict], *, top: int, threshold: float, embed=None, near_dup: float = 0.9) -> list[dict]:
     """``evaluated``: one dict per scored instruction with ``responses`` and per-response ``relevances``.
 
@@ -24,11 +34,7 @@ def build_forget_set(evaluated: list[dict], *, top: int, threshold: float, embed
     duplicates (after normalising case and punctuation) and near-duplicates (character 3-gram Jaccard
     >= ``near_dup``, or embedding cosine >= ``near_dup`` when an embedder is given).
     """
-    best: dict[str, dict] = {}
-    for e in evaluated:  # an instruction may be scored more than once; keep its best evaluation
-        if e["instruction"] not in best or e["score"] > best[e["instruction"]]["score"]:
-            best[e["instruction"]] = e
-    ranked = sorted(best.values(), key=lambda e: e["score"], reverse=True)[:top]
+    ranked = best_per_instruction(evaluated)[:top]
     rows, seen, shingles = [], set(), []
     for e in ranked:
         for text, rel in zip(e["responses"], e["relevances"]):

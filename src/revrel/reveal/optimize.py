@@ -13,7 +13,7 @@ from revrel.config import RevealConfig
 from revrel.models.generation import GenerationConfig, generate
 from revrel.reveal.bandit import run_bandit
 from revrel.reveal.candidates import Candidate, dedupe, features, paraphrases, soft_prompts
-from revrel.reveal.forget_set import build_forget_set
+from revrel.reveal.forget_set import best_per_instruction, build_forget_set
 from revrel.reveal.scoring import diversity, harmonic_score
 from revrel.tasks.base import Oracle, Task
 
@@ -28,11 +28,7 @@ class RevealResult:
     candidates: list[dict] = field(default_factory=list)
 
     def table(self, n: int = 10) -> list[dict]:
-        best: dict[str, dict] = {}
-        for e in self.evaluated:  # an instruction scored twice is listed once, with its best score
-            if e["instruction"] not in best or e["score"] > best[e["instruction"]]["score"]:
-                best[e["instruction"]] = e
-        rows = sorted(best.values(), key=lambda e: e["score"], reverse=True)[:n]
+        rows = best_per_instruction(self.evaluated)[:n]
         return [{k: e[k] for k in ("instruction", "kind", "relevance", "diversity", "score")} for e in rows]
 
 
