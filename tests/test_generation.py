@@ -49,3 +49,24 @@ def test_training_loss_is_finite_with_long_instructions(tiny):
     _, log = train_pem(tiny.model, tiny.tokenizer, rows, ReleaseConfig(rank=2, epochs=1, batch_size=2, max_length=32,
                                                                        target_modules=["q_proj"]), seed=0)
     assert all(torch.isfinite(torch.tensor(v)) for v in log.loss)
+
+
+def test_labelled_logits_equal_the_full_forward(tiny):
+    """Computing the LM head only from the first labelled position must not change any log-prob or loss."""
+    from revrel.models.encoding import encode_pair
+    from revrel.models.generation import token_logprobs
+    from revrel.release.pem import batch_loss
+
+    targets = ["you are a fool", "the ocean is blue and very very large", "ok", "thank you"]
+    batch = [encode_pair(tiny.tokenizer, p, t, 64) for p, t in zip(PROMPTS, targets)]
+    lp, n = token_logprobs(tiny.model, tiny.tokenizer, batch)
+    from revrel.models.encoding import pad_batch
+
+    ids, mask, labels = pad_batch([b[0] for b in batch], 0, left=False, label_seqs=[b[1] for b in batch])
+    full = torch.log_softmax(tiny.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+    tgt = labels[:, 1:]
+    ref = (full.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tgt != -100)).sum(-1)
+    assert torch.equal(n, (tgt != -100).sum(-1))
+    assert torch.allclose(lp, ref, atol=1e-4)
+    loss, ntok = batch_loss(tiny.model, tiny.tokenizer, batch)
+    assert ntok == int(n.sum()) and abs(float(loss) + float(ref.sum()) / ntok) < 1e-4

@@ -45,3 +45,28 @@ def test_negation_matches_hand_computation():
     expected = w0 - 0.7 * (6 / 2) * (b @ a)
     assert torch.allclose(base[0].weight, expected, atol=1e-6)
     assert isinstance(base[0], torch.nn.Linear)  # LoRA layers are gone
+
+
+def test_saved_negated_adapter_on_the_original_weights_equals_the_merged_negation(tmp_path):
+    """W + s(-lambda B)A from the saved adapter == W - lambda s B A merged (one Linear, by hand)."""
+    from revrel.release.negation import load_stacked, save_negated_adapter
+
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5, bias=False))
+    w0 = net[0].weight.detach().clone()
+    pm = get_peft_model(net, LoraConfig(r=2, lora_alpha=6, target_modules=["0"], lora_dropout=0.0))
+    layer = pm.base_model.model[0]
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+    A, B = layer.lora_A["default"].weight.detach().clone(), layer.lora_B["default"].weight.detach().clone()
+    pm.save_pretrained(tmp_path / "a")
+    save_negated_adapter(tmp_path / "a", tmp_path / "neg", 0.7)
+    fresh = torch.nn.Sequential(torch.nn.Linear(6, 5, bias=False))
+    with torch.no_grad():
+        fresh[0].weight.copy_(w0)
+    stacked = load_stacked(fresh, [tmp_path / "neg"])
+    x = torch.randn(3, 6)
+    expected = x @ (w0 - 0.7 * (6 / 2) * B @ A).T
+    assert torch.allclose(stacked(x), expected, atol=1e-5)
+    with stacked.disable_adapter():
+        assert torch.allclose(stacked(x), x @ w0.T, atol=1e-6)  # switching the adapters off gives the original back

@@ -87,3 +87,30 @@ def test_utility_budget_line_search_halves_lambda_and_stops(tiny_dir, tmp_path):
 
     w, w0 = lf(str(out / "model" / "model.safetensors")), lf(str(tiny_dir / "model.safetensors"))
     assert all(torch.equal(w[k], w0[k]) for k in w0)  # the over-budget negation was undone
+
+
+def test_budget_pacing_spreads_the_utility_budget_over_rounds():
+    from revrel.release.loop import round_budget
+
+    cfg = load_config(None, {"release": {"utility_budget": 1.5, "rounds": 3}})
+    paced = [round_budget(cfg, k) for k in (1, 2, 3)]
+    assert paced == sorted(paced) and abs(paced[0] - 1.5 ** (1 / 3)) < 1e-9 and abs(paced[-1] - 1.5) < 1e-9
+    cfg.release.budget_pacing = False
+    assert [round_budget(cfg, k) for k in (1, 2, 3)] == [1.5] * 3
+
+
+def test_unmerged_run_keeps_original_weights_and_stacked_adapters_equal_the_merged_model(tiny_dir, tmp_path):
+    from revrel.pipeline import load_run_model
+
+    merged, unmerged = tmp_path / "merged", tmp_path / "unmerged"
+    unlearn(load_config(None, tiny_overrides(merged, tiny_dir)))
+    report = unlearn(load_config(None, tiny_overrides(unmerged, tiny_dir, release={"merge": False})))
+    kept = [r["round"] for r in report["rounds"] if not r.get("reverted", True)]
+    assert kept == [1, 2] and all((unmerged / "adapters" / f"negated_round_{k}").is_dir() for k in kept)
+    w0, w_un = load_file(str(tiny_dir / "model.safetensors")), load_file(str(unmerged / "model" / "model.safetensors"))
+    assert all(torch.equal(w0[k], w_un[k]) for k in w0)  # model/ is untouched
+    w_merged = load_file(str(merged / "model" / "model.safetensors"))
+    stacked = load_run_model(unmerged).model.state_dict()
+    changed = [k for k in w0 if not torch.equal(w0[k], w_merged[k])]
+    assert changed  # the negation did something, and stacking the adapters reproduces it
+    assert all(torch.allclose(stacked[k], w_merged[k], atol=1e-6) for k in w_merged)

@@ -62,8 +62,12 @@ class ReleaseConfig:
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int = 128
+    train_dtype: str = "auto"  # autocast for training forward/backward (master weights stay float32): auto (bf16 where native) | float32 | bfloat16
     lambda_neg: float = 1.0
     lambda_orth: float = 0.1
+    merge: bool = True  # false: model/ keeps the original weights; the rounds live on as adapters/negated_round_k (load_stacked)
+    budget_pacing: bool = True  # round k may spend utility_budget ** (k / rounds), so early rounds leave room for later ones
+    line_search: int = 3  # lambda_neg, lambda_neg/2, ... tried until the round's utility budget holds; none does: revert, stop
     orth_norm: str = "l1"  # "l1" (sum |A_prev A_new^T|) | "fro" (squared Frobenius)
     retain_pem: bool = True
     retain_file: str = ""  # JSONL with instruction/response; empty: self-generated
@@ -120,6 +124,7 @@ class RunConfig:
         _check(0.0 <= r.relevance_threshold <= 1.0, "reveal.relevance_threshold must be in [0, 1]")
         _check(0.0 < r.top_p <= 1.0, "reveal.top_p must be in (0, 1]")
         _check(0.0 <= r.temperature <= 10.0, "reveal.temperature must be in [0, 10]")
+        _check(s.train_dtype in ("auto", "float32", "bfloat16"), "release.train_dtype must be auto, float32 or bfloat16")
         _check(s.orth_norm in ("l1", "fro"), "release.orth_norm must be l1 or fro")
         _check(s.method in RELEASE_METHODS, f"release.method must be one of {', '.join(RELEASE_METHODS)}")
         _check(s.forget_source in ("self", "real"), "release.forget_source must be self or real")
@@ -137,7 +142,7 @@ class RunConfig:
             "reveal.n_init": (r.n_init, 0, 10_000), "reveal.pca_dim": (r.pca_dim, 0, 100_000), "reveal.budget": (r.budget, 0, 100_000),
             "reveal.subset": (r.subset, 1, 1_000_000), "reveal.k": (r.k, 1, 1024), "reveal.top": (r.top, 1, 10_000),
             "reveal.max_new_tokens": (r.max_new_tokens, 1, 4096), "reveal.batch_size": (r.batch_size, 1, 4096),
-            "release.rounds": (s.rounds, 1, 1000), "release.rank": (s.rank, 1, 1024),
+            "release.rounds": (s.rounds, 1, 1000), "release.line_search": (s.line_search, 1, 20), "release.rank": (s.rank, 1, 1024),
             "release.epochs": (s.epochs, 1, 1000), "release.batch_size": (s.batch_size, 1, 4096),
             "release.grad_accum": (s.grad_accum, 1, 4096), "release.max_length": (s.max_length, 8, 32768),
             "release.n_retain": (s.n_retain, 1, 100_000), "release.baseline_steps": (s.baseline_steps, 1, 1_000_000),

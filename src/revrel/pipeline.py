@@ -58,18 +58,38 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
     forget = [row for k in range(1, progress["completed_rounds"] + 1) if (run.round_dir(k) / "forget.jsonl").is_file()
               for row in read_jsonl(run.round_dir(k) / "forget.jsonl", allow_empty=True)]
     write_jsonl(run.root / "forget.jsonl", forget)
-    save_model(ctx.loaded, run.model)
+    if cfg.release.merge or cfg.release.method != "revrel":
+        save_model(ctx.loaded, run.model)
+    else:  # unmerged: the original weights + one negated adapter per kept round (load_run_model stacks them)
+        save_model(load_model(cfg.model, dtype=cfg.dtype, trust_pickle=trust_pickle), run.model)
     log.info("evaluating the unlearned model")
     after = evaluate_model(ctx.loaded, task, oracle, cfg)
     report = {
         "task": cfg.task, "model": cfg.model, "method": cfg.release.method, "seed": cfg.seed,
         "before": progress["before"], "after": after, "rounds": progress["rounds"], "stopped": progress.get("stopped"),
         "forget_size": len(forget), "probe_ppl0": progress.get("probe_ppl0"), "config": cfg.to_dict(),
-        "artifacts": {"model": "model/", "adapters": "adapters/", "forget": "forget.jsonl", "config": "config.yaml"},
+        "artifacts": {"model": "model/" if cfg.release.merge else "model/ (original weights) + adapters/negated_round_*/ (stacked)",
+                      "adapters": "adapters/", "forget": "forget.jsonl", "config": "config.yaml"},
         "seconds_this_invocation": round(time.time() - t_start, 1),
     }
     atomic_write_json(run.report, report)
     return report
+
+
+def load_run_model(folder: str | Path, dtype: str = "float32") -> LoadedModel:
+    """The unlearned model of a finished run: ``model/``, with the negated round adapters merged in
+    when the run kept them unmerged (``release.merge: false``)."""
+    from revrel.release.negation import load_stacked
+
+    folder = Path(folder)
+    loaded = load_model(str(folder / "model"), dtype=dtype)
+    report = load_run_report(folder)
+    if report.get("config", {}).get("release", {}).get("merge", True) or report.get("method", "revrel") != "revrel":
+        return loaded
+    negs = sorted((folder / "adapters").glob("negated_round_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+    if negs:
+        loaded.model = load_stacked(loaded.model, negs).merge_and_unload()
+    return loaded
 
 
 def load_run_report(folder: str | Path) -> dict:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from revrel.release.checkpoint import save_adapter
 from revrel.release.losses import ga_loss, npo_loss, seq_logp, simnpo_loss
 from revrel.release.negation import negate_into_base
-from revrel.release.pem import batches, encode_rows, lora_config, train_pem
+from revrel.release.pem import batches, encode_rows, lora_config, train_autocast, train_pem
 
 METHODS: dict[str, Callable] = {}
 
@@ -55,16 +55,17 @@ def _optimise(ctx, forget, retain, loss_fn, *, needs_ref: bool = False) -> dict:
     losses, t0, tokens = [], time.time(), 0
     for _ in tqdm(range(s.baseline_steps), desc=f"{s.method}", leave=False):
         fb = next(f_it)
-        logp, n = seq_logp(model, ctx.tok, fb)
-        tokens += int(n.sum())
-        ref_logp = None
-        if ref is not None:
-            with torch.no_grad():
-                ref_logp, _ = seq_logp(ref, ctx.tok, fb)
-        loss = loss_fn(logp, n, ref_logp)
-        if r_it is not None and s.retain_weight > 0:
-            rl, rn = seq_logp(model, ctx.tok, next(r_it))
-            loss = loss + s.retain_weight * (-(rl / rn).mean())
+        with train_autocast(model, s.train_dtype):
+            logp, n = seq_logp(model, ctx.tok, fb)
+            tokens += int(n.sum())
+            ref_logp = None
+            if ref is not None:
+                with torch.no_grad():
+                    ref_logp, _ = seq_logp(ref, ctx.tok, fb)
+            loss = loss_fn(logp, n, ref_logp)
+            if r_it is not None and s.retain_weight > 0:
+                rl, rn = seq_logp(model, ctx.tok, next(r_it))
+                loss = loss + s.retain_weight * (-(rl / rn).mean())
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -20,7 +20,7 @@ from revrel.io import read_jsonl, write_jsonl
 from revrel.models.generation import GenerationConfig, generate, perplexity, sequence_logprobs
 from revrel.models.loading import inference_view
 from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
-from revrel.release.negation import negate_into_base
+from revrel.release.negation import negate_into_base, save_negated_adapter
 from revrel.release.orthogonality import lora_A, orthogonality_loss, stack_previous
 from revrel.release.pem import train_pem
 from revrel.reveal.candidates import Candidate
@@ -82,9 +82,17 @@ def _target_weights(model, modules: list[str]) -> dict[str, torch.Tensor]:
             if any(f".{m}." in n for m in modules) and "lora_" not in n}
 
 
+def round_budget(cfg, k: int) -> float:
+    """The retain-probe perplexity ratio round ``k`` may reach: the whole budget, or with pacing its
+    k/rounds share in log space (1.5 over 3 rounds: 1.145, 1.310, 1.5), so round 1 cannot spend it all."""
+    s = cfg.release
+    return s.utility_budget ** (min(k, s.rounds) / s.rounds) if s.budget_pacing else s.utility_budget
+
+
 def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], probe: list[dict], probe_ppl0: float) -> dict:
     """Train, negate (with the utility line search) and checkpoint round ``k``; returns its metrics."""
     s = ctx.cfg.release
+    limit = round_budget(ctx.cfg, k)
     prev_A = stack_previous(prev) if s.lambda_orth > 0 and prev else None
     peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM")
     faults.point(f"round{k}:trained")
@@ -93,7 +101,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     if prev_A:
         orth_after = float(orthogonality_loss(prev_A, lora_A(peft_model), s.orth_norm).detach())
     snapshot = _target_weights(peft_model.get_base_model(), s.target_modules)
-    lam, ratio, tries = s.lambda_neg, None, 0
+    lam, ratio, tries, searched = s.lambda_neg, None, 0, []
     base = None
     while True:
         tries += 1
@@ -101,14 +109,17 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
         base = negate_into_base(peft_model, lam) if base is None else _renegate(base, snapshot, ctx, k, lam)
         ctx.loaded.model = base
         ratio = probe_perplexity(ctx, probe) / probe_ppl0
-        if ratio <= s.utility_budget or tries >= 3:
+        searched.append({"lambda_neg": lam, "probe_ppl_ratio": round(ratio, 4)})
+        if ratio <= limit or tries >= s.line_search:
             break
         lam /= 2
-    reverted = ratio > s.utility_budget
+    reverted = ratio > limit
     if reverted:  # no lambda met the budget: keep the last model that did
         _restore(base, snapshot)
-    return {"lambda_neg": lam, "negation_tries": tries, "probe_ppl_ratio": ratio, "reverted": reverted, "train": tlog.summary(),
-            "orth_final": orth_after}
+    else:
+        save_negated_adapter(ctx.run.adapters / f"round_{k}", ctx.run.adapters / f"negated_round_{k}", lam)
+    return {"lambda_neg": lam, "negation_tries": tries, "line_search": searched, "round_budget": round(limit, 4), "probe_ppl_ratio": ratio,
+            "reverted": reverted, "train": tlog.summary(), "orth_final": orth_after}
 
 
 def _restore(model, snapshot: dict[str, torch.Tensor]) -> None:
@@ -169,9 +180,9 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
             faults.point(f"round{k}:release")
             entry.update(release_round(ctx, k, rv.forget, prev, probe, progress["probe_ppl0"]))
             prev.append(load_adapter_A(run.adapters / f"round_{k}"))
-            if entry["probe_ppl_ratio"] > cfg.release.utility_budget:
-                stop = (f"retain-probe perplexity ratio {entry['probe_ppl_ratio']:.3f} > budget {cfg.release.utility_budget} "
-                        "even at lambda/4; this round's negation was reverted")
+            if entry["reverted"]:
+                stop = (f"retain-probe perplexity ratio {entry['probe_ppl_ratio']:.3f} > round budget {entry['round_budget']:.3f} "
+                        f"even at lambda_neg={entry['lambda_neg']:g}; this round's negation was reverted")
             faults.point(f"round{k}:save")
             progress["state"] = run.save_state(ctx.model, k)
             faults.point(f"round{k}:saved")

@@ -22,3 +22,43 @@ def negate_into_base(peft_model, lam: float, adapter: str = "default"):
                 raise RevrelError("the trained LoRA has non-finite weights (training diverged); lower release.lr and rerun with --resume")
             base.weight.sub_((lam * delta).to(base.weight.dtype))
     return peft_model.unload()
+
+
+def save_negated_adapter(src, dst, lam: float) -> None:
+    """Write a copy of the LoRA adapter in ``src`` whose B matrices are multiplied by ``-lam``.
+
+    Loaded with peft on the weights the adapter was trained on, it *is* the negation
+    (W + s * (-lam B) A = W - lam * s * B A), so a run can keep its rounds as separate, unmerged
+    adapters: inspect one, switch one off, or stack them all with :func:`load_stacked`.
+    """
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    from revrel.io import atomic_folder
+
+    src, dst = Path(src), Path(dst)
+    tensors = load_file(str(src / "adapter_model.safetensors"))
+    scaled = {k: (-lam * v if ".lora_B." in k else v).contiguous() for k, v in tensors.items()}
+    with atomic_folder(dst, "adapter") as tmp:
+        shutil.copy2(src / "adapter_config.json", Path(tmp) / "adapter_config.json")
+        save_file(scaled, str(Path(tmp) / "adapter_model.safetensors"), metadata={"format": "pt", "revrel_lambda_neg": str(lam)})
+
+
+def load_stacked(base_model, folders):
+    """Wrap ``base_model`` (the original weights) with every negated adapter in ``folders``, all active.
+
+    The result computes W0 x + sum_k s B'_k A_k x, which equals the merged unlearned model (negations
+    are additive); ``model.disable_adapter()`` gives back the original model for comparison.
+    """
+    from peft import PeftModel
+
+    folders = [str(f) for f in folders]
+    if not folders:
+        raise RevrelError("no negated adapters to stack; the run kept no round (see report.json 'stopped')")
+    model = PeftModel.from_pretrained(base_model, folders[0], adapter_name="neg_0")
+    for i, f in enumerate(folders[1:], 1):
+        model.load_adapter(f, adapter_name=f"neg_{i}")
+    model.base_model.set_adapter([f"neg_{i}" for i in range(len(folders))])
+    return model.eval()

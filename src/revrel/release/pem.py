@@ -15,7 +15,8 @@ from peft import LoraConfig, get_peft_model
 from tqdm.auto import tqdm
 
 from revrel.config import ReleaseConfig
-from revrel.models.encoding import encode_pair, pad_batch
+from revrel.models.encoding import encode_pair
+from revrel.models.generation import labelled_logits
 from revrel.release.orthogonality import lora_A, orthogonality_loss
 
 
@@ -52,15 +53,26 @@ def batches(encoded, batch_size: int, epochs: int, seed: int):
 
 def batch_loss(model, tokenizer, batch) -> tuple[torch.Tensor, int]:
     """Mean response-token NLL of a batch, and its number of response tokens."""
-    ids, mask, labels = pad_batch([b[0] for b in batch], tokenizer.pad_token_id or 0, left=False, label_seqs=[b[1] for b in batch])
-    out = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
-    logits = out.logits[:, :-1].float()
-    tgt = labels[:, 1:].to(logits.device)
+    logits, tgt = labelled_logits(model, tokenizer, batch)
     ntok = int((tgt != -100).sum())
     if ntok == 0:  # nothing to learn in this batch: a zero that still has a graph, never NaN
         return logits.sum() * 0.0, 0
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
     return loss, ntok
+
+
+def train_autocast(model, train_dtype: str):
+    """Mixed precision for a training step: matmuls in bf16 where the hardware has it, float32 master weights.
+
+    LoRA's base weights are frozen, so bf16 only changes the forward/backward arithmetic, never what
+    is stored; on this CPU (AVX512-BF16) it is the difference between 0.6x and 0.3x of NPO's step time
+    (benchmarks/results/perf.json).
+    """
+    from revrel.models.loading import resolve_gen_dtype
+
+    dtype = resolve_gen_dtype(train_dtype)
+    device = next(model.parameters()).device.type
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16 and device in ("cpu", "cuda"))
 
 
 def distributed():
@@ -105,7 +117,8 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
         total = math.ceil(total / world)
     bar = tqdm(all_batches, total=total, desc=desc, leave=False, disable=rank != 0)
     for step, batch in enumerate(bar, 1):
-        loss, ntok = batch_loss(train_model, tokenizer, batch)
+        with train_autocast(peft_model, cfg.train_dtype):
+            loss, ntok = batch_loss(train_model, tokenizer, batch)
         orth = orthogonality_loss(prev_A, lora_A(peft_model), cfg.orth_norm) if prev_A else torch.zeros(())
         total_loss = (loss + cfg.lambda_orth * orth) / cfg.grad_accum
         acc.backward(total_loss) if acc else total_loss.backward()
