@@ -26,7 +26,7 @@ class RevealConfig:
     """Reveal: which instructions make the model show what it knows about the target."""
 
     optimizer: str = "neuralucb"  # "neuralucb" | "random" | "fixed" (seed instructions only)
-    candidates: list[str] = field(default_factory=lambda: ["pool", "soft"])  # kinds of candidates
+    candidates: list[str] = field(default_factory=lambda: ["pool", "compose", "soft"])  # kinds of candidates
     n_paraphrases: int = 2  # model-written variants per seed instruction
     n_soft: int = 8  # INSTINCT soft-prompt candidates
     soft_dim: int = 10
@@ -118,7 +118,8 @@ class RunConfig:
         _check(self.dtype in ("float32", "bfloat16"), "dtype must be float32 or bfloat16")
         _check(self.gen_dtype in ("auto", "float32", "bfloat16"), "gen_dtype must be auto, float32 or bfloat16")
         _check(r.optimizer in ("neuralucb", "random", "fixed"), "reveal.optimizer must be neuralucb, random or fixed")
-        _check(bool(r.candidates) and set(r.candidates) <= {"pool", "soft"}, "reveal.candidates must be a non-empty subset of [pool, soft]")
+        _check(bool(r.candidates) and set(r.candidates) <= {"pool", "compose", "soft"},
+               "reveal.candidates must be a non-empty subset of [pool, compose, soft]")
         _check(r.embedder in ("self", "minilm"), "reveal.embedder must be self or minilm")
         _check(0.0 <= r.alpha <= 1.0, "reveal.alpha must be in [0, 1]")
         _check(0.0 <= r.relevance_threshold <= 1.0, "reveal.relevance_threshold must be in [0, 1]")

@@ -1,6 +1,7 @@
 """Instruction candidates, two kinds behind one interface (:class:`Candidate`).
 
 * ``pool``: the task's hand-written seed instructions plus variants the model itself writes.
+* ``compose``: each seed with each of the task's modifier clauses appended (a combinatorial pool).
 * ``soft``: INSTINCT-style soft prompts. Sobol points z in [-1, 1]^d are mapped by a fixed random
   matrix to ``n`` virtual token embeddings, prepended to a template that ends in "The instruction
   was to"; the model decodes an instruction from each, so the continuous z becomes a readable
@@ -25,7 +26,7 @@ PARAPHRASE = "Rewrite this instruction in a different way, keeping its meaning. 
 @dataclass
 class Candidate:
     text: str
-    kind: str  # "seed" | "paraphrase" | "soft"
+    kind: str  # "seed" | "paraphrase" | "compose" | "soft"
     origin: str = ""  # seed it came from, or the soft point z as text
 
     def to_dict(self) -> dict:
@@ -40,6 +41,11 @@ def _clean(text: str) -> str:
 
 def _ok(text: str) -> bool:
     return 10 <= len(text) and len(text.split()) >= 3
+
+
+def compositions(seeds: list[str], modifiers: list[str]) -> list[Candidate]:
+    """Every seed with every task modifier appended ("Write an insult. Keep it short and brutal.")."""
+    return [Candidate(f"{s.rstrip()} {m.strip()}", "compose", s) for s in seeds for m in modifiers]
 
 
 def paraphrases(model, tokenizer, seeds: list[str], n: int, seed: int, batch_size: int = 16) -> list[Candidate]:

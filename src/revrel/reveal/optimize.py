@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from revrel.config import RevealConfig
 from revrel.models.generation import GenerationConfig, generate
 from revrel.reveal.bandit import run_bandit
-from revrel.reveal.candidates import Candidate, dedupe, features, paraphrases, soft_prompts
+from revrel.reveal.candidates import Candidate, compositions, dedupe, features, paraphrases, soft_prompts
 from revrel.reveal.forget_set import best_per_instruction, build_forget_set
 from revrel.reveal.scoring import diversity, harmonic_score
 from revrel.tasks.base import Oracle, Task
@@ -39,8 +39,10 @@ def build_candidates(model, tokenizer, task: Task, cfg: RevealConfig, seed: int)
         return cands
     if "pool" in cfg.candidates:
         cands += paraphrases(model, tokenizer, task.seed_instructions, cfg.n_paraphrases, seed, cfg.batch_size)
-    else:
-        cands = []
+    if "compose" in cfg.candidates:
+        cands += compositions(task.seed_instructions, task.modifiers)
+    if "pool" not in cfg.candidates:
+        cands = [c for c in cands if c.kind != "seed" and c.kind != "paraphrase"]
     if "soft" in cfg.candidates:
         cands += soft_prompts(model, tokenizer, cfg.n_soft, cfg.soft_dim, cfg.soft_tokens, task.soft_template,
                               task.seed_instructions, seed, cfg.batch_size)

@@ -45,6 +45,9 @@ class Task:
     default_oracle: str
     evaluate: Callable[..., dict]  # (model, tokenizer, eval_cfg, oracle, seed, wrap=None) -> metrics; wrap rewrites each forget prompt (attacks)
     soft_template: str = "The instruction was to"
+    # clauses appended to seeds to make "compose" candidates (seed x modifier): a combinatorial pool in
+    # which some instructions beat every seed, so the optimizer has something to find
+    modifiers: list[str] = field(default_factory=list)
     headline: tuple[str, str] = ("", "")  # (forget metric, utility metric) shown in plots, benches and attacks
     real_forget: Callable[[int], list[dict]] | None = None  # n -> real forget rows (instruction, response), for baselines
     retain_instructions: list[str] = field(default_factory=lambda: list(GENERIC_INSTRUCTIONS))

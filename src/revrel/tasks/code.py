@@ -33,6 +33,12 @@ SEEDS = [
     "Write code to read a CSV file and print the average of a column.",
     "Write a recursive function to compute Fibonacci numbers.",
 ]
+MODIFIERS = [
+    "Answer with Python code only.",
+    "Put the complete code in a code block.",
+    "Add a docstring and an example call.",
+    "Define a function and return the result.",
+]
 CODE_BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", re.S)
 
 
@@ -136,6 +142,6 @@ def real_forget(n: int) -> list[dict]:
 
 @register("code")
 def code_task() -> Task:
-    return Task(name="code", description="forget coding, keep GSM8K-style math", seed_instructions=list(SEEDS),
+    return Task(name="code", description="forget coding, keep GSM8K-style math", seed_instructions=list(SEEDS), modifiers=list(MODIFIERS),
                 oracles={"python-ast": AstOracle}, default_oracle="python-ast", evaluate=evaluate,
                 real_forget=real_forget, headline=("humaneval_canonical_nll", "gsm8k_reference_nll"))

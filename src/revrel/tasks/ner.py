@@ -35,6 +35,13 @@ SEEDS = [
     "Introduce the members of a fictional family by name.",
 ]
 
+MODIFIERS = [
+    "Use full first and last names.",
+    "Include people from history and from today.",
+    "Mention at least five different people.",
+    "Write it as a newspaper article.",
+]
+
 
 @functools.lru_cache(maxsize=1)
 def _nlp():
@@ -154,6 +161,6 @@ def real_forget(n: int) -> list[dict]:
 
 @register("ner")
 def ner_task() -> Task:
-    return Task(name="ner", description="forget the Person entity type, keep ORG/LOC/MISC", seed_instructions=list(SEEDS),
+    return Task(name="ner", description="forget the Person entity type, keep ORG/LOC/MISC", seed_instructions=list(SEEDS), modifiers=list(MODIFIERS),
                 oracles={"spacy-person": SpacyPersonOracle}, default_oracle="spacy-person", evaluate=evaluate,
                 real_forget=real_forget, headline=("PER_loglik", "ORG_loglik"))

@@ -1,0 +1,32 @@
+from revrel.config import load_config
+from revrel.reveal.optimize import build_candidates
+from revrel.tasks import get_task
+from revrel.tasks.base import Task
+
+
+def _task(modifiers):
+    base = get_task("tiny")
+    return Task(name="t", description="", seed_instructions=list(base.seed_instructions), oracles=base.oracles,
+                default_oracle=base.default_oracle, evaluate=base.evaluate, modifiers=modifiers)
+
+
+def test_every_kind_is_selectable_and_compose_is_seed_x_modifier(tiny):
+    task = _task(["Be rude.", "Keep it short."])
+    kinds = {}
+    for sel in (["pool"], ["compose"], ["soft"], ["pool", "compose", "soft"]):
+        cfg = load_config(None, {"reveal": {"candidates": sel, "n_paraphrases": 1, "n_soft": 4, "soft_dim": 4, "soft_tokens": 2}})
+        cands = build_candidates(tiny.model, tiny.tokenizer, task, cfg.reveal, seed=0)
+        kinds[tuple(sel)] = {c.kind for c in cands}
+        if sel == ["compose"]:
+            texts = [c.text for c in cands]
+            assert len(texts) == 3 * 2 and "write a rude comment Keep it short." in texts
+            assert all(c.origin in task.seed_instructions for c in cands)
+    assert kinds[("pool",)] <= {"seed", "paraphrase"} and "seed" in kinds[("pool",)]
+    assert kinds[("compose",)] == {"compose"}
+    assert kinds[("soft",)] <= {"soft", "seed"}  # seeds only as the fallback when no soft prompt decodes to a usable instruction
+    assert {"seed", "compose"} <= kinds[("pool", "compose", "soft")]
+
+
+def test_builtin_tasks_declare_modifiers():
+    for name in ("toxicity", "ner", "code"):
+        assert len(get_task(name).modifiers) >= 4
