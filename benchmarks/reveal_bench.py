@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--budget", type=int, default=8)
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--recheck-k", type=int, default=8)
+    ap.add_argument("--recheck-k", type=int, default=16)
     args = ap.parse_args()
     t0 = time.time()
     loaded = load_model(args.model)
@@ -85,7 +85,7 @@ def main() -> None:
         top_by_rel_fresh = fresh_relevance(m, tok, oracle, [top_by_rel], args.recheck_k, seed + 900)[0]
         seeds_rel = fresh_relevance(m, tok, oracle, task.seed_instructions, args.recheck_k, seed + 700)
         res = {
-            "seed": seed, "candidates": len(cands), "kinds": {k: sum(c.kind == k for c in cands) for k in ("seed", "paraphrase", "soft")},
+            "seed": seed, "candidates": len(cands), "kinds": {k: sum(c.kind == k for c in cands) for k in ("seed", "paraphrase", "compose", "soft")},
             "generations_per_optimizer": ucb.generations,
             "best_seed": best_seed, "best_seed_relevance_fresh": best_seed_rel,
             "max_of_seeds_fresh_relevance_biased": max(seeds_rel), "mean_seed_relevance": float(np.mean(seeds_rel)),
@@ -97,7 +97,18 @@ def main() -> None:
         }
         print(json.dumps(res, indent=1))
         results.append(res)
-    summary = {
+    agg = {
+        "mean_best_seed_fresh": float(np.mean([r["best_seed_relevance_fresh"] for r in results])),
+        "mean_neuralucb_top3_fresh": float(np.mean([r["neuralucb_top3_relevance"] for r in results])),
+        "mean_random_top3_fresh": float(np.mean([r["random_top3_relevance"] for r in results])),
+        "mean_forget_score_neuralucb": float(np.mean([r["forget_neuralucb"]["score"] for r in results])),
+        "mean_forget_score_random": float(np.mean([r["forget_random"]["score"] for r in results])),
+        "wins_top3_vs_best_seed": sum(r["neuralucb_top3_relevance"] > r["best_seed_relevance_fresh"] for r in results),
+        "wins_forget_vs_random": sum(r["forget_neuralucb"]["score"] > r["forget_random"]["score"] for r in results),
+        "runs": len(results),
+    }
+    print(json.dumps(agg, indent=1))
+    summary = {"summary": agg,
         "task": args.task, "model": args.model, "machine": f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} threads",
         "command": "python benchmarks/reveal_bench.py " + " ".join(f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}" for k, v in vars(args).items()),
         "seconds": round(time.time() - t0, 1), "runs": results,

@@ -70,3 +70,38 @@ def test_saved_negated_adapter_on_the_original_weights_equals_the_merged_negatio
     assert torch.allclose(stacked(x), expected, atol=1e-5)
     with stacked.disable_adapter():
         assert torch.allclose(stacked(x), x @ w0.T, atol=1e-6)  # switching the adapters off gives the original back
+
+
+def test_combined_adapter_for_vllm_equals_the_stacked_negations(tiny, tmp_path):
+    """vLLM applies one LoRA per request: the rank-concatenated adapter must equal the stacked ones."""
+    import copy
+
+    from revrel.models.vllm_backend import combine_negated
+    from revrel.release.negation import load_stacked, save_negated_adapter
+
+    folders = []
+    for i, lam in enumerate((1.0, 0.5)):
+        pm = _lora_model(copy.deepcopy(tiny), seed=i)
+        pm.save_pretrained(tmp_path / f"a{i}")
+        save_negated_adapter(tmp_path / f"a{i}", tmp_path / f"neg{i}", lam)
+        folders.append(tmp_path / f"neg{i}")
+    stacked = _logits(load_stacked(copy.deepcopy(tiny.model), folders), tiny.tokenizer)
+    combo = combine_negated(folders, tmp_path / "combo")
+    one = _logits(load_stacked(copy.deepcopy(tiny.model), [combo]), tiny.tokenizer)
+    assert torch.allclose(one, stacked, atol=1e-5)
+    assert not torch.allclose(one, _logits(tiny.model, tiny.tokenizer), atol=1e-4)
+
+
+def test_vllm_backend_without_vllm_is_one_clear_error(tiny):
+    import pytest
+
+    from revrel.errors import RevrelError
+    from revrel.models.vllm_backend import VLLMView
+
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(RevrelError, match="gen_backend=hf"):
+            VLLMView(tiny.model, "unused", None, 8)
+    else:
+        pytest.skip("vLLM is installed here")

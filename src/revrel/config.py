@@ -104,6 +104,7 @@ class RunConfig:
     out: str = "runs/demo"
     seed: int = 0
     dtype: str = "float32"  # master weights: "float32" | "bfloat16"
+    gen_backend: str = "hf"  # Reveal's sampler: "hf" (transformers, batched) | "vllm" (optional, GPU; see README)
     gen_dtype: str = "auto"  # generation copy: "auto" (bf16 where the CPU has native bf16) | "float32" | "bfloat16"
     reveal: RevealConfig = field(default_factory=RevealConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
@@ -116,6 +117,7 @@ class RunConfig:
         """Range checks that types alone cannot express."""
         r, s, e = self.reveal, self.release, self.eval
         _check(self.dtype in ("float32", "bfloat16"), "dtype must be float32 or bfloat16")
+        _check(self.gen_backend in ("hf", "vllm"), "gen_backend must be hf or vllm")
         _check(self.gen_dtype in ("auto", "float32", "bfloat16"), "gen_dtype must be auto, float32 or bfloat16")
         _check(r.optimizer in ("neuralucb", "random", "fixed"), "reveal.optimizer must be neuralucb, random or fixed")
         _check(bool(r.candidates) and set(r.candidates) <= {"pool", "compose", "soft"},

@@ -49,9 +49,12 @@ def stop_ids(tokenizer) -> list[int]:
 @torch.inference_mode()
 def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], cfg: GenerationConfig, desc: str = "generate") -> list[tuple[list[int], int]]:
     """Sample continuations for pre-tokenized prompts; returns (new token ids, prompt length) in input order."""
+    stops = stop_ids(tokenizer)
+    if getattr(model, "is_vllm", False):  # optional vLLM backend (revrel.models.vllm_backend)
+        done = model.generate_ids(prompt_ids, cfg, stops)
+        return [(next((row[:j] for j, t in enumerate(row) if t in stops), row), n) for row, n in done]
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     out: list[tuple[list[int], int] | None] = [None] * len(prompt_ids)
-    stops = stop_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     for b, idx in enumerate(tqdm(batches, desc=desc, disable=not cfg.progress or len(batches) < 2, leave=False)):

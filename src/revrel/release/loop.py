@@ -39,6 +39,7 @@ class Context:
     embed: object
     cfg: RunConfig
     run: RunDir
+    _vllm: object = None
 
     @property
     def model(self):
@@ -49,8 +50,21 @@ class Context:
         return self.loaded.tokenizer
 
     def gen_model(self):
-        """The model to generate with (a synced bf16 copy where that is faster; see inference_view)."""
-        return inference_view(self.loaded.model, self.cfg.gen_dtype)
+        """The model to generate with: a synced bf16 copy where that is faster (see inference_view), or
+        with ``gen_backend: vllm`` a vLLM engine on the original weights + the kept rounds as one LoRA."""
+        view = inference_view(self.loaded.model, self.cfg.gen_dtype)
+        if self.cfg.gen_backend != "vllm":
+            return view
+        from revrel.models.vllm_backend import VLLMView, combine_negated
+
+        negs = sorted(self.run.adapters.glob("negated_round_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+        adapter = combine_negated(negs, self.run.adapters / f"vllm_combined_{len(negs)}") if negs else None
+        if self._vllm is None:
+            s = self.cfg.release
+            self._vllm = VLLMView(view, self.loaded.source, adapter, s.rank * s.rounds)
+        self._vllm.hf_model = view
+        self._vllm.set_adapter(adapter)
+        return self._vllm
 
 
 def self_generated_retain(ctx: Context) -> tuple[list[dict], list[dict]]:
