@@ -29,6 +29,7 @@ def test_unlearn_end_to_end_writes_artifacts(tiny_dir, tmp_path):
     assert rows and {"instruction", "response", "relevance", "round"} <= set(rows[0])
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     assert report["rounds"][1]["orth_final"] is not None  # round 2 was kept orthogonal to round 1 + retain
+    assert report["final_reveal"]["after_round"] == 2 and 0.0 <= report["final_reveal"]["revealed_relevance"] <= 1.0
     from transformers import AutoModelForCausalLM
 
     m = AutoModelForCausalLM.from_pretrained(out / "model")  # plain transformers reloads the result

@@ -67,6 +67,7 @@ class ReleaseConfig:
     lambda_orth: float = 0.1
     merge: bool = True  # false: model/ keeps the original weights; the rounds live on as adapters/negated_round_k (load_stacked)
     budget_pacing: bool = True  # round k may spend utility_budget ** (k / rounds), so early rounds leave room for later ones
+    final_reveal: bool = True  # one more Reveal after the last round: its relevance is the run's end point
     line_search: int = 3  # lambda_neg, lambda_neg/2, ... tried until the round's utility budget holds; none does: revert, stop
     orth_norm: str = "l1"  # "l1" (sum |A_prev A_new^T|) | "fro" (squared Frobenius)
     retain_pem: bool = True

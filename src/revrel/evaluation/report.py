@@ -60,14 +60,18 @@ def plot_rounds(runs, out: Path) -> Path:
         if not rounds:
             continue
         ks = [e["round"] for e in rounds]
-        a1.plot(ks, [e["revealed_relevance"] for e in rounds], marker="o", label=name)
+        rel = [e["revealed_relevance"] for e in rounds]
+        if r.get("final_reveal"):  # Reveal on the final model, plotted as the round after the last
+            ks, rel = ks + [r["final_reveal"]["after_round"] + 1], rel + [r["final_reveal"]["revealed_relevance"]]
+        a1.plot(ks, rel, marker="o", label=name)
         ratio = [(e["round"], e["probe_ppl_ratio"]) for e in rounds if e.get("probe_ppl_ratio") is not None]
         if ratio:
             a2.plot([0] + [k for k, _ in ratio], [1.0] + [v for _, v in ratio], marker="o", label=name)
         budget = r.get("config", {}).get("release", {}).get("utility_budget")
         if budget:
             a2.axhline(budget, ls="--", c="gray")
-    a1.set(title="Forget: relevance of revealed data", xlabel="round", ylabel="mean oracle relevance")
+    a1.set(title="Forget: relevance of revealed data", xlabel="round (Reveal before its negation; last: final model)",
+           ylabel="mean oracle relevance")
     a2.set(title="Utility: retain-probe perplexity ratio", xlabel="round (after negation)", ylabel="ppl / original ppl")
     for a in (a1, a2):
         a.grid(alpha=0.3)
@@ -143,6 +147,9 @@ def write_report(dirs: list[str], out: str | None = None) -> Path:
                 rel = e.get("revealed_relevance")
                 lines.append(f"| {e['round']} | {'-' if rel is None else f'{rel:.3f}'} | {e['forget_size']} | {e.get('lambda_neg', '-')} | "
                              f"{'-' if ratio is None else f'{ratio:.3f}'} | {e.get('seconds', '-')} |")
+            if r.get("final_reveal"):
+                f = r["final_reveal"]
+                lines.append(f"| after {f['after_round']} | {f['revealed_relevance']:.3f} | - | - | - | {f['seconds']} |")
         if r.get("stopped"):
             lines.append(f"\nStopped: {r['stopped']}")
         if r.get("attacks"):

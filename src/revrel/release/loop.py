@@ -210,7 +210,26 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
         run.prune_states(progress.get("state"))
         if stop:
             break
+    final_reveal(ctx, progress)
     return progress
+
+
+def final_reveal(ctx: Context, progress: dict) -> None:
+    """One more Reveal on the final model, so the per-round relevance has an 'after the last round' point
+    (round k's own Reveal measures the model *before* its negation). Skipped when the last Reveal already
+    saw the final model (the run stopped on the relevance target, or no negation was kept)."""
+    cfg, run = ctx.cfg, ctx.run
+    last = progress["rounds"][-1] if progress["rounds"] else None
+    if not cfg.release.final_reveal or last is None or "final_reveal" in progress or "lambda_neg" not in last or last.get("reverted"):
+        return
+    k = last["round"] + 1
+    cands = [Candidate(**r) for r in read_jsonl(run.root / "candidates.jsonl")]
+    rv = reveal(ctx.gen_model(), ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=k, candidates=cands)
+    write_jsonl(run.root / "rounds" / "final" / "reveal.jsonl", rv.evaluated)
+    progress["final_reveal"] = {"after_round": k - 1, "revealed_relevance": rv.relevance, "generations": rv.generations,
+                                "best_instruction": rv.table(1)[0] if rv.evaluated else None, "seconds": round(rv.seconds, 1)}
+    log.info("after round %d: revealed relevance %.3f", k - 1, rv.relevance)
+    run.save_progress(progress)
 
 
 def probe_ppl_safe(ctx: Context, probe: list[dict]) -> float:
