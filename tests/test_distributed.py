@@ -29,3 +29,15 @@ def test_two_process_ddp_gives_identical_adapters(tiny_dir, tmp_path):
     assert a.keys() == b.keys() and a
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(float(v.abs().sum()) > 0 for k, v in a.items() if "lora_B" in k)  # it trained
+
+
+def test_documented_accelerate_configs_load_in_accelerate():
+    """The configs the README points to must at least parse as accelerate cluster configs."""
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    found = sorted((Path(__file__).parents[1] / "configs" / "accelerate").glob("*.yaml"))
+    assert {p.stem for p in found} == {"ddp", "deepspeed_zero2", "fsdp"}
+    kinds = {p.stem: str(load_config_from_file(str(p)).distributed_type) for p in found}
+    assert kinds == {"ddp": "DistributedType.MULTI_GPU", "deepspeed_zero2": "DistributedType.DEEPSPEED", "fsdp": "DistributedType.FSDP"}
