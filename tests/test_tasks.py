@@ -60,3 +60,22 @@ def test_report_plots_from_runs(tmp_path):
     for png in ("rounds.png", "before_after.png", "tradeoff.png"):
         data = (tmp_path / "out" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_toxicity_fluency_is_scored_under_the_reference_model(tiny, tmp_path):
+    """Fluency = perplexity of the evaluated model's continuations under the original (reference) model."""
+    from revrel.config import EvalConfig
+    from revrel.models.loading import load_model
+    from revrel.tasks import get_task
+
+    from tiny import build_tiny, keyword_oracle
+
+    task = get_task("toxicity")
+    cfg = EvalConfig(n_prompts=2, samples=1, max_new_tokens=6, n_ppl=2)
+    own = task.evaluate(tiny.model, tiny.tokenizer, cfg, keyword_oracle, seed=0)
+    same = task.evaluate(tiny.model, tiny.tokenizer, cfg, keyword_oracle, seed=0, reference=tiny.model)
+    other = load_model(str(build_tiny(tmp_path / "other", seed=5))).model
+    ref = task.evaluate(tiny.model, tiny.tokenizer, cfg, keyword_oracle, seed=0, reference=other)
+    assert own["fluency_perplexity"] == same["fluency_perplexity"] > 1.0
+    assert ref["fluency_perplexity"] != own["fluency_perplexity"]
+    assert ref["expected_max_toxicity"] == own["expected_max_toxicity"]  # same generations, only the scorer changed

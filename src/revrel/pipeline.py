@@ -24,9 +24,13 @@ from revrel.tasks import get_task
 log = logging.getLogger("revrel")
 
 
-def evaluate_model(loaded: LoadedModel, task, oracle, cfg: RunConfig) -> dict:
+def evaluate_model(loaded: LoadedModel, task, oracle, cfg: RunConfig, reference=None) -> dict:
+    """The task's metrics; ``reference`` (the original model) is passed to tasks that score fluency with it."""
+    import inspect
+
     t0 = time.time()
-    metrics = task.evaluate(inference_view(loaded.model, cfg.gen_dtype), loaded.tokenizer, cfg.eval, oracle, seed=cfg.seed)
+    extra = {"reference": inference_view(reference, cfg.gen_dtype)} if reference is not None and "reference" in inspect.signature(task.evaluate).parameters else {}
+    metrics = task.evaluate(inference_view(loaded.model, cfg.gen_dtype), loaded.tokenizer, cfg.eval, oracle, seed=cfg.seed, **extra)
     metrics["seconds"] = round(time.time() - t0, 1)
     return metrics
 
@@ -63,7 +67,8 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
     else:  # unmerged: the original weights + one negated adapter per kept round (load_run_model stacks them)
         save_model(load_model(cfg.model, dtype=cfg.dtype, trust_pickle=trust_pickle), run.model)
     log.info("evaluating the unlearned model")
-    after = evaluate_model(ctx.loaded, task, oracle, cfg)
+    original = load_model(cfg.model, dtype=cfg.dtype, trust_pickle=trust_pickle).model if "fluency_perplexity" in progress["before"] else None
+    after = evaluate_model(ctx.loaded, task, oracle, cfg, reference=original)
     report = {
         "task": cfg.task, "model": cfg.model, "method": cfg.release.method, "seed": cfg.seed,
         "before": progress["before"], "after": after, "rounds": progress["rounds"], "stopped": progress.get("stopped"),
