@@ -36,6 +36,7 @@ class RevealConfig:
     pca_dim: int = 16  # NeuralUCB input: top principal directions of the hidden-state features (0: all)
     budget: int = 6  # UCB choices after the seeds and n_init
     subset: int = 64  # candidates scored by UCB per step
+    arms_per_step: int = 4  # UCB picks this many distinct arms per step and samples them in one batch (speed; 1 = classic)
     k: int = 6  # responses per scored instruction
     top: int = 4  # instructions whose responses form the forget set
     alpha: float = 0.5  # weight of diversity in the harmonic mean
@@ -144,7 +145,7 @@ class RunConfig:
             "reveal.n_paraphrases": (r.n_paraphrases, 0, 100), "reveal.n_soft": (r.n_soft, 0, 10_000),
             "reveal.soft_dim": (r.soft_dim, 1, 1024), "reveal.soft_tokens": (r.soft_tokens, 1, 64),
             "reveal.n_init": (r.n_init, 0, 10_000), "reveal.pca_dim": (r.pca_dim, 0, 100_000), "reveal.budget": (r.budget, 0, 100_000),
-            "reveal.subset": (r.subset, 1, 1_000_000), "reveal.k": (r.k, 1, 1024), "reveal.top": (r.top, 1, 10_000),
+            "reveal.subset": (r.subset, 1, 1_000_000), "reveal.arms_per_step": (r.arms_per_step, 1, 1024), "reveal.k": (r.k, 1, 1024), "reveal.top": (r.top, 1, 10_000),
             "reveal.max_new_tokens": (r.max_new_tokens, 1, 4096), "reveal.batch_size": (r.batch_size, 1, 4096),
             "release.rounds": (s.rounds, 1, 1000), "release.line_search": (s.line_search, 1, 20), "release.rank": (s.rank, 1, 1024),
             "release.epochs": (s.epochs, 1, 1000), "release.batch_size": (s.batch_size, 1, 4096),

@@ -57,13 +57,40 @@ class NeuralUCB:
         mu, width = self.ucb(idx)
         return int(np.asarray(idx)[int(torch.argmax(mu + width))])
 
-    def update(self, i: int, reward: float) -> None:
+    def select_batch(self, idx: list[int] | np.ndarray, q: int) -> list[int]:
+        """``q`` distinct candidates of ``idx`` to score together (one batched generation call).
+
+        Greedy, with "hallucinated" observations as in GP-BUCB: after each pick its g^2 is added to a
+        scratch copy of U, so the confidence of that arm and of arms whose gradients resemble it
+        shrinks before the next pick. The mean is left alone (no reward is invented), so the batch
+        spreads over promising but different arms instead of q near-copies of the best one.
+        """
+        idx = np.asarray(idx)
+        idx_t = torch.as_tensor(idx, dtype=torch.long)
+        with torch.no_grad():
+            mu = self.net(self.x[idx_t]).squeeze(-1)
+        g = self._grads(idx_t)
+        U = {k: v.clone() for k, v in self.U.items()}
+        chosen: list[int] = []
+        for _ in range(min(q, len(idx))):
+            var = sum(((self.lam * self.nu) * g[k].pow(2) / U[k]).flatten(1).sum(1) for k in g)
+            score = mu + var.sqrt()
+            if chosen:
+                score[torch.tensor(chosen)] = -float("inf")
+            j = int(torch.argmax(score))
+            chosen.append(j)
+            for k in U:
+                U[k] += g[k][j].pow(2)
+        return [int(idx[j]) for j in chosen]
+
+    def update(self, i: int, reward: float, refit: bool = True) -> None:
         g = self._grads(torch.tensor([i]))
         for k in self.U:
             self.U[k] += g[k][0].pow(2)
         self.obs_idx.append(int(i))
         self.obs_r.append(float(reward))
-        self._fit()
+        if refit:
+            self._fit()
 
     def _fit(self) -> None:
         x = self.x[torch.tensor(self.obs_idx)]
@@ -78,26 +105,34 @@ class NeuralUCB:
 
 
 def run_bandit(features, reward_fn, *, n_init: int, budget: int, subset: int, seed: int = 0, init: list[int] | None = None,
-               **kw) -> list[tuple[int, float]]:
+               batch: int = 1, reward_many=None, **kw) -> list[tuple[int, float]]:
     """``init`` arms (e.g. the hand-written seeds) and ``n_init`` random ones, then ``budget`` UCB choices
-    over a random subset of candidates each step.
+    over a random subset of candidates, ``batch`` at a time.
 
-    Returns the (candidate index, reward) history in order. ``reward_fn(i)`` evaluates candidate i.
+    Returns the (candidate index, reward) history in order. ``reward_fn(i)`` evaluates candidate i;
+    ``reward_many(list of i)``, when given, evaluates several at once (Reveal: one batched
+    generation call instead of one per arm); the first arms always go as one batch.
     """
     n = len(features)
     rng = np.random.default_rng(seed)
     bandit = NeuralUCB(features, seed=seed, **kw)
+    many = reward_many or (lambda idx: [reward_fn(int(i)) for i in idx])
     history: list[tuple[int, float]] = []
+
+    def observe(idx: list[int]) -> None:
+        rewards = many([int(i) for i in idx])
+        for j, (i, r) in enumerate(zip(idx, rewards)):
+            bandit.update(int(i), float(r), refit=j == len(idx) - 1)
+            history.append((int(i), float(r)))
+
     rest = [i for i in range(n) if i not in set(init or [])]
     first = list(init or []) + [int(i) for i in rng.choice(rest, size=min(n_init, len(rest)), replace=False)]
-    for i in first:
-        r = reward_fn(int(i))
-        bandit.update(int(i), r)
-        history.append((int(i), r))
-    for _ in range(budget):
+    if first:
+        observe(first)
+    left = budget
+    while left > 0:
         pool = rng.choice(n, size=min(subset, n), replace=False)
-        i = bandit.select(pool)
-        r = reward_fn(i)
-        bandit.update(i, r)
-        history.append((i, r))
+        q = min(batch, left)
+        observe(bandit.select_batch(pool, q) if q > 1 else [bandit.select(pool)])
+        left -= q
     return history

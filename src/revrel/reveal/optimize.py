@@ -88,7 +88,7 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     else:
         feats = features(model, tokenizer, cands, cfg.batch_size)
         run_bandit(feats, lambda i: score_many([i])[0], n_init=cfg.n_init, budget=cfg.budget, subset=cfg.subset, seed=seed * 1000 + round_,
-                   init=seeds, pca_dim=cfg.pca_dim)
+                   init=seeds, pca_dim=cfg.pca_dim, batch=cfg.arms_per_step, reward_many=score_many)
     bar.close()
     forget = build_forget_set(evaluated, top=cfg.top, threshold=cfg.relevance_threshold)
     all_rel = [r for e in evaluated for r in e["relevances"]]
