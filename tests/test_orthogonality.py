@@ -34,3 +34,32 @@ def test_lambda_orth_lowers_overlap(tiny_dir):
     assert with_ < 0.8 * without, (with_, without)
     assert log.orth[-1] < log.orth[0]
     assert log.loss[-1] < log.loss[0]  # the PEM still learns its data
+
+
+RETAIN = [{"instruction": "describe the ocean", "response": "the ocean is blue and very large and calm"},
+          {"instruction": "thank you", "response": "you are welcome, have a nice day"}] * 4
+
+
+def _retain_shift(tiny_dir, weight):
+    """Mean squared change of the retain tokens' log-probs caused by a forget PEM trained with ``weight``."""
+    from revrel.models.loading import load_model
+    from revrel.release.pem import encode_rows, token_lp
+
+    loaded = load_model(str(tiny_dir))
+    cfg = ReleaseConfig(rank=4, epochs=6, batch_size=4, lr=2e-2, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
+                        retain_anchor=weight, train_dtype="float32")
+    batch = encode_rows(loaded.tokenizer, RETAIN[:2], cfg.max_length)
+    with torch.no_grad():
+        lp0, mask = token_lp(loaded.model, loaded.tokenizer, batch)
+    pm, log = train_pem(loaded.model, loaded.tokenizer, ROWS, cfg, seed=1, anchor_rows=RETAIN)
+    with torch.no_grad():
+        lp1, _ = token_lp(pm, loaded.tokenizer, batch)
+    return float(((lp1 - lp0) ** 2 * mask).sum() / mask.sum()), log
+
+
+def test_retain_anchor_lowers_the_retain_shift(tiny_dir):
+    free, log0 = _retain_shift(tiny_dir, 0.0)
+    anchored, log1 = _retain_shift(tiny_dir, 10.0)
+    assert anchored < 0.5 * free, (anchored, free)
+    assert log1.loss[-1] < log1.loss[0]  # the PEM still learns its forget data
+    assert log1.anchor[0] == 0.0 and log0.anchor == [0.0] * len(log0.anchor)  # starts at the base model; off when weight 0

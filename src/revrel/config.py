@@ -66,6 +66,7 @@ class ReleaseConfig:
     train_dtype: str = "auto"  # autocast for training forward/backward (master weights stay float32): auto (bf16 where native) | float32 | bfloat16
     lambda_neg: float = 1.0
     lambda_orth: float = 0.1
+    retain_anchor: float = 0.0  # weight of the squared change of retain-token log-probs while training a forget PEM (0: off)
     merge: bool = True  # false: model/ keeps the original weights; the rounds live on as adapters/negated_round_k (load_stacked)
     budget_pacing: bool = True  # round k may spend utility_budget ** (k / rounds), so early rounds leave room for later ones
     final_reveal: bool = True  # one more Reveal after the last round: its relevance is the run's end point
@@ -138,6 +139,7 @@ class RunConfig:
         _check(s.retain_weight >= 0, "release.retain_weight must be >= 0")
         _check(0.0 < s.lr <= 1.0, "release.lr must be in (0, 1]")
         _check(s.lambda_neg >= 0 and s.lambda_neg <= 100, "release.lambda_neg must be in [0, 100]")
+        _check(s.retain_anchor >= 0, "release.retain_anchor must be >= 0")
         _check(s.lambda_orth >= 0, "release.lambda_orth must be >= 0")
         _check(s.utility_budget >= 1.0, "release.utility_budget is a perplexity ratio and must be >= 1")
         _check(bool(s.target_modules), "release.target_modules must not be empty")

@@ -108,7 +108,9 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     s = ctx.cfg.release
     limit = round_budget(ctx.cfg, k)
     prev_A = stack_previous(prev) if s.lambda_orth > 0 and prev else None
-    peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM")
+    anchor = read_jsonl(ctx.run.root / "retain.jsonl", allow_empty=True) if s.retain_anchor > 0 else None
+    peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM",
+                                 anchor_rows=anchor)
     faults.point(f"round{k}:trained")
     save_adapter(peft_model, ctx.run.adapters / f"round_{k}")
     orth_after = None

@@ -25,12 +25,14 @@ class TrainLog:
     steps: int = 0
     loss: list[float] = field(default_factory=list)
     orth: list[float] = field(default_factory=list)
+    anchor: list[float] = field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
 
     def summary(self) -> dict:
         return {"steps": self.steps, "first_loss": self.loss[0] if self.loss else None, "last_loss": self.loss[-1] if self.loss else None,
                 "first_orth": self.orth[0] if self.orth else None, "last_orth": self.orth[-1] if self.orth else None,
+                "last_anchor": self.anchor[-1] if self.anchor else None,
                 "tokens": self.tokens, "seconds": round(self.seconds, 2)}
 
 
@@ -75,6 +77,36 @@ def train_autocast(model, train_dtype: str):
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16 and device in ("cpu", "cuda"))
 
 
+def token_lp(model, tokenizer, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of the labelled tokens (0 elsewhere) and their mask."""
+    logits, tgt = labelled_logits(model, tokenizer, batch)
+    lp = -torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=-100, reduction="none")
+    return lp, tgt != -100
+
+
+class RetainAnchor:
+    """Keep a forget PEM from moving the retain data's token log-probs.
+
+    Negation flips the PEM's effect; to first order it flips its effect on the retain data too. So
+    a PEM that leaves the retain log-probs where the base model had them can be negated with little
+    utility cost. The penalty is the mean squared change of the retain tokens' log-probs from the
+    base model's (cached once, before the LoRA exists), the quantity the retain-probe perplexity
+    budget measures, on held-out instructions.
+    """
+
+    def __init__(self, model, tokenizer, rows: list[dict], cfg: ReleaseConfig, seed: int) -> None:
+        encoded = encode_rows(tokenizer, rows, cfg.max_length)
+        self.batches = list(batches(encoded, cfg.batch_size, 1, seed))
+        self.tokenizer, self.i = tokenizer, 0
+        with torch.no_grad(), train_autocast(model, cfg.train_dtype):
+            self.base = [token_lp(model, tokenizer, b)[0].float() for b in self.batches]
+
+    def __call__(self, model) -> torch.Tensor:
+        j, self.i = self.i % len(self.batches), self.i + 1
+        lp, mask = token_lp(model, self.tokenizer, self.batches[j])
+        return ((lp.float() - self.base[j]) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+
+
 def distributed():
     """An ``accelerate.Accelerator`` when launched with several processes (``accelerate launch`` / torchrun), else None.
 
@@ -91,13 +123,14 @@ def distributed():
 
 
 def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: int, prev_A: dict[str, torch.Tensor] | None = None,
-              desc: str = "train PEM"):
+              desc: str = "train PEM", anchor_rows: list[dict] | None = None):
     """Wrap ``model`` with a fresh LoRA, train it on ``rows``; returns (peft model, log).
 
     Under ``accelerate launch`` (DDP) each rank takes every world_size-th batch and gradients are
     averaged, so all ranks end with identical adapters; nothing changes for the caller.
     """
     torch.manual_seed(seed)
+    anchor = RetainAnchor(model, tokenizer, anchor_rows, cfg, seed + 1) if anchor_rows and cfg.retain_anchor > 0 else None
     peft_model = get_peft_model(model, lora_config(cfg))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -119,8 +152,9 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
     for step, batch in enumerate(bar, 1):
         with train_autocast(peft_model, cfg.train_dtype):
             loss, ntok = batch_loss(train_model, tokenizer, batch)
+            anc = anchor(train_model) if anchor else torch.zeros(())
         orth = orthogonality_loss(prev_A, lora_A(peft_model), cfg.orth_norm) if prev_A else torch.zeros(())
-        total_loss = (loss + cfg.lambda_orth * orth) / cfg.grad_accum
+        total_loss = (loss + cfg.lambda_orth * orth + cfg.retain_anchor * anc) / cfg.grad_accum
         acc.backward(total_loss) if acc else total_loss.backward()
         if step % cfg.grad_accum == 0 or step == total:
             opt.step()
@@ -128,6 +162,7 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
         log.steps, log.tokens = step, log.tokens + ntok
         log.loss.append(round(float(loss.detach()), 5))
         log.orth.append(round(float(orth.detach()), 5))
+        log.anchor.append(round(float(anc.detach()), 6))
         bar.set_postfix(loss=f"{log.loss[-1]:.3f}", orth=f"{log.orth[-1]:.3g}")
     peft_model.eval()
     log.seconds = time.time() - t0
