@@ -185,7 +185,8 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
         rdir = run.round_dir(k)
         write_jsonl(rdir / "forget.jsonl", rv.forget)
         write_jsonl(rdir / "reveal.jsonl", rv.evaluated)
-        entry = {"round": k, "revealed_relevance": rv.relevance, "generations": rv.generations, "forget_size": len(rv.forget),
+        entry = {"round": k, "revealed_relevance": rv.relevance, "seed_relevance": rv.seed_relevance, "generations": rv.generations,
+                 "forget_size": len(rv.forget),
                  "best_instruction": rv.table(1)[0] if rv.evaluated else None, "reveal_seconds": round(rv.seconds, 1)}
         stop = None
         if rv.relevance < cfg.release.relevance_target:
@@ -228,7 +229,8 @@ def final_reveal(ctx: Context, progress: dict) -> None:
     cands = [Candidate(**r) for r in read_jsonl(run.root / "candidates.jsonl")]
     rv = reveal(ctx.gen_model(), ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=k, candidates=cands)
     write_jsonl(run.root / "rounds" / "final" / "reveal.jsonl", rv.evaluated)
-    progress["final_reveal"] = {"after_round": k - 1, "revealed_relevance": rv.relevance, "generations": rv.generations,
+    progress["final_reveal"] = {"after_round": k - 1, "revealed_relevance": rv.relevance, "seed_relevance": rv.seed_relevance,
+                                "generations": rv.generations,
                                 "best_instruction": rv.table(1)[0] if rv.evaluated else None, "seconds": round(rv.seconds, 1)}
     log.info("after round %d: revealed relevance %.3f", k - 1, rv.relevance)
     run.save_progress(progress)

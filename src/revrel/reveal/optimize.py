@@ -27,6 +27,13 @@ class RevealResult:
     seconds: float = 0.0
     candidates: list[dict] = field(default_factory=list)
 
+    @property
+    def seed_relevance(self) -> float | None:
+        """Mean relevance of the responses to the hand-written seeds only: the same instructions every
+        round, so round-to-round changes are not confounded by what the optimizer chose to try."""
+        rel = [r for e in self.evaluated if e["kind"] == "seed" for r in e["relevances"]]
+        return float(np.mean(rel)) if rel else None
+
     def table(self, n: int = 10) -> list[dict]:
         rows = best_per_instruction(self.evaluated)[:n]
         return [{k: e[k] for k in ("instruction", "kind", "relevance", "diversity", "score")} for e in rows]
