@@ -63,7 +63,7 @@ class ReleaseConfig:
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int = 128
-    train_dtype: str = "auto"  # autocast for training forward/backward (master weights stay float32): auto (bf16 where native) | float32 | bfloat16
+    train_dtype: str = "auto"  # autocast for training (master weights stay float32): auto (bf16 on CUDA, float32 on CPU) | float32 | bfloat16
     lambda_neg: float = 1.0
     lambda_orth: float = 0.1
     retain_anchor: float = 0.0  # weight of the squared change of retain-token log-probs while training a forget PEM (0: off)

@@ -64,16 +64,14 @@ def batch_loss(model, tokenizer, batch) -> tuple[torch.Tensor, int]:
 
 
 def train_autocast(model, train_dtype: str):
-    """Mixed precision for a training step: matmuls in bf16 where the hardware has it, float32 master weights.
+    """Mixed precision for a training step: bf16 matmuls, float32 master weights (``release.train_dtype``).
 
-    LoRA's base weights are frozen, so bf16 only changes the forward/backward arithmetic, never what
-    is stored; on this CPU (AVX512-BF16) it is the difference between 0.6x and 0.3x of NPO's step time
-    (benchmarks/results/perf.json).
+    "auto" means bf16 on CUDA only. On this CPU (AVX512-BF16) bf16 *generation* is 3.5x faster, but
+    bf16 autocast *training* measured 5x slower forward and 25x slower backward than float32 (one
+    thread, LoRA step on SmolLM2-135M, batch 4 x 96), so CPUs train in float32.
     """
-    from revrel.models.loading import resolve_gen_dtype
-
-    dtype = resolve_gen_dtype(train_dtype)
     device = next(model.parameters()).device.type
+    dtype = torch.bfloat16 if train_dtype == "bfloat16" or (train_dtype == "auto" and device == "cuda") else torch.float32
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16 and device in ("cpu", "cuda"))
 
 
