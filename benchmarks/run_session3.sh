@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs behind the third round of docs/results.md (Reveal with compose candidates and batched
-# NeuralUCB, Release with the retain anchor and budget pacing, training speed with bf16 autocast).
+# Commands for the third round of docs/results.md. Only the 3-round Release run was completed in that
+# session (as /tmp/exp/D with --set eval.n_prompts=8); perf and reveal-bench are still to be rerun.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
