@@ -32,15 +32,20 @@ def test_lambda_one_changes_outputs(tiny):
     assert not torch.allclose(_logits(base, tiny.tokenizer), before, atol=1e-4)
 
 
-def test_negation_matches_hand_computation():
-    torch.manual_seed(0)
+def _one_linear_lora(seed):
+    """(peft model over one bias-free Linear(6, 5) with r=2, alpha=6 and a non-zero B, W0, A, B)."""
+    torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Linear(6, 5, bias=False))
     w0 = net[0].weight.detach().clone()
     pm = get_peft_model(net, LoraConfig(r=2, lora_alpha=6, target_modules=["0"], lora_dropout=0.0))
     layer = pm.base_model.model[0]
     with torch.no_grad():
         layer.lora_B["default"].weight.normal_()
-    a, b = layer.lora_A["default"].weight.detach().clone(), layer.lora_B["default"].weight.detach().clone()
+    return pm, w0, layer.lora_A["default"].weight.detach().clone(), layer.lora_B["default"].weight.detach().clone()
+
+
+def test_negation_matches_hand_computation():
+    pm, w0, a, b = _one_linear_lora(0)
     base = negate_into_base(pm, 0.7)
     expected = w0 - 0.7 * (6 / 2) * (b @ a)
     assert torch.allclose(base[0].weight, expected, atol=1e-6)
@@ -51,14 +56,7 @@ def test_saved_negated_adapter_on_the_original_weights_equals_the_merged_negatio
     """W + s(-lambda B)A from the saved adapter == W - lambda s B A merged (one Linear, by hand)."""
     from revrel.release.negation import load_stacked, save_negated_adapter
 
-    torch.manual_seed(1)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 5, bias=False))
-    w0 = net[0].weight.detach().clone()
-    pm = get_peft_model(net, LoraConfig(r=2, lora_alpha=6, target_modules=["0"], lora_dropout=0.0))
-    layer = pm.base_model.model[0]
-    with torch.no_grad():
-        layer.lora_B["default"].weight.normal_()
-    A, B = layer.lora_A["default"].weight.detach().clone(), layer.lora_B["default"].weight.detach().clone()
+    pm, w0, A, B = _one_linear_lora(1)
     pm.save_pretrained(tmp_path / "a")
     save_negated_adapter(tmp_path / "a", tmp_path / "neg", 0.7)
     fresh = torch.nn.Sequential(torch.nn.Linear(6, 5, bias=False))

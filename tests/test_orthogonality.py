@@ -42,8 +42,9 @@ RETAIN = [{"instruction": "describe the ocean", "response": "the ocean is blue a
 
 def _retain_shift(tiny_dir, weight):
     """Mean squared change of the retain tokens' log-probs caused by a forget PEM trained with ``weight``."""
+    from revrel.models.generation import token_lp
     from revrel.models.loading import load_model
-    from revrel.release.pem import encode_rows, token_lp
+    from revrel.release.pem import encode_rows
 
     loaded = load_model(str(tiny_dir))
     cfg = ReleaseConfig(rank=4, epochs=6, batch_size=4, lr=2e-2, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],

@@ -85,14 +85,14 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
 def load_run_model(folder: str | Path, dtype: str = "float32") -> LoadedModel:
     """The unlearned model of a finished run: ``model/``, with the negated round adapters merged in
     when the run kept them unmerged (``release.merge: false``)."""
-    from revrel.release.negation import load_stacked
+    from revrel.release.negation import load_stacked, negated_adapters
 
     folder = Path(folder)
     loaded = load_model(str(folder / "model"), dtype=dtype)
     report = load_run_report(folder)
     if report.get("config", {}).get("release", {}).get("merge", True) or report.get("method", "revrel") != "revrel":
         return loaded
-    negs = sorted((folder / "adapters").glob("negated_round_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+    negs = negated_adapters(folder / "adapters")
     if negs:
         loaded.model = load_stacked(loaded.model, negs).merge_and_unload()
     return loaded

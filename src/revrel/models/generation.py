@@ -46,13 +46,17 @@ def stop_ids(tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def _cut_at_stop(row: list[int], stops: list[int]) -> list[int]:
+    return row[: next((j for j, t in enumerate(row) if t in stops), len(row))]
+
+
 @torch.inference_mode()
 def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], cfg: GenerationConfig, desc: str = "generate") -> list[tuple[list[int], int]]:
     """Sample continuations for pre-tokenized prompts; returns (new token ids, prompt length) in input order."""
     stops = stop_ids(tokenizer)
     if getattr(model, "is_vllm", False):  # optional vLLM backend (revrel.models.vllm_backend)
         done = model.generate_ids(prompt_ids, cfg, stops)
-        return [(next((row[:j] for j, t in enumerate(row) if t in stops), row), n) for row, n in done]
+        return [(_cut_at_stop(row, stops), n) for row, n in done]
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     out: list[tuple[list[int], int] | None] = [None] * len(prompt_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
@@ -69,8 +73,7 @@ def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], cfg: Generat
         )
         new = gen[:, ids.shape[1] :].tolist()
         for row, i in zip(new, idx):
-            cut = next((j for j, t in enumerate(row) if t in stops), len(row))
-            out[i] = (row[:cut], len(prompt_ids[i]))
+            out[i] = (_cut_at_stop(row, stops), len(prompt_ids[i]))
     return out  # type: ignore[return-value]
 
 
@@ -123,11 +126,17 @@ def labelled_logits(model, tokenizer, batch) -> tuple[torch.Tensor, torch.Tensor
     return logits.float(), labels[:, start + 1 :].to(logits.device)
 
 
+def token_lp(model, tokenizer, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of the labelled tokens (0 elsewhere) and their mask; keeps gradients."""
+    logits, tgt = labelled_logits(model, tokenizer, batch)
+    lp = -torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=-100, reduction="none")
+    return lp, tgt != -100
+
+
 def token_logprobs(model, tokenizer, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed log-prob of the labelled tokens, their count) per (input_ids, labels) pair; keeps gradients."""
-    logits, tgt = labelled_logits(model, tokenizer, batch)
-    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=-100, reduction="none")
-    return -nll.sum(-1), (tgt != -100).sum(-1)
+    lp, mask = token_lp(model, tokenizer, batch)
+    return lp.sum(-1), mask.sum(-1)
 
 
 def _score_pairs(model, tokenizer, pairs, batch_size) -> list[tuple[float, int]]:

@@ -20,7 +20,7 @@ from revrel.io import read_jsonl, write_jsonl
 from revrel.models.generation import GenerationConfig, generate, perplexity, sequence_logprobs
 from revrel.models.loading import inference_view
 from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
-from revrel.release.negation import negate_into_base, save_negated_adapter
+from revrel.release.negation import negate_into_base, negated_adapters, save_negated_adapter
 from revrel.release.orthogonality import lora_A, orthogonality_loss, stack_previous
 from revrel.release.pem import train_pem
 from revrel.reveal.candidates import Candidate
@@ -57,7 +57,7 @@ class Context:
             return view
         from revrel.models.vllm_backend import VLLMView, combine_negated
 
-        negs = sorted(self.run.adapters.glob("negated_round_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+        negs = negated_adapters(self.run.adapters)
         adapter = combine_negated(negs, self.run.adapters / f"vllm_combined_{len(negs)}") if negs else None
         if self._vllm is None:
             s = self.cfg.release

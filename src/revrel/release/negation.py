@@ -46,6 +46,13 @@ def save_negated_adapter(src, dst, lam: float) -> None:
         save_file(scaled, str(Path(tmp) / "adapter_model.safetensors"), metadata={"format": "pt", "revrel_lambda_neg": str(lam)})
 
 
+def negated_adapters(adapters_dir) -> list:
+    """The ``negated_round_K`` folders under a run's ``adapters/``, in round order."""
+    from pathlib import Path
+
+    return sorted(Path(adapters_dir).glob("negated_round_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+
+
 def load_stacked(base_model, folders):
     """Wrap ``base_model`` (the original weights) with every negated adapter in ``folders``, all active.
 

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from revrel.config import ReleaseConfig
 from revrel.models.encoding import encode_pair
-from revrel.models.generation import labelled_logits
+from revrel.models.generation import labelled_logits, token_lp
 from revrel.release.orthogonality import lora_A, orthogonality_loss
 
 
@@ -73,13 +73,6 @@ def train_autocast(model, train_dtype: str):
     device = next(model.parameters()).device.type
     dtype = torch.bfloat16 if train_dtype == "bfloat16" or (train_dtype == "auto" and device == "cuda") else torch.float32
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16 and device in ("cpu", "cuda"))
-
-
-def token_lp(model, tokenizer, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of the labelled tokens (0 elsewhere) and their mask."""
-    logits, tgt = labelled_logits(model, tokenizer, batch)
-    lp = -torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=-100, reduction="none")
-    return lp, tgt != -100
 
 
 class RetainAnchor:
