@@ -30,3 +30,20 @@ def test_every_kind_is_selectable_and_compose_is_seed_x_modifier(tiny):
 def test_builtin_tasks_declare_modifiers():
     for name in ("toxicity", "ner", "code"):
         assert len(get_task(name).modifiers) >= 4
+
+
+def test_forget_samples_add_responses_from_the_top_instructions_only(tiny):
+    from revrel.reveal.optimize import reveal
+
+    task = get_task("tiny")
+    oracle = task.oracle()
+    embed = lambda texts: __import__("torch").randn(len(texts), 4)  # noqa: E731 - diversity needs any embedding
+    base = {"optimizer": "fixed", "k": 2, "top": 2, "relevance_threshold": 0.0, "max_new_tokens": 4}
+    plain = reveal(tiny.model, tiny.tokenizer, task, oracle, embed, load_config(None, {"reveal": base}).reveal)
+    more = reveal(tiny.model, tiny.tokenizer, task, oracle, embed, load_config(None, {"reveal": {**base, "forget_samples": 3}}).reveal)
+    n = len(task.seed_instructions)
+    assert plain.generations == 2 * n and more.generations == 2 * n + 2 * 3
+    extra = [e for e in more.evaluated if e.get("extra_samples")]
+    assert len(extra) == 2 and all(len(e["responses"]) == 5 == len(e["relevances"]) for e in extra)
+    assert {e["instruction"] for e in extra} == {r["instruction"] for r in more.table(2)}
+    assert len(more.forget) > len(plain.forget)

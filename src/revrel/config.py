@@ -43,6 +43,7 @@ class RevealConfig:
     embedder: str = "self"  # "self" | "minilm"
     oracle: str = ""  # empty: the task's default oracle
     relevance_threshold: float = 0.3  # keep responses at least this relevant
+    forget_samples: int = 0  # extra responses sampled from each top instruction after the search (bigger forget set)
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 0.95
@@ -144,7 +145,7 @@ class RunConfig:
         _check(s.utility_budget >= 1.0, "release.utility_budget is a perplexity ratio and must be >= 1")
         _check(bool(s.target_modules), "release.target_modules must not be empty")
         limits = {
-            "reveal.n_paraphrases": (r.n_paraphrases, 0, 100), "reveal.n_soft": (r.n_soft, 0, 10_000),
+            "reveal.forget_samples": (r.forget_samples, 0, 10_000), "reveal.n_paraphrases": (r.n_paraphrases, 0, 100), "reveal.n_soft": (r.n_soft, 0, 10_000),
             "reveal.soft_dim": (r.soft_dim, 1, 1024), "reveal.soft_tokens": (r.soft_tokens, 1, 64),
             "reveal.n_init": (r.n_init, 0, 10_000), "reveal.pca_dim": (r.pca_dim, 0, 100_000), "reveal.budget": (r.budget, 0, 100_000),
             "reveal.subset": (r.subset, 1, 1_000_000), "reveal.arms_per_step": (r.arms_per_step, 1, 1024), "reveal.k": (r.k, 1, 1024), "reveal.top": (r.top, 1, 10_000),

@@ -72,7 +72,7 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
     report = {
         "task": cfg.task, "model": cfg.model, "method": cfg.release.method, "seed": cfg.seed,
         "before": progress["before"], "after": after, "rounds": progress["rounds"], "stopped": progress.get("stopped"),
-        "final_reveal": progress.get("final_reveal"),
+        "final_reveal": progress.get("final_reveal"), "retain_pem_train": progress.get("retain_pem_train"),
         "forget_size": len(forget), "probe_ppl0": progress.get("probe_ppl0"), "config": cfg.to_dict(),
         "artifacts": {"model": "model/" if cfg.release.merge else "model/ (original weights) + adapters/negated_round_*/ (stacked)",
                       "adapters": "adapters/", "forget": "forget.jsonl", "config": "config.yaml"},

@@ -162,13 +162,15 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
         retain, probe = self_generated_retain(ctx)
         write_jsonl(retain_path, retain)
         write_jsonl(probe_path, probe)
+        retain_train = None
         if cfg.release.retain_pem and cfg.release.lambda_orth > 0:
-            peft_model, _ = train_pem(ctx.model, ctx.tok, retain, cfg.release, seed=cfg.seed + 7, desc="train retain PEM")
+            peft_model, rlog = train_pem(ctx.model, ctx.tok, retain, cfg.release, seed=cfg.seed + 7, desc="train retain PEM")
             save_adapter(peft_model, run.adapters / "retain")
             ctx.loaded.model = peft_model.unload()  # the retain PEM only defines directions to stay away from
+            retain_train = rlog.summary()
         cands = build_candidates(ctx.gen_model(), ctx.tok, ctx.task, cfg.reveal, cfg.seed)
         write_jsonl(cand_path, [c.to_dict() for c in cands])
-        progress.update(probe_ppl0=probe_ppl_safe(ctx, probe), completed_rounds=0, rounds=[], stopped=None)
+        progress.update(probe_ppl0=probe_ppl_safe(ctx, probe), completed_rounds=0, rounds=[], stopped=None, retain_pem_train=retain_train)
         run.save_progress(progress)
     probe = read_jsonl(probe_path)
     cands = [Candidate(**r) for r in read_jsonl(cand_path)]
