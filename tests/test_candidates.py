@@ -47,3 +47,18 @@ def test_forget_samples_add_responses_from_the_top_instructions_only(tiny):
     assert len(extra) == 2 and all(len(e["responses"]) == 5 == len(e["relevances"]) for e in extra)
     assert {e["instruction"] for e in extra} == {r["instruction"] for r in more.table(2)}
     assert len(more.forget) > len(plain.forget)
+
+
+def test_same_draws_give_every_round_the_same_samples_of_the_same_model(tiny):
+    from revrel.reveal.optimize import reveal
+
+    task = get_task("tiny")
+    oracle = task.oracle()
+    embed = lambda texts: __import__("torch").randn(len(texts), 4)  # noqa: E731
+
+    def responses(round_, same):
+        cfg = load_config(None, {"reveal": {"optimizer": "fixed", "k": 2, "max_new_tokens": 6, "same_draws": same}}).reveal
+        return [r for e in reveal(tiny.model, tiny.tokenizer, task, oracle, embed, cfg, round_=round_).evaluated for r in e["responses"]]
+
+    assert responses(1, True) == responses(2, True)
+    assert responses(1, False) != responses(2, False)

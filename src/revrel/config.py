@@ -43,6 +43,9 @@ class RevealConfig:
     embedder: str = "self"  # "self" | "minilm"
     oracle: str = ""  # empty: the task's default oracle
     relevance_threshold: float = 0.3  # keep responses at least this relevant
+    # every round's Reveal draws the same random numbers (common random numbers): round-to-round changes in
+    # relevance then reflect the model, not the luck of the draw; false: a fresh stream per round
+    same_draws: bool = True
     forget_samples: int = 0  # extra responses sampled from each top instruction after the search (bigger forget set)
     max_new_tokens: int = 48
     temperature: float = 1.0

@@ -66,10 +66,11 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     seeds = [i for i, c in enumerate(cands) if c.kind == "seed"] if cfg.seed_first else []
     n_arms = len(cands) if cfg.optimizer == "fixed" else len(seeds) + cfg.n_init + cfg.budget
     bar = tqdm(total=n_arms, desc=f"reveal round {round_}: instructions", leave=False)
+    draw = 0 if cfg.same_draws else round_  # random-number stream: shared by every round (common random numbers) or per round
 
     def score_many(idx: list[int]) -> list[float]:
         prompts = [cands[i].text for i in idx for _ in range(cfg.k)]
-        gcfg.seed = seed * 1000 + round_ * 100 + len(evaluated)
+        gcfg.seed = seed * 1000 + draw * 100 + len(evaluated)
         gens = generate(model, tokenizer, prompts, gcfg, desc="reveal: sample")
         texts = [g.text for g in gens]
         rel = oracle(texts)
@@ -89,17 +90,17 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     if cfg.optimizer == "fixed":
         score_many(list(range(len(cands))))
     elif cfg.optimizer == "random":
-        rng = np.random.default_rng(seed * 1000 + round_)
+        rng = np.random.default_rng(seed * 1000 + draw)
         n = len(seeds) + cfg.n_init + cfg.budget
         score_many([int(i) for i in rng.choice(len(cands), size=n, replace=len(cands) < n)])
     else:
         feats = features(model, tokenizer, cands, cfg.batch_size)
-        run_bandit(feats, lambda i: score_many([i])[0], n_init=cfg.n_init, budget=cfg.budget, subset=cfg.subset, seed=seed * 1000 + round_,
+        run_bandit(feats, lambda i: score_many([i])[0], n_init=cfg.n_init, budget=cfg.budget, subset=cfg.subset, seed=seed * 1000 + draw,
                    init=seeds, pca_dim=cfg.pca_dim, batch=cfg.arms_per_step, reward_many=score_many)
     bar.close()
     if cfg.forget_samples and evaluated:
         _exploit(best_per_instruction(evaluated)[: cfg.top], cfg.forget_samples, model, tokenizer, oracle, gcfg,
-                 seed * 1000 + round_ * 100 + 99)
+                 seed * 1000 + draw * 100 + 99)
     forget = build_forget_set(evaluated, top=cfg.top, threshold=cfg.relevance_threshold)
     all_rel = [r for e in evaluated for r in e["relevances"]]
     return RevealResult(forget=forget, evaluated=evaluated, generations=len(all_rel), relevance=float(np.mean(all_rel)),
