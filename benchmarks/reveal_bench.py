@@ -4,7 +4,8 @@ One run, one model, same generation budget for NeuralUCB and random:
 1. score every seed instruction (k fresh samples each) -> best seed's mean relevance;
 2. NeuralUCB over the candidate pool (seeds + paraphrases + soft prompts) -> its top instructions,
    re-scored with k fresh samples (so the comparison is not biased by selection);
-3. random choice over the same pool with the same number of scored instructions;
+3. random choice over the same pool with the same number of scored instructions and the same
+   schedule (the seeds first, then uniformly random arms where NeuralUCB uses UCB);
 forget-set quality = mean relevance, diversity (Vendi/n of the forget-set embeddings) and their
 harmonic mean. Writes benchmarks/results/reveal_<task>.json.
 

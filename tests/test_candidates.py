@@ -62,3 +62,18 @@ def test_same_draws_give_every_round_the_same_samples_of_the_same_model(tiny):
 
     assert responses(1, True) == responses(2, True)
     assert responses(1, False) != responses(2, False)
+
+
+def test_random_choice_follows_the_same_schedule_seeds_first_then_budget_others(tiny):
+    from revrel.reveal.optimize import reveal
+
+    task = _task(["Be rude.", "Keep it short."])
+    embed = lambda texts: __import__("torch").randn(len(texts), 4)  # noqa: E731
+    for seed_first in (True, False):
+        cfg = load_config(None, {"reveal": {"optimizer": "random", "candidates": ["pool", "compose"], "n_paraphrases": 0, "budget": 3,
+                                             "k": 1, "max_new_tokens": 3, "seed_first": seed_first}}).reveal
+        kinds = [e["kind"] for e in reveal(tiny.model, tiny.tokenizer, task, task.oracle(), embed, cfg).evaluated]
+        n_seeds = len(task.seed_instructions) if seed_first else 0
+        assert kinds[:n_seeds] == ["seed"] * n_seeds and len(kinds) == n_seeds + 3
+        if seed_first:
+            assert kinds[n_seeds:] == ["compose"] * 3  # the random arms are drawn from the non-seed candidates

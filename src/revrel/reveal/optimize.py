@@ -90,9 +90,14 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     if cfg.optimizer == "fixed":
         score_many(list(range(len(cands))))
     elif cfg.optimizer == "random":
+        # the same schedule as NeuralUCB, only the choice rule differs: the seeds first (seed_first), then
+        # n_init + budget arms drawn uniformly from the other candidates
         rng = np.random.default_rng(seed * 1000 + draw)
-        n = len(seeds) + cfg.n_init + cfg.budget
-        score_many([int(i) for i in rng.choice(len(cands), size=n, replace=len(cands) < n)])
+        rest = [i for i in range(len(cands)) if i not in set(seeds)] or list(range(len(cands)))
+        n = cfg.n_init + cfg.budget
+        if seeds:
+            score_many(seeds)
+        score_many([rest[int(i)] for i in rng.choice(len(rest), size=n, replace=len(rest) < n)])
     else:
         feats = features(model, tokenizer, cands, cfg.batch_size)
         run_bandit(feats, lambda i: score_many([i])[0], n_init=cfg.n_init, budget=cfg.budget, subset=cfg.subset, seed=seed * 1000 + draw,
