@@ -178,6 +178,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--training-only", action="store_true", help="skip generation (writes perf_training.json)")
+    ap.add_argument("--generation-only", action="store_true", help="skip training (writes perf_generation.json)")
     ap.add_argument("--train-dtypes", default="float32", help="autocast dtypes to time training in (bfloat16 is very slow on CPU)")
     args = ap.parse_args()
     res = {"machine": machine(), "command": "python benchmarks/perf.py", "args": vars(args)}
@@ -186,11 +187,12 @@ def main() -> None:
         if not args.training_only:
             res[f"generation_{dt}"] = bench_generation(loaded, args.prompts, args.new_tokens)
             print(dt, json.dumps(res[f"generation_{dt}"], indent=1), flush=True)
-        if dt == "float32":
+        if dt == "float32" and not args.generation_only:
             res["training"] = bench_training(loaded, args.train_batch, args.train_seq, args.steps, tuple(args.train_dtypes.split(",")))
             print(json.dumps(res["training"], indent=1), flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / ("perf_training.json" if args.training_only else "perf.json")).write_text(json.dumps(res, indent=1) + "\n")
+    name = "perf_training.json" if args.training_only else "perf_generation.json" if args.generation_only else "perf.json"
+    (OUT / name).write_text(json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":
