@@ -79,7 +79,10 @@ def test_sigkill_mid_round2_then_resume_equals_uninterrupted(tiny_dir, tmp_path,
 def test_utility_budget_line_search_halves_lambda_and_stops(tiny_dir, tmp_path):
     """A budget no negation can meet: lambda is halved twice (3 tries), then the run stops on the budget."""
     out = tmp_path / "budget"
-    cfg = load_config(None, tiny_overrides(out, tiny_dir, release={"utility_budget": 1.0, "lambda_neg": 50.0, "rounds": 3, "lr": 0.05, "epochs": 3}))
+    # on the random tiny model a negation can also *lower* the probe perplexity (it did with the shared
+    # round-0 stream: ratio 0.875); this stream's forget set raises it at every lambda, which the asserts check
+    cfg = load_config(None, tiny_overrides(out, tiny_dir, release={"utility_budget": 1.0, "lambda_neg": 50.0, "rounds": 3, "lr": 0.05, "epochs": 3},
+                                           reveal={"same_draws": False}))
     report = unlearn(cfg)
     r1 = report["rounds"][0]
     assert r1["negation_tries"] == 3 and r1["lambda_neg"] == 12.5
