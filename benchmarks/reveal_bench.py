@@ -7,7 +7,9 @@ One run, one model, same generation budget for NeuralUCB and random:
 3. random choice over the same pool with the same number of scored instructions and the same
    schedule (the seeds first, then uniformly random arms where NeuralUCB uses UCB);
 forget-set quality = mean relevance, diversity (Vendi/n of the forget-set embeddings) and their
-harmonic mean. Writes benchmarks/results/reveal_<task>.json.
+harmonic mean, also at matched size (Vendi/n falls as n grows). Writes
+benchmarks/results/reveal_<task>.json. `reveal_replay.py` repeats the comparison offline over
+hundreds of draws on a recorded pool.
 
     python benchmarks/reveal_bench.py --task toxicity --seeds 0 1
 """
@@ -47,6 +49,24 @@ def forget_quality(rows, embed, alpha=0.5) -> dict:
     rel = float(np.mean([r["relevance"] for r in rows]))
     div = diversity(embed([r["response"] for r in rows]))
     return {"size": len(rows), "relevance": rel, "diversity": div, "score": harmonic_score(rel, div, alpha)}
+
+
+def matched_quality(a: list[dict], b: list[dict], embed, alpha: float = 0.5, draws: int = 10, seed: int = 0) -> tuple[float, float]:
+    """Relevance x diversity of two forget sets at equal size: Vendi/n falls as n grows, so the larger
+    set is scored on random subsets of the smaller one's size (mean over ``draws``)."""
+    m = min(len(a), len(b))
+    if m == 0:
+        return 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    out = []
+    for rows in (a, b):
+        emb, rel = embed([r["response"] for r in rows]), np.array([r["relevance"] for r in rows])
+        vals = []
+        for _ in range(draws if len(rows) > m else 1):
+            pick = rng.choice(len(rows), size=m, replace=False)
+            vals.append(harmonic_score(float(rel[pick].mean()), diversity(emb[torch.as_tensor(pick)]), alpha))
+        out.append(float(np.mean(vals)))
+    return out[0], out[1]
 
 
 def main() -> None:
@@ -94,6 +114,7 @@ def main() -> None:
             "neuralucb_most_relevant": top_by_rel, "neuralucb_most_relevant_fresh": top_by_rel_fresh,
             "random_top3_relevance": float(np.mean(rnd_top_rel)),
             "forget_neuralucb": forget_quality(ucb.forget, embed), "forget_random": forget_quality(rnd.forget, embed),
+            "forget_matched_size": dict(zip(("neuralucb", "random"), matched_quality(ucb.forget, rnd.forget, embed, seed=seed))),
             "all_generations_relevance": {"neuralucb": ucb.relevance, "random": rnd.relevance},
         }
         print(json.dumps(res, indent=1))
@@ -106,6 +127,9 @@ def main() -> None:
         "mean_forget_score_random": float(np.mean([r["forget_random"]["score"] for r in results])),
         "wins_top3_vs_best_seed": sum(r["neuralucb_top3_relevance"] > r["best_seed_relevance_fresh"] for r in results),
         "wins_forget_vs_random": sum(r["forget_neuralucb"]["score"] > r["forget_random"]["score"] for r in results),
+        "mean_forget_matched_neuralucb": float(np.mean([r["forget_matched_size"]["neuralucb"] for r in results])),
+        "mean_forget_matched_random": float(np.mean([r["forget_matched_size"]["random"] for r in results])),
+        "mean_forget_size": {o: float(np.mean([r[f"forget_{o}"]["size"] for r in results])) for o in ("neuralucb", "random")},
         "runs": len(results),
     }
     print(json.dumps(agg, indent=1))

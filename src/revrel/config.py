@@ -35,6 +35,10 @@ class RevealConfig:
     n_init: int = 0  # random arms before UCB (after the seeds)
     pca_dim: int = 16  # NeuralUCB input: top principal directions of the hidden-state features (0: all)
     budget: int = 6  # UCB choices after the seeds and n_init
+    # NeuralUCB exploration weight and reward scaling: fitting z-scored rewards with a small nu keeps the
+    # confidence term from swamping score differences of a few hundredths (benchmarks/reveal_replay.py)
+    nu: float = 0.001
+    scale_rewards: bool = True
     subset: int = 64  # candidates scored by UCB per step
     arms_per_step: int = 4  # UCB picks this many distinct arms per step and samples them in one batch (speed; 1 = classic)
     k: int = 6  # responses per scored instruction

@@ -19,7 +19,7 @@ from torch.func import functional_call, grad, vmap
 
 class NeuralUCB:
     def __init__(self, features: np.ndarray | torch.Tensor, *, hidden: int = 100, lam: float = 1.0, nu: float = 0.1,
-                 lr: float = 1e-2, epochs: int = 50, seed: int = 0, pca_dim: int = 0) -> None:
+                 lr: float = 1e-2, epochs: int = 50, seed: int = 0, pca_dim: int = 0, scale_rewards: bool = False) -> None:
         x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
         self.mean, self.std = x.mean(0), x.std(0, unbiased=False).clamp(min=1e-6)
         self.x = (x - self.mean) / self.std  # all candidates, z-scored once
@@ -29,6 +29,10 @@ class NeuralUCB:
             z = self.x @ v[:pca_dim].T
             self.x = z / z.std(0, unbiased=False).clamp(min=1e-6)
         self.lam, self.nu, self.lr, self.epochs = lam, nu, lr, epochs
+        # fit on z-scored rewards: Reveal's scores differ by a few hundredths, too little for an MLP
+        # from a random init to resolve, and nu then sets exploration relative to the spread of rewards
+        self.scale_rewards = scale_rewards
+        self.y_mean, self.y_std = 0.0, 1.0
         self.gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.net = nn.Sequential(nn.Linear(self.x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -51,6 +55,12 @@ class NeuralUCB:
         g = self._grads(idx_t)
         var = sum(((self.lam * self.nu) * g[k].pow(2) / self.U[k]).flatten(1).sum(1) for k in g)
         return mu, var.sqrt()
+
+    def predict(self, idx: list[int] | np.ndarray) -> np.ndarray:
+        """The surrogate's mean reward for the candidates ``idx``, on the reward's own scale."""
+        with torch.no_grad():
+            mu = self.net(self.x[torch.as_tensor(np.asarray(idx), dtype=torch.long)]).squeeze(-1)
+        return (mu * self.y_std + self.y_mean).numpy()
 
     def select(self, idx: list[int] | np.ndarray) -> int:
         """The candidate in ``idx`` with the highest UCB."""
@@ -95,6 +105,9 @@ class NeuralUCB:
     def _fit(self) -> None:
         x = self.x[torch.tensor(self.obs_idx)]
         y = torch.tensor(self.obs_r, dtype=torch.float32)
+        if self.scale_rewards and len(y) > 1:
+            self.y_mean, self.y_std = float(y.mean()), max(float(y.std()), 1e-6)
+            y = (y - self.y_mean) / self.y_std
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=1e-4)
         for _ in range(self.epochs):
             opt.zero_grad()
@@ -105,17 +118,20 @@ class NeuralUCB:
 
 
 def run_bandit(features, reward_fn, *, n_init: int, budget: int, subset: int, seed: int = 0, init: list[int] | None = None,
-               batch: int = 1, reward_many=None, **kw) -> list[tuple[int, float]]:
+               batch: int = 1, reward_many=None, keep: dict | None = None, **kw) -> list[tuple[int, float]]:
     """``init`` arms (e.g. the hand-written seeds) and ``n_init`` random ones, then ``budget`` UCB choices
     over a random subset of candidates, ``batch`` at a time.
 
     Returns the (candidate index, reward) history in order. ``reward_fn(i)`` evaluates candidate i;
     ``reward_many(list of i)``, when given, evaluates several at once (Reveal: one batched
-    generation call instead of one per arm); the first arms always go as one batch.
+    generation call instead of one per arm); the first arms always go as one batch. ``keep``, when
+    given, receives the fitted surrogate under "bandit" (to rank arms by its predictions afterwards).
     """
     n = len(features)
     rng = np.random.default_rng(seed)
     bandit = NeuralUCB(features, seed=seed, **kw)
+    if keep is not None:
+        keep["bandit"] = bandit
     many = reward_many or (lambda idx: [reward_fn(int(i)) for i in idx])
     history: list[tuple[int, float]] = []
 

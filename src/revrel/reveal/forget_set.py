@@ -17,24 +17,42 @@ def _shingles(text: str, n: int = 3) -> set[str]:
     return {t[i : i + n] for i in range(max(len(t) - n + 1, 1))}
 
 
-def best_per_instruction(evaluated: list[dict]) -> list[dict]:
-    """One entry per instruction (an instruction may be scored more than once), its best-scoring one,
-    sorted by score, best first."""
-    best: dict[str, dict] = {}
+def best_per_instruction(evaluated: list[dict], alpha: float = 0.5) -> list[dict]:
+    """One entry per instruction, sorted by score, best first.
+
+    NeuralUCB may score an instruction more than once (it re-picks arms it believes are best): the
+    pulls are pooled, not ranked by their luckiest draw. The pooled entry's relevance and diversity
+    are the means over its pulls, its score their harmonic mean, and its responses are every pull's
+    (a better estimate and a bigger forget set). Responses appended to a pull later (``forget_samples``)
+    join the forget set but do not re-rank it.
+    """
+    from revrel.reveal.scoring import harmonic_score
+
+    groups: dict[str, list[dict]] = {}
     for e in evaluated:
-        if e["instruction"] not in best or e["score"] > best[e["instruction"]]["score"]:
-            best[e["instruction"]] = e
-    return sorted(best.values(), key=lambda e: e["score"], reverse=True)
+        groups.setdefault(e["instruction"], []).append(e)
+    pooled = []
+    for pulls in groups.values():
+        if len(pulls) == 1:
+            pooled.append(pulls[0])
+            continue
+        rel = sum(p["relevance"] for p in pulls) / len(pulls)
+        div = sum(p["diversity"] for p in pulls) / len(pulls)
+        pooled.append({**pulls[0], "relevance": rel, "diversity": div, "score": harmonic_score(rel, div, alpha),
+                       "responses": [r for p in pulls for r in p["responses"]],
+                       "relevances": [r for p in pulls for r in p["relevances"]], "pulls": len(pulls)})
+    return sorted(pooled, key=lambda e: e["score"], reverse=True)
 
 
-def build_forget_set(evaluated: list[dict], *, top: int, threshold: float, embed=None, near_dup: float = 0.9) -> list[dict]:
+def build_forget_set(evaluated: list[dict], *, top: int, threshold: float, embed=None, near_dup: float = 0.9,
+                     alpha: float = 0.5) -> list[dict]:
     """``evaluated``: one dict per scored instruction with ``responses`` and per-response ``relevances``.
 
     Keeps responses of the ``top`` instructions by score whose relevance >= ``threshold``; drops exact
     duplicates (after normalising case and punctuation) and near-duplicates (character 3-gram Jaccard
     >= ``near_dup``, or embedding cosine >= ``near_dup`` when an embedder is given).
     """
-    ranked = best_per_instruction(evaluated)[:top]
+    ranked = best_per_instruction(evaluated, alpha)[:top]
     rows, seen, shingles = [], set(), []
     for e in ranked:
         for text, rel in zip(e["responses"], e["relevances"]):

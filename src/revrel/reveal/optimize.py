@@ -101,25 +101,32 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     else:
         feats = features(model, tokenizer, cands, cfg.batch_size)
         run_bandit(feats, lambda i: score_many([i])[0], n_init=cfg.n_init, budget=cfg.budget, subset=cfg.subset, seed=seed * 1000 + draw,
-                   init=seeds, pca_dim=cfg.pca_dim, batch=cfg.arms_per_step, reward_many=score_many)
+                   init=seeds, pca_dim=cfg.pca_dim, batch=cfg.arms_per_step, reward_many=score_many, nu=cfg.nu,
+                   scale_rewards=cfg.scale_rewards)
     bar.close()
     if cfg.forget_samples and evaluated:
-        _exploit(best_per_instruction(evaluated)[: cfg.top], cfg.forget_samples, model, tokenizer, oracle, gcfg,
+        _exploit(best_per_instruction(evaluated, cfg.alpha)[: cfg.top], evaluated, cfg.forget_samples, model, tokenizer, oracle, gcfg,
                  seed * 1000 + draw * 100 + 99)
-    forget = build_forget_set(evaluated, top=cfg.top, threshold=cfg.relevance_threshold)
+    forget = build_forget_set(evaluated, top=cfg.top, threshold=cfg.relevance_threshold, alpha=cfg.alpha)
     all_rel = [r for e in evaluated for r in e["relevances"]]
     return RevealResult(forget=forget, evaluated=evaluated, generations=len(all_rel), relevance=float(np.mean(all_rel)),
                         seconds=time.time() - t0, candidates=[c.to_dict() for c in cands])
 
 
-def _exploit(top: list[dict], n: int, model, tokenizer, oracle: Oracle, gcfg: GenerationConfig, seed: int) -> None:
-    """``n`` more responses from each top instruction, appended to its entry: a bigger forget set for the
-    PEM (more of what the best instructions reveal) and more samples behind the round's relevance."""
+def _exploit(top: list[dict], evaluated: list[dict], n: int, model, tokenizer, oracle: Oracle, gcfg: GenerationConfig,
+             seed: int) -> None:
+    """``n`` more responses from each top instruction, appended to its first scored entry: a bigger
+    forget set for the PEM (more of what the best instructions reveal) and more samples behind the
+    round's relevance."""
     gcfg.seed = seed
     gens = generate(model, tokenizer, [e["instruction"] for e in top for _ in range(n)], gcfg, desc="reveal: forget samples")
     texts = [g.text for g in gens]
     rel = oracle(texts)
-    for j, e in enumerate(top):
+    first = {}
+    for e in evaluated:
+        first.setdefault(e["instruction"], e)
+    for j, t in enumerate(top):
+        e = first[t["instruction"]]
         e["responses"] = e["responses"] + texts[j * n : (j + 1) * n]
         e["relevances"] = e["relevances"] + [float(x) for x in rel[j * n : (j + 1) * n]]
         e["extra_samples"] = n

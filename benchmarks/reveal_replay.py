@@ -1,0 +1,183 @@
+"""Replay Reveal on a recorded candidate pool: NeuralUCB vs random choice over many draws.
+
+`reveal_record.py` stores R sampled responses (relevance + embedding) per candidate instruction.
+Here "score arm i with k responses" draws k of those R without replacement, so one optimizer run
+costs milliseconds instead of minutes and the comparison can be repeated over hundreds of draws.
+Both optimizers see the same draws (common random numbers: the j-th pull of arm i returns the same
+responses for both) and follow the same schedule as `revrel.reveal.optimize.reveal` (the seeds
+first, then `budget` arms). The bandit, the scoring and the forget-set construction are revrel's
+own code; only generation is replaced by the recording.
+
+Measured per run, with the truth taken from all R samples of an arm:
+- top: mean true relevance of the 3 instructions ranked best (what the forget set is built from);
+- forget: relevance x diversity (harmonic mean) of the forget set built from the observed responses;
+- chosen: mean true relevance of every arm the optimizer chose after the seeds.
+
+    python benchmarks/reveal_replay.py --pool benchmarks/results/reveal_pool_toxicity_seed0 --runs 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from revrel.reveal.bandit import run_bandit
+from revrel.reveal.forget_set import best_per_instruction, build_forget_set
+from revrel.reveal.scoring import diversity, harmonic_score
+
+
+class Pool:
+    def __init__(self, stem: str, feature: str = "features") -> None:
+        t = load_file(f"{stem}.safetensors")
+        meta = json.loads(Path(f"{stem}.json").read_text())
+        self.rel = t["relevance"].double().numpy()  # (n, R)
+        self.emb = t["response_embedding"].float()  # (n, R, d)
+        self.feats = t[feature].float().numpy()
+        self.kinds = [c["kind"] for c in meta["candidates"]]
+        self.texts = [c["text"] for c in meta["candidates"]]
+        self.n, self.R = self.rel.shape
+        self.true_rel = self.rel.mean(1)
+
+
+def one_run(pool: Pool, optimizer: str, seed: int, *, k: int, budget: int, top: int, alpha: float, bandit_kw: dict,
+            rank: str = "observed", threshold: float = 0.0, forget_samples: int = 0) -> dict:
+    perm = np.random.default_rng(10_000 + seed).permuted(np.tile(np.arange(pool.R), (pool.n, 1)), axis=1)  # same draws for both
+    pulls = np.zeros(pool.n, dtype=int)
+    evaluated: list[dict] = []
+
+    def score_many(idx: list[int]) -> list[float]:
+        out = []
+        for i in idx:
+            j = pulls[i] % (pool.R // k)
+            pulls[i] += 1
+            pick = perm[i, j * k : (j + 1) * k]
+            r = pool.rel[i, pick]
+            div = diversity(pool.emb[i, pick])
+            s = harmonic_score(float(r.mean()), div, alpha)
+            evaluated.append({"instruction": pool.texts[i], "idx": int(i), "kind": pool.kinds[i], "relevance": float(r.mean()),
+                              "diversity": div, "score": s, "responses": [f"{i}:{p}" for p in pick],
+                              "relevances": [float(x) for x in r]})
+            out.append(s)
+        return out
+
+    seeds = [i for i in range(pool.n) if pool.kinds[i] == "seed"]
+    if optimizer == "random":
+        rng = np.random.default_rng(seed)
+        rest = [i for i in range(pool.n) if i not in set(seeds)]
+        score_many(seeds)
+        score_many([rest[int(i)] for i in rng.choice(len(rest), size=budget, replace=False)])
+        bandit = None
+    else:
+        holder: dict = {}
+        run_bandit(pool.feats, lambda i: score_many([i])[0], n_init=0, budget=budget, init=seeds, reward_many=score_many,
+                   seed=seed, keep=holder, **bandit_kw)
+        bandit = holder["bandit"]
+    if rank == "surrogate" and bandit is not None:
+        # rank the observed arms by a mix of their observed score and the surrogate's prediction
+        mu = bandit.predict(np.arange(pool.n))
+        for e in evaluated:
+            e["score"] = 0.5 * e["score"] + 0.5 * float(mu[e["idx"]])
+    ranked = best_per_instruction(evaluated)[:top]
+    for e in ranked[: top if forget_samples else 0]:  # revrel's reveal.forget_samples: fresh responses of the top arms
+        i = e["idx"]
+        fresh = [int(p) for p in perm[i, pulls[i] * k : pulls[i] * k + forget_samples]]
+        e["responses"] = e["responses"] + [f"{i}:{p}" for p in fresh]
+        e["relevances"] = e["relevances"] + [float(pool.rel[i, p]) for p in fresh]
+    forget = build_forget_set(evaluated, top=top, threshold=threshold)
+    if forget:
+        emb = torch.stack([pool.emb[int(r["response"].split(":")[0]), int(r["response"].split(":")[1])] for r in forget])
+        f_rel = float(np.mean([r["relevance"] for r in forget]))
+        f_score = harmonic_score(f_rel, diversity(emb), alpha)
+    else:
+        f_rel = f_score = 0.0
+        emb = torch.zeros(0, pool.emb.shape[-1])
+    chosen = [e["idx"] for e in evaluated if e["kind"] != "seed"]
+    return {"top": float(np.mean([pool.true_rel[e["idx"]] for e in ranked])), "forget": f_score, "forget_rel": f_rel,
+            "chosen": float(np.mean(pool.true_rel[chosen])) if chosen else 0.0, "forget_size": len(forget),
+            "_rows": ([r["relevance"] for r in forget], emb)}
+
+
+def matched(a: tuple, b: tuple, alpha: float, seed: int, draws: int = 10) -> tuple[float, float]:
+    """Relevance x diversity of two forget sets at the same size: Vendi/n falls as n grows, so the larger
+    set is scored on random subsets of the smaller one's size (mean over ``draws``)."""
+    m = min(len(a[0]), len(b[0]))
+    if m == 0:
+        return 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    out = []
+    for rel, emb in (a, b):
+        vals = []
+        for _ in range(draws if len(rel) > m else 1):
+            pick = rng.choice(len(rel), size=m, replace=False)
+            vals.append(harmonic_score(float(np.mean(np.asarray(rel)[pick])), diversity(emb[pick]), alpha))
+        out.append(float(np.mean(vals)))
+    return out[0], out[1]
+
+
+def compare(pool: Pool, runs: int, *, k: int, budget: int, top: int, alpha: float, bandit_kw: dict, rank: str, threshold: float,
+            forget_samples: int) -> dict:
+    res = {o: [one_run(pool, o, s, k=k, budget=budget, top=top, alpha=alpha, bandit_kw=bandit_kw, rank=rank,
+                                   threshold=threshold, forget_samples=forget_samples) for s in range(runs)]
+           for o in ("neuralucb", "random")}
+    for s, (a, b) in enumerate(zip(res["neuralucb"], res["random"])):
+        a["forget_matched"], b["forget_matched"] = matched(a.pop("_rows"), b.pop("_rows"), alpha, s)
+    out = {}
+    for m in ("forget_matched", "top", "forget", "forget_rel", "forget_size", "chosen"):
+        a = np.array([r[m] for r in res["neuralucb"]])
+        b = np.array([r[m] for r in res["random"]])
+        d = a - b
+        out[m] = {"neuralucb": float(a.mean()), "random": float(b.mean()), "diff": float(d.mean()),
+                  "se": float(d.std(ddof=1) / np.sqrt(len(d))), "win_rate": float((d > 0).mean())}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pool", nargs="+", required=True, help="stems written by reveal_record.py")
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--budget", type=int, default=16)
+    ap.add_argument("--top", type=int, default=3)
+    ap.add_argument("--threshold", type=float, default=0.0, help="forget-set relevance threshold")
+    ap.add_argument("--forget-samples", type=int, default=0, help="fresh responses added per top arm (<= R - k)")
+    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--feature", default="features", choices=["features", "instruction_embedding"])
+    ap.add_argument("--nu", type=float, default=0.001)
+    ap.add_argument("--lam", type=float, default=1.0)
+    ap.add_argument("--pca-dim", type=int, default=16)
+    ap.add_argument("--hidden", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--subset", type=int, default=64)
+    ap.add_argument("--scale-rewards", type=int, default=1, help="1: fit NeuralUCB on z-scored rewards (revrel's default)")
+    ap.add_argument("--rank", default="observed", choices=["observed", "surrogate"])
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    t0 = time.time()
+    kw = {"nu": args.nu, "lam": args.lam, "pca_dim": args.pca_dim, "hidden": args.hidden, "epochs": args.epochs,
+          "batch": args.batch, "subset": args.subset, "scale_rewards": bool(args.scale_rewards)}
+    report = {"args": vars(args), "pools": {}}
+    for stem in args.pool:
+        pool = Pool(stem, args.feature)
+        r = compare(pool, args.runs, k=args.k, budget=args.budget, top=args.top, alpha=args.alpha, bandit_kw=kw, rank=args.rank,
+                    threshold=args.threshold, forget_samples=args.forget_samples)
+        r["pool"] = {"candidates": pool.n, "samples": pool.R, "true_rel_mean": float(pool.true_rel.mean()),
+                     "true_rel_best_seed": float(max(pool.true_rel[i] for i in range(pool.n) if pool.kinds[i] == "seed")),
+                     "true_rel_top3": float(np.sort(pool.true_rel)[-3:].mean())}
+        report["pools"][Path(stem).name] = r
+        line = "  ".join(f"{m} {v['neuralucb']:.3f}/{v['random']:.3f} ({v['diff']:+.3f}+-{v['se']:.3f}, win {v['win_rate']:.2f})"
+                         for m, v in r.items() if m != "pool")
+        print(f"{Path(stem).name}: {line}")
+    report["seconds"] = round(time.time() - t0, 1)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
