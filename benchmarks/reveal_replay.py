@@ -9,8 +9,11 @@ first, then `budget` arms). The bandit, the scoring and the forget-set construct
 own code; only generation is replaced by the recording.
 
 Measured per run, with the truth taken from all R samples of an arm:
-- top: mean true relevance of the 3 instructions ranked best (what the forget set is built from);
-- forget: relevance x diversity (harmonic mean) of the forget set built from the observed responses;
+- top: mean true relevance of the 3 instructions ranked best (what the forget set is built from),
+  top1 that of the best one, seed_pick that of the hand-written seed that scored best (what a user
+  choosing among the seeds on the same samples would get);
+- forget: relevance x diversity (harmonic mean) of the forget set built from the observed responses,
+  forget_matched the same at equal size for both optimizers (Vendi/n falls as n grows);
 - chosen: mean true relevance of every arm the optimizer chose after the seeds.
 
     python benchmarks/reveal_replay.py --pool benchmarks/results/reveal_pool_toxicity_seed0 --runs 300
@@ -98,7 +101,13 @@ def one_run(pool: Pool, optimizer: str, seed: int, *, k: int, budget: int, top: 
         f_rel = f_score = 0.0
         emb = torch.zeros(0, pool.emb.shape[-1])
     chosen = [e["idx"] for e in evaluated if e["kind"] != "seed"]
-    return {"top": float(np.mean([pool.true_rel[e["idx"]] for e in ranked])), "forget": f_score, "forget_rel": f_rel,
+    seed_seen: dict[int, float] = {}
+    for e in evaluated:  # first pull only: the same draws for both optimizers, so the same pick
+        if e["kind"] == "seed":
+            seed_seen.setdefault(e["idx"], e["relevance"])
+    return {"top1": float(pool.true_rel[ranked[0]["idx"]]),
+            "seed_pick": float(pool.true_rel[max(seed_seen, key=seed_seen.get)]) if seed_seen else 0.0,
+            "top": float(np.mean([pool.true_rel[e["idx"]] for e in ranked])), "forget": f_score, "forget_rel": f_rel,
             "chosen": float(np.mean(pool.true_rel[chosen])) if chosen else 0.0, "forget_size": len(forget),
             "_rows": ([r["relevance"] for r in forget], emb)}
 
@@ -128,7 +137,7 @@ def compare(pool: Pool, runs: int, *, k: int, budget: int, top: int, alpha: floa
     for s, (a, b) in enumerate(zip(res["neuralucb"], res["random"])):
         a["forget_matched"], b["forget_matched"] = matched(a.pop("_rows"), b.pop("_rows"), alpha, s)
     out = {}
-    for m in ("forget_matched", "top", "forget", "forget_rel", "forget_size", "chosen"):
+    for m in ("forget_matched", "top", "top1", "seed_pick", "forget", "forget_rel", "forget_size", "chosen"):
         a = np.array([r[m] for r in res["neuralucb"]])
         b = np.array([r[m] for r in res["random"]])
         d = a - b
