@@ -31,7 +31,7 @@ from revrel.models.embedders import make_embedder
 from revrel.models.generation import GenerationConfig, generate
 from revrel.models.loading import load_model
 from revrel.reveal.optimize import build_candidates, reveal
-from revrel.reveal.scoring import diversity, harmonic_score
+from revrel.reveal.scoring import diversity, harmonic_score, size_matched_scores
 from revrel.tasks import get_task
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -49,24 +49,6 @@ def forget_quality(rows, embed, alpha=0.5) -> dict:
     rel = float(np.mean([r["relevance"] for r in rows]))
     div = diversity(embed([r["response"] for r in rows]))
     return {"size": len(rows), "relevance": rel, "diversity": div, "score": harmonic_score(rel, div, alpha)}
-
-
-def matched_quality(a: list[dict], b: list[dict], embed, alpha: float = 0.5, draws: int = 10, seed: int = 0) -> tuple[float, float]:
-    """Relevance x diversity of two forget sets at equal size: Vendi/n falls as n grows, so the larger
-    set is scored on random subsets of the smaller one's size (mean over ``draws``)."""
-    m = min(len(a), len(b))
-    if m == 0:
-        return 0.0, 0.0
-    rng = np.random.default_rng(seed)
-    out = []
-    for rows in (a, b):
-        emb, rel = embed([r["response"] for r in rows]), np.array([r["relevance"] for r in rows])
-        vals = []
-        for _ in range(draws if len(rows) > m else 1):
-            pick = rng.choice(len(rows), size=m, replace=False)
-            vals.append(harmonic_score(float(rel[pick].mean()), diversity(emb[torch.as_tensor(pick)]), alpha))
-        out.append(float(np.mean(vals)))
-    return out[0], out[1]
 
 
 def main() -> None:
@@ -114,7 +96,8 @@ def main() -> None:
             "neuralucb_most_relevant": top_by_rel, "neuralucb_most_relevant_fresh": top_by_rel_fresh,
             "random_top3_relevance": float(np.mean(rnd_top_rel)),
             "forget_neuralucb": forget_quality(ucb.forget, embed), "forget_random": forget_quality(rnd.forget, embed),
-            "forget_matched_size": dict(zip(("neuralucb", "random"), matched_quality(ucb.forget, rnd.forget, embed, seed=seed))),
+            "forget_matched_size": dict(zip(("neuralucb", "random"), size_matched_scores(
+                [([r["relevance"] for r in f], embed([r["response"] for r in f])) for f in (ucb.forget, rnd.forget)], seed=seed))),
             "all_generations_relevance": {"neuralucb": ucb.relevance, "random": rnd.relevance},
         }
         print(json.dumps(res, indent=1))

@@ -32,7 +32,8 @@ from safetensors.torch import load_file
 
 from revrel.reveal.bandit import run_bandit
 from revrel.reveal.forget_set import best_per_instruction, build_forget_set
-from revrel.reveal.scoring import diversity, harmonic_score
+from revrel.reveal.optimize import random_arms
+from revrel.reveal.scoring import diversity, harmonic_score, size_matched_scores
 
 
 class Pool:
@@ -71,10 +72,8 @@ def one_run(pool: Pool, optimizer: str, seed: int, *, k: int, budget: int, top: 
 
     seeds = [i for i in range(pool.n) if pool.kinds[i] == "seed"]
     if optimizer == "random":
-        rng = np.random.default_rng(seed)
-        rest = [i for i in range(pool.n) if i not in set(seeds)]
         score_many(seeds)
-        score_many([rest[int(i)] for i in rng.choice(len(rest), size=budget, replace=False)])
+        score_many(random_arms(pool.n, seeds, budget, np.random.default_rng(seed)))
         bandit = None
     else:
         holder: dict = {}
@@ -112,30 +111,13 @@ def one_run(pool: Pool, optimizer: str, seed: int, *, k: int, budget: int, top: 
             "_rows": ([r["relevance"] for r in forget], emb)}
 
 
-def matched(a: tuple, b: tuple, alpha: float, seed: int, draws: int = 10) -> tuple[float, float]:
-    """Relevance x diversity of two forget sets at the same size: Vendi/n falls as n grows, so the larger
-    set is scored on random subsets of the smaller one's size (mean over ``draws``)."""
-    m = min(len(a[0]), len(b[0]))
-    if m == 0:
-        return 0.0, 0.0
-    rng = np.random.default_rng(seed)
-    out = []
-    for rel, emb in (a, b):
-        vals = []
-        for _ in range(draws if len(rel) > m else 1):
-            pick = rng.choice(len(rel), size=m, replace=False)
-            vals.append(harmonic_score(float(np.mean(np.asarray(rel)[pick])), diversity(emb[pick]), alpha))
-        out.append(float(np.mean(vals)))
-    return out[0], out[1]
-
-
 def compare(pool: Pool, runs: int, *, k: int, budget: int, top: int, alpha: float, bandit_kw: dict, rank: str, threshold: float,
             forget_samples: int) -> dict:
     res = {o: [one_run(pool, o, s, k=k, budget=budget, top=top, alpha=alpha, bandit_kw=bandit_kw, rank=rank,
                                    threshold=threshold, forget_samples=forget_samples) for s in range(runs)]
            for o in ("neuralucb", "random")}
     for s, (a, b) in enumerate(zip(res["neuralucb"], res["random"])):
-        a["forget_matched"], b["forget_matched"] = matched(a.pop("_rows"), b.pop("_rows"), alpha, s)
+        a["forget_matched"], b["forget_matched"] = size_matched_scores([a.pop("_rows"), b.pop("_rows")], alpha, seed=s)
     out = {}
     for m in ("forget_matched", "top", "top1", "seed_pick", "forget", "forget_rel", "forget_size", "chosen"):
         a = np.array([r[m] for r in res["neuralucb"]])

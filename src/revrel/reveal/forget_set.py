@@ -7,6 +7,8 @@ import re
 
 import torch
 
+from revrel.reveal.scoring import harmonic_score
+
 
 def _norm(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
@@ -26,8 +28,6 @@ def best_per_instruction(evaluated: list[dict], alpha: float = 0.5) -> list[dict
     (a better estimate and a bigger forget set). Responses appended to a pull later (``forget_samples``)
     join the forget set but do not re-rank it.
     """
-    from revrel.reveal.scoring import harmonic_score
-
     groups: dict[str, list[dict]] = {}
     for e in evaluated:
         groups.setdefault(e["instruction"], []).append(e)

@@ -92,12 +92,9 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     elif cfg.optimizer == "random":
         # the same schedule as NeuralUCB, only the choice rule differs: the seeds first (seed_first), then
         # n_init + budget arms drawn uniformly from the other candidates
-        rng = np.random.default_rng(seed * 1000 + draw)
-        rest = [i for i in range(len(cands)) if i not in set(seeds)] or list(range(len(cands)))
-        n = cfg.n_init + cfg.budget
         if seeds:
             score_many(seeds)
-        score_many([rest[int(i)] for i in rng.choice(len(rest), size=n, replace=len(rest) < n)])
+        score_many(random_arms(len(cands), seeds, cfg.n_init + cfg.budget, np.random.default_rng(seed * 1000 + draw)))
     else:
         feats = features(model, tokenizer, cands, cfg.batch_size)
         run_bandit(feats, lambda i: score_many([i])[0], n_init=cfg.n_init, budget=cfg.budget, subset=cfg.subset, seed=seed * 1000 + draw,
@@ -111,6 +108,14 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     all_rel = [r for e in evaluated for r in e["relevances"]]
     return RevealResult(forget=forget, evaluated=evaluated, generations=len(all_rel), relevance=float(np.mean(all_rel)),
                         seconds=time.time() - t0, candidates=[c.to_dict() for c in cands])
+
+
+def random_arms(n_cands: int, seeds: list[int], n: int, rng: np.random.Generator) -> list[int]:
+    """``n`` arms drawn uniformly from the candidates other than ``seeds`` (all of them when only seeds
+    exist), with replacement only when there are fewer than ``n``: random choice's part of the schedule."""
+    taken = set(seeds)
+    rest = [i for i in range(n_cands) if i not in taken] or list(range(n_cands))
+    return [rest[int(i)] for i in rng.choice(len(rest), size=n, replace=len(rest) < n)]
 
 
 def _exploit(top: list[dict], evaluated: list[dict], n: int, model, tokenizer, oracle: Oracle, gcfg: GenerationConfig,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 EPS = 1e-6
@@ -31,3 +32,22 @@ def diversity(emb: torch.Tensor) -> float:
 def harmonic_score(relevance: float, div: float, alpha: float = 0.5) -> float:
     """1 / (alpha / v + (1 - alpha) / r): high only when both relevance and diversity are high."""
     return 1.0 / (alpha / (div + EPS) + (1.0 - alpha) / (relevance + EPS))
+
+
+def size_matched_scores(sets: list[tuple], alpha: float = 0.5, draws: int = 10, seed: int = 0) -> list[float]:
+    """Relevance x diversity of forget sets compared at equal size. ``sets``: (relevances, (n, d)
+    embeddings) per set. Vendi/n falls as n grows, so every set larger than the smallest is scored on
+    random subsets of the smallest one's size (mean over ``draws``); all 0 when a set is empty."""
+    m = min(len(rel) for rel, _ in sets)
+    if m == 0:
+        return [0.0] * len(sets)
+    rng = np.random.default_rng(seed)
+    out = []
+    for rel, emb in sets:
+        rel = np.asarray(rel, dtype=float)
+        vals = []
+        for _ in range(draws if len(rel) > m else 1):
+            pick = rng.choice(len(rel), size=m, replace=False)
+            vals.append(harmonic_score(float(rel[pick].mean()), diversity(emb[torch.as_tensor(pick)]), alpha))
+        out.append(float(np.mean(vals)))
+    return out
