@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=8)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--recheck-k", type=int, default=16)
+    ap.add_argument("--forget-from", default="pulls", choices=["pulls", "instructions"], help="revrel's reveal.forget_from")
+    ap.add_argument("--out", default="", help="result file (default benchmarks/results/reveal_<task>.json)")
     args = ap.parse_args()
     t0 = time.time()
     loaded = load_model(args.model)
@@ -72,7 +74,8 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         # same number of scored instructions for both optimizers: 8 seeds + budget (NeuralUCB) vs 8 + budget random
-        cfg = RevealConfig(n_paraphrases=3, n_soft=16, n_init=0, budget=args.budget, k=args.k, top=3, relevance_threshold=0.0)
+        cfg = RevealConfig(n_paraphrases=3, n_soft=16, n_init=0, budget=args.budget, k=args.k, top=3, relevance_threshold=0.0,
+                           forget_from=args.forget_from)
         cands = build_candidates(m, tok, task, cfg, seed)
         ucb = reveal(m, tok, task, oracle, embed, cfg, seed=seed, candidates=cands)
         rnd = reveal(m, tok, task, oracle, embed, replace(cfg, optimizer="random"), seed=seed, candidates=cands)
@@ -122,7 +125,9 @@ def main() -> None:
         "seconds": round(time.time() - t0, 1), "runs": results,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"reveal_{args.task}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    out = Path(args.out) if args.out else OUT / f"reveal_{args.task}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

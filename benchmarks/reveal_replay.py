@@ -9,7 +9,7 @@ first, then `budget` arms). The bandit, the scoring and the forget-set construct
 own code; only generation is replaced by the recording.
 
 Measured per run, with the truth taken from all R samples of an arm:
-- top: mean true relevance of the 3 instructions ranked best (what the forget set is built from),
+- top: mean true relevance of the 3 instructions ranked best (pooled over their pulls: the Reveal table),
   top1 that of the best one, seed_pick that of the hand-written seed that scored best (what a user
   choosing among the seeds on the same samples would get);
 - forget: relevance x diversity (harmonic mean) of the forget set built from the observed responses,
@@ -50,7 +50,7 @@ class Pool:
 
 
 def one_run(pool: Pool, optimizer: str, seed: int, *, k: int, budget: int, top: int, alpha: float, bandit_kw: dict,
-            rank: str = "observed", threshold: float = 0.0, forget_samples: int = 0) -> dict:
+            rank: str = "observed", threshold: float = 0.0, forget_samples: int = 0, forget_from: str = "pulls") -> dict:
     perm = np.random.default_rng(10_000 + seed).permuted(np.tile(np.arange(pool.R), (pool.n, 1)), axis=1)  # same draws for both
     pulls = np.zeros(pool.n, dtype=int)
     evaluated: list[dict] = []
@@ -86,12 +86,16 @@ def one_run(pool: Pool, optimizer: str, seed: int, *, k: int, budget: int, top: 
         for e in evaluated:
             e["score"] = 0.5 * e["score"] + 0.5 * float(mu[e["idx"]])
     ranked = best_per_instruction(evaluated)[:top]
-    for e in ranked[: top if forget_samples else 0]:  # revrel's reveal.forget_samples: fresh responses of the top arms
-        i = e["idx"]
+    first = {}
+    for e in evaluated:
+        first.setdefault(e["idx"], e)
+    for r in ranked[: top if forget_samples else 0]:  # revrel's reveal.forget_samples: fresh responses of the top arms
+        i, e = r["idx"], first[r["idx"]]
         fresh = [int(p) for p in perm[i, pulls[i] * k : pulls[i] * k + forget_samples]]
         e["responses"] = e["responses"] + [f"{i}:{p}" for p in fresh]
         e["relevances"] = e["relevances"] + [float(pool.rel[i, p]) for p in fresh]
-    forget = build_forget_set(evaluated, top=top, threshold=threshold)
+        e["extra_samples"] = len(fresh)
+    forget = build_forget_set(evaluated, top=top, threshold=threshold, alpha=alpha, by=forget_from)
     if forget:
         emb = torch.stack([pool.emb[int(r["response"].split(":")[0]), int(r["response"].split(":")[1])] for r in forget])
         f_rel = float(np.mean([r["relevance"] for r in forget]))
@@ -112,9 +116,9 @@ def one_run(pool: Pool, optimizer: str, seed: int, *, k: int, budget: int, top: 
 
 
 def compare(pool: Pool, runs: int, *, k: int, budget: int, top: int, alpha: float, bandit_kw: dict, rank: str, threshold: float,
-            forget_samples: int) -> dict:
+            forget_samples: int, forget_from: str = "pulls") -> dict:
     res = {o: [one_run(pool, o, s, k=k, budget=budget, top=top, alpha=alpha, bandit_kw=bandit_kw, rank=rank,
-                                   threshold=threshold, forget_samples=forget_samples) for s in range(runs)]
+                       threshold=threshold, forget_samples=forget_samples, forget_from=forget_from) for s in range(runs)]
            for o in ("neuralucb", "random")}
     for s, (a, b) in enumerate(zip(res["neuralucb"], res["random"])):
         a["forget_matched"], b["forget_matched"] = size_matched_scores([a.pop("_rows"), b.pop("_rows")], alpha, seed=s)
@@ -136,6 +140,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=16)
     ap.add_argument("--top", type=int, default=3)
     ap.add_argument("--threshold", type=float, default=0.0, help="forget-set relevance threshold")
+    ap.add_argument("--forget-from", default="pulls", choices=["pulls", "instructions"], help="revrel's reveal.forget_from")
     ap.add_argument("--forget-samples", type=int, default=0, help="fresh responses added per top arm (<= R - k)")
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--feature", default="features", choices=["features", "instruction_embedding"])
@@ -157,7 +162,7 @@ def main() -> None:
     for stem in args.pool:
         pool = Pool(stem, args.feature)
         r = compare(pool, args.runs, k=args.k, budget=args.budget, top=args.top, alpha=args.alpha, bandit_kw=kw, rank=args.rank,
-                    threshold=args.threshold, forget_samples=args.forget_samples)
+                    threshold=args.threshold, forget_samples=args.forget_samples, forget_from=args.forget_from)
         r["pool"] = {"candidates": pool.n, "samples": pool.R, "true_rel_mean": float(pool.true_rel.mean()),
                      "true_rel_best_seed": float(max(pool.true_rel[i] for i in range(pool.n) if pool.kinds[i] == "seed")),
                      "true_rel_top3": float(np.sort(pool.true_rel)[-3:].mean())}

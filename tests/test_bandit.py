@@ -98,5 +98,24 @@ def test_repeated_pulls_are_pooled_not_ranked_by_their_luckiest_draw():
     assert [e["instruction"] for e in ranked] == ["b", "a"]  # a's pooled relevance 0.5 < 0.6; its best draw alone was 0.9
     assert ranked[1]["responses"] == ["a1", "a2", "a3", "a4"] and ranked[1]["pulls"] == 2
     assert abs(ranked[1]["score"] - harmonic_score(0.5, 0.5)) < 1e-9
-    forget = build_forget_set(ev, top=2, threshold=0.5)
+    forget = build_forget_set(ev, top=2, threshold=0.5, by="instructions")
     assert [r["response"] for r in forget] == ["b1", "b2", "a1", "a2"]  # the threshold still filters each response
+
+
+def test_forget_set_from_pulls_takes_each_pull_on_its_own_responses():
+    from revrel.reveal.forget_set import build_forget_set
+    from revrel.reveal.scoring import harmonic_score
+
+    def pull(text, rels, responses, **extra):
+        rel = sum(rels[:2]) / 2  # a pull is scored on its own k=2 responses; forget_samples come later
+        return {"instruction": text, "kind": "pool", "relevance": rel, "diversity": 0.5, "score": harmonic_score(rel, 0.5),
+                "responses": responses, "relevances": rels, **extra}
+
+    ev = [pull("a", [0.9, 0.8], ["a1", "a2"]), pull("a", [0.1, 0.2], ["a3", "a4"]), pull("b", [0.6, 0.6], ["b1", "b2"]),
+          pull("c", [0.5, 0.5, 0.7, 0.2], ["c1", "c2", "c3", "c4"], extra_samples=2), pull("d", [0.4, 0.4], ["d1", "d2"])]
+    forget = build_forget_set(ev, top=2, threshold=0.3, by="pulls")
+    # a's lucky pull and b's pull; a's weak pull is not dragged in; c's fresh samples join (c3 only: c4 < 0.3)
+    assert [r["response"] for r in forget] == ["a1", "a2", "b1", "b2", "c3"]
+    assert [r["response"] for r in build_forget_set(ev, top=3, threshold=0.0, by="pulls")] == ["a1", "a2", "b1", "b2", "c1", "c2", "c3", "c4"]
+    pooled = build_forget_set(ev, top=2, threshold=0.0, by="instructions")  # b (0.6), then a pooled over both pulls (0.5)
+    assert [r["response"] for r in pooled] == ["b1", "b2", "a1", "a2", "a3", "a4"]
