@@ -7,7 +7,9 @@ One run, one model, same generation budget for NeuralUCB and random:
 3. random choice over the same pool with the same number of scored instructions and the same
    schedule (the seeds first, then uniformly random arms where NeuralUCB uses UCB);
 forget-set quality = mean relevance, diversity (Vendi/n of the forget-set embeddings) and their
-harmonic mean, also at matched size (Vendi/n falls as n grows). Writes
+harmonic mean, also at matched size (Vendi/n falls as n grows), and for the forget set the top
+instructions go on to produce: recheck_k fresh responses of each optimizer's top 3 (the same size for
+both, never selected on; what `reveal.forget_samples` adds). Writes
 benchmarks/results/reveal_<task>.json. `reveal_replay.py` repeats the comparison offline over
 hundreds of draws on a recorded pool.
 
@@ -37,9 +39,15 @@ from revrel.tasks import get_task
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def fresh_relevance(model, tok, oracle, instructions, k, seed) -> list[float]:
+def fresh_samples(model, tok, oracle, instructions, k, seed) -> tuple[list[str], list[float]]:
+    """k fresh responses per instruction (new random numbers) and their oracle relevance."""
     gens = generate(model, tok, [i for i in instructions for _ in range(k)], GenerationConfig(max_new_tokens=48, seed=seed, progress=False))
-    rel = oracle([g.text for g in gens])
+    texts = [g.text for g in gens]
+    return texts, [float(x) for x in oracle(texts)]
+
+
+def fresh_relevance(model, tok, oracle, instructions, k, seed) -> list[float]:
+    _, rel = fresh_samples(model, tok, oracle, instructions, k, seed)
     return [float(np.mean(rel[j * k : (j + 1) * k])) for j in range(len(instructions))]
 
 
@@ -85,8 +93,15 @@ def main() -> None:
         best_seed = max(seed_scores, key=seed_scores.get)
         top = [r["instruction"] for r in ucb.table(3)]
         rnd_top = [r["instruction"] for r in rnd.table(3)]
-        fresh = fresh_relevance(m, tok, oracle, [best_seed, *top, *rnd_top], args.recheck_k, seed + 500)
+        kk = args.recheck_k
+        texts, rel = fresh_samples(m, tok, oracle, [best_seed, *top, *rnd_top], kk, seed + 500)
+        fresh = [float(np.mean(rel[j * kk : (j + 1) * kk])) for j in range(1 + len(top) + len(rnd_top))]
         best_seed_rel, top_rel, rnd_top_rel = fresh[0], fresh[1 : 1 + len(top)], fresh[1 + len(top) :]
+        # the forget set the optimized instructions produce from here on: recheck_k fresh responses of each of
+        # the top 3 (what reveal.forget_samples draws), same size for both optimizers, no selection on these samples
+        cut = kk * (1 + len(top))
+        fresh_sets = {name: [{"response": t, "relevance": r} for t, r in zip(texts[a:b], rel[a:b])]
+                      for name, (a, b) in (("neuralucb", (kk, cut)), ("random", (cut, len(texts))))}
         top_by_rel = max(ucb.evaluated, key=lambda e: e["relevance"])["instruction"]
         top_by_rel_fresh = fresh_relevance(m, tok, oracle, [top_by_rel], args.recheck_k, seed + 900)[0]
         seeds_rel = fresh_relevance(m, tok, oracle, task.seed_instructions, args.recheck_k, seed + 700)
@@ -99,6 +114,7 @@ def main() -> None:
             "neuralucb_most_relevant": top_by_rel, "neuralucb_most_relevant_fresh": top_by_rel_fresh,
             "random_top3_relevance": float(np.mean(rnd_top_rel)),
             "forget_neuralucb": forget_quality(ucb.forget, embed), "forget_random": forget_quality(rnd.forget, embed),
+            "fresh_forget_top3": {o: forget_quality(rows, embed) for o, rows in fresh_sets.items()},
             "forget_matched_size": dict(zip(("neuralucb", "random"), size_matched_scores(
                 [([r["relevance"] for r in f], embed([r["response"] for r in f])) for f in (ucb.forget, rnd.forget)], seed=seed))),
             "all_generations_relevance": {"neuralucb": ucb.relevance, "random": rnd.relevance},
@@ -115,6 +131,8 @@ def main() -> None:
         "wins_forget_vs_random": sum(r["forget_neuralucb"]["score"] > r["forget_random"]["score"] for r in results),
         "mean_forget_matched_neuralucb": float(np.mean([r["forget_matched_size"]["neuralucb"] for r in results])),
         "mean_forget_matched_random": float(np.mean([r["forget_matched_size"]["random"] for r in results])),
+        "mean_fresh_forget_top3_score": {o: float(np.mean([r["fresh_forget_top3"][o]["score"] for r in results])) for o in ("neuralucb", "random")},
+        "wins_fresh_forget_top3_vs_random": sum(r["fresh_forget_top3"]["neuralucb"]["score"] > r["fresh_forget_top3"]["random"]["score"] for r in results),
         "mean_forget_size": {o: float(np.mean([r[f"forget_{o}"]["size"] for r in results])) for o in ("neuralucb", "random")},
         "runs": len(results),
     }
