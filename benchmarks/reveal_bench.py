@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=8)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--recheck-k", type=int, default=16)
-    ap.add_argument("--forget-from", default="pulls", choices=["pulls", "instructions"], help="revrel's reveal.forget_from")
+    ap.add_argument("--forget-from", default="pulls", choices=["pulls", "instructions", "greedy"], help="revrel's reveal.forget_from")
     ap.add_argument("--out", default="", help="result file (default benchmarks/results/reveal_<task>.json)")
     args = ap.parse_args()
     t0 = time.time()

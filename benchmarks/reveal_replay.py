@@ -95,7 +95,9 @@ def one_run(pool: Pool, optimizer: str, seed: int, *, k: int, budget: int, top: 
         e["responses"] = e["responses"] + [f"{i}:{p}" for p in fresh]
         e["relevances"] = e["relevances"] + [float(pool.rel[i, p]) for p in fresh]
         e["extra_samples"] = len(fresh)
-    forget = build_forget_set(evaluated, top=top, threshold=threshold, alpha=alpha, by=forget_from)
+    lookup = lambda texts: torch.stack([pool.emb[int(t.split(":")[0]), int(t.split(":")[1])] for t in texts])  # noqa: E731
+    forget = build_forget_set(evaluated, top=top, threshold=threshold, alpha=alpha, by=forget_from,
+                              embed=lookup if forget_from == "greedy" else None)
     if forget:
         emb = torch.stack([pool.emb[int(r["response"].split(":")[0]), int(r["response"].split(":")[1])] for r in forget])
         f_rel = float(np.mean([r["relevance"] for r in forget]))
@@ -140,7 +142,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=16)
     ap.add_argument("--top", type=int, default=3)
     ap.add_argument("--threshold", type=float, default=0.0, help="forget-set relevance threshold")
-    ap.add_argument("--forget-from", default="pulls", choices=["pulls", "instructions"], help="revrel's reveal.forget_from")
+    ap.add_argument("--forget-from", default="pulls", choices=["pulls", "instructions", "greedy"], help="revrel's reveal.forget_from")
     ap.add_argument("--forget-samples", type=int, default=0, help="fresh responses added per top arm (<= R - k)")
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--feature", default="features", choices=["features", "instruction_embedding"])

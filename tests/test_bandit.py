@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from revrel.reveal.bandit import NeuralUCB, run_bandit
 
@@ -119,3 +120,31 @@ def test_forget_set_from_pulls_takes_each_pull_on_its_own_responses():
     assert [r["response"] for r in build_forget_set(ev, top=3, threshold=0.0, by="pulls")] == ["a1", "a2", "b1", "b2", "c1", "c2", "c3", "c4"]
     pooled = build_forget_set(ev, top=2, threshold=0.0, by="instructions")  # b (0.6), then a pooled over both pulls (0.5)
     assert [r["response"] for r in pooled] == ["b1", "b2", "a1", "a2", "a3", "a4"]
+
+
+def test_greedy_forget_set_prefers_relevant_and_diverse_over_relevant_copies():
+    import torch
+
+    from revrel.reveal.forget_set import build_forget_set
+    from revrel.reveal.scoring import diversity, greedy_diverse_subset, harmonic_score
+
+    # 4 near-identical, very relevant responses and 4 orthogonal, fairly relevant ones
+    basis = torch.eye(8)
+    emb = torch.cat([basis[:1].repeat(4, 1) + 0.01 * torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), basis[4:]])
+    rel = [0.95] * 4 + [0.7] * 4
+    pick = greedy_diverse_subset(rel, emb, 4)
+    assert len(set(pick)) == 4 and sum(i >= 4 for i in pick) >= 3  # it spreads instead of taking the copies
+    score = lambda idx: harmonic_score(sum(rel[i] for i in idx) / len(idx), diversity(emb[torch.tensor(idx)]))  # noqa: E731
+    assert score(pick) > score([0, 1, 2, 3])  # beats "the 4 most relevant"
+    # every 4-subset: greedy is within reach of the exhaustive best
+    from itertools import combinations
+    assert score(pick) >= 0.95 * max(score(list(c)) for c in combinations(range(8), 4))
+
+    texts = [f"copy {i}" for i in range(4)] + [f"other {i}" for i in range(4)]
+    lookup = {t: emb[i] for i, t in enumerate(texts)}
+    ev = [{"instruction": "a", "kind": "pool", "relevance": 0.95, "diversity": 0.3, "score": 0.5, "responses": texts[:4], "relevances": rel[:4]},
+          {"instruction": "b", "kind": "pool", "relevance": 0.7, "diversity": 1.0, "score": 0.4, "responses": texts[4:], "relevances": rel[4:]}]
+    rows = build_forget_set(ev, top=1, threshold=0.0, by="greedy", embed=lambda ts: torch.stack([lookup[t] for t in ts]))
+    assert len(rows) == 4 and {r["response"] for r in rows} == {texts[i] for i in pick}
+    with pytest.raises(ValueError):
+        build_forget_set(ev, top=1, threshold=0.0, by="greedy")

@@ -24,7 +24,7 @@ def test_yaml_and_overrides(tmp_path):
     ("release:\n  lr: .inf\n", "finite number"),
     ("seed: abc\n", "must be an integer"),
     ("reveal: 3\n", "must be a mapping"),
-    ("reveal:\n  forget_from: responses\n", "reveal.forget_from must be pulls or instructions"),
+    ("reveal:\n  forget_from: responses\n", "reveal.forget_from must be pulls, instructions or greedy"),
 ])
 def test_bad_yaml_is_one_line_error(tmp_path, text, needle):
     p = tmp_path / "c.yaml"

@@ -44,7 +44,8 @@ class RevealConfig:
     k: int = 6  # responses per scored instruction
     top: int = 4  # pulls (or instructions, see forget_from) whose responses form the forget set
     # "pulls": the top-scoring pulls (one instruction scored on k responses), each judged on its own responses;
-    # "instructions": every response of the top instructions ranked on all their pulls together
+    # "instructions": every response of the top instructions ranked on all their pulls together;
+    # "greedy": from every response, as many as the top pulls hold, chosen for the set's relevance x diversity
     forget_from: str = "pulls"
     alpha: float = 0.5  # weight of diversity in the harmonic mean
     embedder: str = "self"  # "self" | "minilm"
@@ -137,7 +138,7 @@ class RunConfig:
         _check(bool(r.candidates) and set(r.candidates) <= {"pool", "compose", "soft"},
                "reveal.candidates must be a non-empty subset of [pool, compose, soft]")
         _check(r.embedder in ("self", "minilm"), "reveal.embedder must be self or minilm")
-        _check(r.forget_from in ("pulls", "instructions"), "reveal.forget_from must be pulls or instructions")
+        _check(r.forget_from in ("pulls", "instructions", "greedy"), "reveal.forget_from must be pulls, instructions or greedy")
         _check(0.0 <= r.alpha <= 1.0, "reveal.alpha must be in [0, 1]")
         _check(0.0 <= r.relevance_threshold <= 1.0, "reveal.relevance_threshold must be in [0, 1]")
         _check(0.0 < r.top_p <= 1.0, "reveal.top_p must be in (0, 1]")

@@ -104,7 +104,8 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     if cfg.forget_samples and evaluated:
         _exploit(best_per_instruction(evaluated, cfg.alpha)[: cfg.top], evaluated, cfg.forget_samples, model, tokenizer, oracle, gcfg,
                  seed * 1000 + draw * 100 + 99)
-    forget = build_forget_set(evaluated, top=cfg.top, threshold=cfg.relevance_threshold, alpha=cfg.alpha, by=cfg.forget_from)
+    forget = build_forget_set(evaluated, top=cfg.top, threshold=cfg.relevance_threshold, alpha=cfg.alpha, by=cfg.forget_from,
+                              embed=embed if cfg.forget_from == "greedy" else None)
     all_rel = [r for e in evaluated for r in e["relevances"]]
     return RevealResult(forget=forget, evaluated=evaluated, generations=len(all_rel), relevance=float(np.mean(all_rel)),
                         seconds=time.time() - t0, candidates=[c.to_dict() for c in cands])

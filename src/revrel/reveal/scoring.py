@@ -51,3 +51,28 @@ def size_matched_scores(sets: list[tuple], alpha: float = 0.5, draws: int = 10, 
             vals.append(harmonic_score(float(rel[pick].mean()), diversity(emb[torch.as_tensor(pick)]), alpha))
         out.append(float(np.mean(vals)))
     return out
+
+
+def greedy_diverse_subset(relevance, emb: torch.Tensor, n: int, alpha: float = 0.5) -> list[int]:
+    """Indices of ``n`` items chosen greedily to maximise the set's relevance x diversity (the harmonic
+    score of mean relevance and Vendi/n), the same objective an instruction is scored by.
+
+    Each step adds the item that gives the best score; all candidates are tried in one batched
+    eigendecomposition of their (s+1) x (s+1) similarity matrices.
+    """
+    rel = torch.as_tensor(np.asarray(relevance, dtype=float), dtype=torch.float64)
+    x = torch.nn.functional.normalize(emb.double(), dim=-1)
+    sim = x @ x.T
+    m = len(rel)
+    chosen: list[int] = []
+    for _ in range(min(n, m)):
+        rest = torch.tensor([j for j in range(m) if j not in set(chosen)])
+        idx = torch.cat([torch.tensor(chosen, dtype=torch.long).expand(len(rest), -1), rest[:, None]], 1)  # (r, s+1)
+        s = idx.shape[1]
+        k = sim[idx[:, :, None], idx[:, None, :]] / s
+        ev = torch.linalg.eigvalsh(k).clamp(min=1e-12)
+        vendi = torch.exp(-(ev * ev.log()).sum(-1))
+        r = rel[idx].mean(1)
+        score = 1.0 / (alpha / (vendi / s + EPS) + (1.0 - alpha) / (r + EPS))
+        chosen.append(int(rest[int(torch.argmax(score))]))
+    return chosen
