@@ -77,3 +77,17 @@ def test_random_choice_follows_the_same_schedule_seeds_first_then_budget_others(
         assert kinds[:n_seeds] == ["seed"] * n_seeds and len(kinds) == n_seeds + 3
         if seed_first:
             assert kinds[n_seeds:] == ["compose"] * 3  # the random arms are drawn from the non-seed candidates
+
+
+def test_every_forget_rule_runs_through_reveal(tiny):
+    from revrel.reveal.optimize import reveal
+
+    task = get_task("tiny")
+    oracle = task.oracle()
+    embed = lambda texts: __import__("torch").randn(len(texts), 8)  # noqa: E731
+    base = {"optimizer": "fixed", "k": 3, "top": 2, "relevance_threshold": 0.0, "max_new_tokens": 6}
+    for rule in ("pulls", "instructions", "greedy"):
+        res = reveal(tiny.model, tiny.tokenizer, task, oracle, embed, load_config(None, {"reveal": {**base, "forget_from": rule}}).reveal)
+        generated = {t for e in res.evaluated for t in e["responses"]}
+        assert res.forget and all(r["response"] in generated for r in res.forget), rule
+        assert len(res.forget) <= 2 * 3 or rule == "instructions", rule
