@@ -81,23 +81,29 @@ def test_utility_budget_line_search_halves_lambda_and_stops(tiny_dir, tmp_path):
     # on the random tiny model a negation can also *lower* the probe perplexity (whether it does depends
     # on the self-generated forget set, i.e. on the seed): take the first seed whose lambda=50 negation
     # breaks the budget, then check the whole line search on it
-    for seed in range(8):
-        out = tmp_path / f"budget{seed}"
-        cfg = load_config(None, tiny_overrides(out, tiny_dir, seed=seed, release={"utility_budget": 1.0, "lambda_neg": 50.0, "rounds": 3,
-                                                                                 "lr": 0.3, "epochs": 3}))
-        report = unlearn(cfg)
-        r1 = report["rounds"][0]
-        if r1["line_search"][0]["probe_ppl_ratio"] > 1.0:
-            break
-    else:
+    # the test is about the line search, not the forget rule: the "instructions" rule gives the bigger forget
+    # set (every pull of the top instructions) whose negation breaks the random model; with 6 responses from
+    # the top pulls it lowered the probe perplexity for every seed tried
+    def first_breaking_run():
+        lam0 = 50.0
+        for seed in range(8):
+            out = tmp_path / f"budget{seed}"
+            cfg = load_config(None, tiny_overrides(out, tiny_dir, seed=seed, reveal={"forget_from": "instructions"}, release={
+                "utility_budget": 1.0, "lambda_neg": lam0, "rounds": 3, "lr": 0.3, "epochs": 3}))
+            report = unlearn(cfg)
+            if report["rounds"][0]["line_search"][0]["probe_ppl_ratio"] > 1.0:
+                return lam0, out, report
         raise AssertionError("no seed's negation raised the probe perplexity")
+
+    lam0, out, report = first_breaking_run()
+    r1 = report["rounds"][0]
     lams = [t["lambda_neg"] for t in r1["line_search"]]
-    assert lams[:3] == [50.0, 25.0, 12.5][: len(lams)]
+    assert lams[:3] == [lam0, lam0 / 2, lam0 / 4][: len(lams)]
     assert all(t["probe_ppl_ratio"] > 1.0 for t in r1["line_search"][:-1])  # it went on only while over budget
     if r1["line_search"][-1]["probe_ppl_ratio"] <= 1.0:  # a smaller lambda met the budget: kept, the run goes on
         assert not r1["reverted"] and r1["lambda_neg"] == lams[-1]
         return
-    assert r1["negation_tries"] == 3 and r1["lambda_neg"] == 12.5
+    assert r1["negation_tries"] == 3 and r1["lambda_neg"] == lam0 / 4
     assert len(report["rounds"]) == 1 and "budget" in report["stopped"] and r1["reverted"]
     from safetensors.torch import load_file as lf
 
