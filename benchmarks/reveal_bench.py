@@ -46,9 +46,13 @@ def fresh_samples(model, tok, oracle, instructions, k, seed) -> tuple[list[str],
     return texts, [float(x) for x in oracle(texts)]
 
 
+def per_instruction(rel: list[float], k: int) -> list[float]:
+    """Mean relevance of each consecutive block of k responses (one block per instruction)."""
+    return [float(np.mean(rel[j : j + k])) for j in range(0, len(rel), k)]
+
+
 def fresh_relevance(model, tok, oracle, instructions, k, seed) -> list[float]:
-    _, rel = fresh_samples(model, tok, oracle, instructions, k, seed)
-    return [float(np.mean(rel[j * k : (j + 1) * k])) for j in range(len(instructions))]
+    return per_instruction(fresh_samples(model, tok, oracle, instructions, k, seed)[1], k)
 
 
 def forget_quality(rows, embed, alpha=0.5) -> dict:
@@ -95,7 +99,7 @@ def main() -> None:
         rnd_top = [r["instruction"] for r in rnd.table(3)]
         kk = args.recheck_k
         texts, rel = fresh_samples(m, tok, oracle, [best_seed, *top, *rnd_top], kk, seed + 500)
-        fresh = [float(np.mean(rel[j * kk : (j + 1) * kk])) for j in range(1 + len(top) + len(rnd_top))]
+        fresh = per_instruction(rel, kk)
         best_seed_rel, top_rel, rnd_top_rel = fresh[0], fresh[1 : 1 + len(top)], fresh[1 + len(top) :]
         # the forget set the optimized instructions produce from here on: recheck_k fresh responses of each of
         # the top 3 (what reveal.forget_samples draws), same size for both optimizers, no selection on these samples

@@ -99,7 +99,7 @@ def one_run(pool: Pool, optimizer: str, seed: int, *, k: int, budget: int, top: 
     forget = build_forget_set(evaluated, top=top, threshold=threshold, alpha=alpha, by=forget_from,
                               embed=lookup if forget_from == "greedy" else None)
     if forget:
-        emb = torch.stack([pool.emb[int(r["response"].split(":")[0]), int(r["response"].split(":")[1])] for r in forget])
+        emb = lookup([r["response"] for r in forget])
         f_rel = float(np.mean([r["relevance"] for r in forget]))
         f_score = harmonic_score(f_rel, diversity(emb), alpha)
     else:

@@ -19,9 +19,15 @@ def vendi_score(emb: torch.Tensor) -> float:
     n = x.shape[0]
     # the non-zero eigenvalues of X X^T / n equal those of X^T X / n; use the smaller matrix
     k = (x @ x.T if n <= x.shape[1] else x.T @ x) / n
-    ev = torch.linalg.eigvalsh(k).clamp(min=0)
-    ev = ev[ev > 1e-12]
-    return float(torch.exp(-(ev * ev.log()).sum()))
+    return float(_vendi_from_kernel(k))
+
+
+def _vendi_from_kernel(k: torch.Tensor) -> torch.Tensor:
+    """exp(entropy of the eigenvalues) of one or a batch (..., s, s) of normalised similarity matrices;
+    eigenvalues at or below 1e-12 are numerical zeros and contribute nothing."""
+    ev = torch.linalg.eigvalsh(k)
+    ev = torch.where(ev > 1e-12, ev, torch.ones_like(ev))  # 1 * log 1 = 0
+    return torch.exp(-(ev * ev.log()).sum(-1))
 
 
 def diversity(emb: torch.Tensor) -> float:
@@ -29,8 +35,9 @@ def diversity(emb: torch.Tensor) -> float:
     return vendi_score(emb) / max(emb.shape[0], 1)
 
 
-def harmonic_score(relevance: float, div: float, alpha: float = 0.5) -> float:
-    """1 / (alpha / v + (1 - alpha) / r): high only when both relevance and diversity are high."""
+def harmonic_score(relevance, div, alpha: float = 0.5):
+    """1 / (alpha / v + (1 - alpha) / r): high only when both relevance and diversity are high.
+    Floats in, float out; tensors in, elementwise tensor out (the greedy set selection scores a batch)."""
     return 1.0 / (alpha / (div + EPS) + (1.0 - alpha) / (relevance + EPS))
 
 
@@ -63,16 +70,14 @@ def greedy_diverse_subset(relevance, emb: torch.Tensor, n: int, alpha: float = 0
     rel = torch.as_tensor(np.asarray(relevance, dtype=float), dtype=torch.float64)
     x = torch.nn.functional.normalize(emb.double(), dim=-1)
     sim = x @ x.T
-    m = len(rel)
+    free = torch.ones(len(rel), dtype=torch.bool)
     chosen: list[int] = []
-    for _ in range(min(n, m)):
-        rest = torch.tensor([j for j in range(m) if j not in set(chosen)])
+    for _ in range(min(n, len(rel))):
+        rest = free.nonzero().squeeze(1)
         idx = torch.cat([torch.tensor(chosen, dtype=torch.long).expand(len(rest), -1), rest[:, None]], 1)  # (r, s+1)
         s = idx.shape[1]
-        k = sim[idx[:, :, None], idx[:, None, :]] / s
-        ev = torch.linalg.eigvalsh(k).clamp(min=1e-12)
-        vendi = torch.exp(-(ev * ev.log()).sum(-1))
-        r = rel[idx].mean(1)
-        score = 1.0 / (alpha / (vendi / s + EPS) + (1.0 - alpha) / (r + EPS))
-        chosen.append(int(rest[int(torch.argmax(score))]))
+        vendi = _vendi_from_kernel(sim[idx[:, :, None], idx[:, None, :]] / s)
+        j = int(rest[int(torch.argmax(harmonic_score(rel[idx].mean(1), vendi / s, alpha)))])
+        chosen.append(j)
+        free[j] = False
     return chosen
