@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from revrel.models.generation import GenerationConfig, generate, perplexity, sequence_logprobs
@@ -70,3 +71,36 @@ def test_labelled_logits_equal_the_full_forward(tiny):
     assert torch.allclose(lp, ref, atol=1e-4)
     loss, ntok = batch_loss(tiny.model, tiny.tokenizer, batch)
     assert ntok == int(n.sum()) and abs(float(loss) + float(ref.sum()) / ntok) < 1e-4
+
+
+@pytest.mark.parametrize("k", [2, 64])  # k=2: every row's nucleus is wider than k, so the full-sort path runs
+def test_nucleus_sampler_draws_the_renormalised_nucleus(k):
+    import torch
+
+    from revrel.models.generation import NucleusSampler
+
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.06, 0.04], [0.04, 0.06, 0.15, 0.25, 0.5]]))
+    sampler = NucleusSampler(temperature=1.0, top_p=0.9, k=k)
+    torch.manual_seed(0)
+    draws = torch.stack([sampler(None, logits).argmax(-1) for _ in range(4000)])  # the one-hot row picks the token
+    # nucleus at 0.9 = {0.5, 0.25, 0.15} (mass 0.9); the two rows are mirror images
+    freq0 = torch.bincount(draws[:, 0], minlength=5).float() / len(draws)
+    freq1 = torch.bincount(draws[:, 1], minlength=5).float() / len(draws)
+    expect = torch.tensor([0.5, 0.25, 0.15, 0.0, 0.0]) / 0.9
+    assert torch.allclose(freq0, expect, atol=0.03), freq0
+    assert torch.allclose(freq1.flip(0), expect, atol=0.03), freq1
+    assert freq0[3:].sum() == 0 and freq1[:2].sum() == 0  # never outside the nucleus
+
+
+def test_nucleus_sampler_temperature_sharpens():
+    import torch
+
+    from revrel.models.generation import NucleusSampler
+
+    logits = torch.log(torch.tensor([[0.6, 0.4]]))
+    torch.manual_seed(0)
+    cold = torch.stack([NucleusSampler(0.25, 1.0)(None, logits).argmax(-1) for _ in range(2000)]).float().mean()
+    torch.manual_seed(0)
+    warm = torch.stack([NucleusSampler(1.0, 1.0)(None, logits).argmax(-1) for _ in range(2000)]).float().mean()
+    # p(token 1) = 0.4 at T=1; at T=0.25 it is 0.4^4 / (0.6^4 + 0.4^4) = 0.165
+    assert abs(warm - 0.4) < 0.03 and abs(cold - 0.165) < 0.03

@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if getattr(args, "quiet", False):
-        os.environ["TQDM_DISABLE"] = "1"
+        from revrel.progress import set_quiet
+
+        set_quiet(True)
     try:
         return {"unlearn": cmd_unlearn, "reveal": cmd_reveal, "eval": cmd_eval, "report": cmd_report, "bench": cmd_bench, "attack": cmd_attack, "tasks": cmd_tasks}[args.command](args)
     except RevrelError as exc:

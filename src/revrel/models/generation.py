@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from revrel.models.encoding import chat_ids, encode_pair, pad_batch
+from revrel.progress import progress_bar
 
 
 @dataclass
@@ -46,6 +46,58 @@ def stop_ids(tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+class NucleusSampler:
+    """Temperature + exact top-p sampling as a logits processor that returns a one-hot row.
+
+    Why not ``do_sample=True``: on CPU, transformers' top-p sorts the whole vocabulary every step
+    and ``multinomial`` draws an exponential variate per vocabulary entry; for a 49k vocabulary
+    that was a third of each decoding step of the 135M default. Here a partial ``topk`` finds the
+    nucleus (a full sort only for rows whose nucleus is wider than ``k``), one uniform draw per row
+    picks the token by inverse CDF, and generation runs in greedy mode, whose argmax then takes the
+    chosen token. Same distribution (the smallest prefix of the sorted tokens with mass >= top_p),
+    drawn from torch's global generator, so seeding stays reproducible.
+    """
+
+    def __init__(self, temperature: float, top_p: float, k: int = 512) -> None:
+        self.temperature, self.top_p, self.k = temperature, top_p, k
+
+    def _pick(self, top: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """One token per row from descending-sorted probs ``top`` (ids ``idx``) by inverse CDF in the nucleus."""
+        cdf = top.cumsum(-1)
+        mass = torch.where(cdf - top < self.top_p, top, torch.zeros_like(top)).sum(-1, keepdim=True)
+        pos = torch.searchsorted(cdf, torch.rand(cdf.shape[0], 1, device=cdf.device) * mass).clamp_(max=cdf.shape[-1] - 1)
+        return idx.gather(-1, pos).squeeze(-1)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        top, idx = probs.topk(min(self.k, probs.shape[-1]), dim=-1)
+        token = self._pick(top, idx)
+        wide = top.sum(-1) < self.top_p  # the nucleus extends past the k most likely tokens: sort those rows fully
+        if bool(wide.any()):
+            token[wide] = self._pick(*probs[wide].sort(dim=-1, descending=True))
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(-1, token.unsqueeze(-1), 0.0)
+        return out
+
+
+def _contiguous_input(module, args):
+    return (args[0].contiguous(), *args[1:])
+
+
+def fast_lm_head(model) -> None:
+    """Give the LM head a contiguous input (idempotent).
+
+    transformers slices the last position (``hidden[:, -1:, :]``) before the head during prefill; a
+    non-contiguous 3-D input makes bf16 ``matmul`` on CPU fall back to ``bmm`` with the weight
+    expanded per row, a 1.8 GB copy per batch of 32 on the 135M default (3.6 s, most of a 25-token
+    generation). Measured: 82 -> 140 tokens/s on 2 cores (bf16).
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and not getattr(head, "_revrel_contiguous", False):
+        head.register_forward_pre_hook(_contiguous_input)
+        head._revrel_contiguous = True
+
+
 def _cut_at_stop(row: list[int], stops: list[int]) -> list[int]:
     return row[: next((j for j, t in enumerate(row) if t in stops), len(row))]
 
@@ -61,14 +113,17 @@ def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], cfg: Generat
     out: list[tuple[list[int], int] | None] = [None] * len(prompt_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-    for b, idx in enumerate(tqdm(batches, desc=desc, disable=not cfg.progress or len(batches) < 2, leave=False)):
+    fast_lm_head(model)
+    from transformers import LogitsProcessorList
+
+    sampler = LogitsProcessorList([NucleusSampler(cfg.temperature, cfg.top_p)]) if cfg.temperature > 0 else None
+    for b, idx in enumerate(progress_bar(batches, desc=desc, disable=not cfg.progress or len(batches) < 2)):
         ids, mask, _ = pad_batch([prompt_ids[i] for i in idx], pad, left=True)
         torch.manual_seed(cfg.seed * 100_003 + b)
-        sample = cfg.temperature > 0
         gen = model.generate(
             input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-            max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens or None, do_sample=sample,
-            temperature=cfg.temperature if sample else None, top_p=cfg.top_p if sample else None, top_k=0 if sample else None,
+            max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens or None, do_sample=False,
+            temperature=None, top_p=None, top_k=None, logits_processor=sampler,
             pad_token_id=pad, eos_token_id=stops,
         )
         new = gen[:, ids.shape[1] :].tolist()

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 from peft import get_peft_model
-from tqdm.auto import tqdm
 
+from revrel.progress import progress_bar
 from revrel.release.checkpoint import save_adapter
 from revrel.release.losses import ga_loss, npo_loss, seq_logp, simnpo_loss
 from revrel.release.negation import negate_into_base
@@ -53,7 +53,7 @@ def _optimise(ctx, forget, retain, loss_fn, *, needs_ref: bool = False) -> dict:
     r_it = itertools.cycle(batches(r_enc, s.batch_size, 10**6, ctx.cfg.seed + 1)) if r_enc else None
     model.train()
     losses, t0, tokens = [], time.time(), 0
-    for _ in tqdm(range(s.baseline_steps), desc=f"{s.method}", leave=False):
+    for _ in progress_bar(range(s.baseline_steps), desc=f"{s.method}"):
         fb = next(f_it)
         with train_autocast(model, s.train_dtype):
             logp, n = seq_logp(model, ctx.tok, fb)

@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from revrel import faults
 from revrel.config import RunConfig
 from revrel.io import read_jsonl, write_jsonl
 from revrel.models.generation import GenerationConfig, generate, perplexity, sequence_logprobs
 from revrel.models.loading import inference_view
+from revrel.progress import progress_bar
 from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
 from revrel.release.negation import negate_into_base, negated_adapters, save_negated_adapter
 from revrel.release.orthogonality import lora_A, orthogonality_loss, stack_previous
@@ -179,7 +179,7 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
              if (run.adapters / f"round_{j}").is_dir()]
     if progress.get("stopped"):
         return progress
-    bar = tqdm(range(progress["completed_rounds"] + 1, cfg.release.rounds + 1), desc="rounds", initial=progress["completed_rounds"], total=cfg.release.rounds)
+    bar = progress_bar(range(progress["completed_rounds"] + 1, cfg.release.rounds + 1), desc="rounds", initial=progress["completed_rounds"], total=cfg.release.rounds, leave=True)
     for k in bar:
         t0 = time.time()
         faults.point(f"round{k}:reveal")

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 from peft import LoraConfig, get_peft_model
-from tqdm.auto import tqdm
 
 from revrel.config import ReleaseConfig
 from revrel.models.encoding import encode_pair
 from revrel.models.generation import labelled_logits, token_lp
+from revrel.progress import progress_bar
 from revrel.release.orthogonality import lora_A, orthogonality_loss
 
 
@@ -139,7 +139,7 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
     if world > 1:
         all_batches = (b for i, b in enumerate(all_batches) if i % world == rank)
         total = math.ceil(total / world)
-    bar = tqdm(all_batches, total=total, desc=desc, leave=False, disable=rank != 0)
+    bar = progress_bar(all_batches, total=total, desc=desc, disable=rank != 0)
     for step, batch in enumerate(bar, 1):
         with train_autocast(peft_model, cfg.train_dtype):
             loss, ntok = batch_loss(train_model, tokenizer, batch)

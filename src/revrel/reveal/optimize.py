@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from revrel.config import RevealConfig
 from revrel.models.generation import GenerationConfig, generate
+from revrel.progress import progress_bar
 from revrel.reveal.bandit import run_bandit
 from revrel.reveal.candidates import Candidate, compositions, dedupe, features, paraphrases, soft_prompts
 from revrel.reveal.forget_set import best_per_instruction, build_forget_set
@@ -65,7 +65,7 @@ def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfi
     evaluated: list[dict] = []
     seeds = [i for i, c in enumerate(cands) if c.kind == "seed"] if cfg.seed_first else []
     n_arms = len(cands) if cfg.optimizer == "fixed" else len(seeds) + cfg.n_init + cfg.budget
-    bar = tqdm(total=n_arms, desc=f"reveal round {round_}: instructions", leave=False)
+    bar = progress_bar(total=n_arms, desc=f"reveal round {round_}: instructions")
     draw = 0 if cfg.same_draws else round_  # random-number stream: shared by every round (common random numbers) or per round
 
     def score_many(idx: list[int]) -> list[float]:
