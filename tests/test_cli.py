@@ -1,5 +1,7 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +53,32 @@ def test_unlearn_on_tiny_via_cli(tiny_dir, tmp_path, capsys):
     assert main(args) == 2  # exists: refused
     assert "already exists" in capsys.readouterr().err
     assert main(args + ["--resume"]) == 0  # finished run: resume is a no-op that rewrites the report
+
+
+def test_quiet_run_prints_no_progress_bars_and_a_one_screen_summary(tiny_dir, tmp_path):
+    """-q silences every bar (generation, training, rounds); the summary has intervals and probe lines;
+    `revrel eval` on the run compares against the run's stored before-metrics."""
+    out = tmp_path / "quiet-run"
+    sets = ["reveal.n_soft=2", "reveal.n_paraphrases=0", "reveal.n_init=2", "reveal.budget=1", "reveal.k=2", "reveal.max_new_tokens=6",
+            "reveal.relevance_threshold=0", "reveal.batch_size=2", "release.rounds=1", "release.rank=2", "release.n_retain=4",
+            "release.relevance_target=0", "release.utility_budget=1000", "release.batch_size=1", "eval.n_prompts=4", "eval.samples=1",
+            "eval.max_new_tokens=4", "eval.n_ppl=2", "eval.batch_size=2", "eval.probe_items=3"]
+    env_args = ["--task", "tiny", "--model", str(tiny_dir), "--out", str(out)] + [a for s in sets for a in ("--set", s)]
+    plugin = {"REVREL_PLUGINS": "tiny", "PYTHONPATH": str(Path(__file__).parent), "TQDM_DISABLE": ""}
+    r = subprocess.run([sys.executable, "-m", "revrel.cli", "unlearn", "-q", *env_args], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, **plugin})
+    assert r.returncode == 0, r.stderr
+    assert "it/s" not in r.stderr and "%|" not in r.stderr, r.stderr[-500:]  # no tqdm bar anywhere
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) <= 25  # one screen
+    assert any(ln.startswith("mean_relevance") and "[" in ln for ln in lines)  # value [lo, hi]
+    assert any(ln.startswith("target (rude)") and "±" in ln for ln in lines)
+    assert any(ln.startswith("selectivity") for ln in lines) and "wall time" in r.stdout
+    e = subprocess.run([sys.executable, "-m", "revrel.cli", "eval", "-q", "--task", "tiny", "--model", str(out / "model"),
+                        *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True, timeout=300, env={**os.environ, **plugin})
+    assert e.returncode == 0, e.stderr
+    assert "stored before-metrics" in e.stdout and "change ± SE" in e.stdout and "%|" not in e.stderr
+    # a bar would have been drawn without -q (the switch is what silenced it)
+    v = subprocess.run([sys.executable, "-m", "revrel.cli", "eval", "--task", "tiny", "--model", str(tiny_dir),
+                        *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True, timeout=300, env={**os.environ, **plugin})
+    assert v.returncode == 0 and "%|" in v.stderr

@@ -78,18 +78,23 @@ def test_sigkill_mid_round2_then_resume_equals_uninterrupted(tiny_dir, tmp_path,
 
 def test_utility_budget_line_search_halves_lambda_and_stops(tiny_dir, tmp_path):
     """A budget no negation can meet: lambda is halved twice (3 tries), then the run stops on the budget."""
-    # on the random tiny model a negation can also *lower* the probe perplexity (whether it does depends
-    # on the self-generated forget set, i.e. on the seed): take the first seed whose lambda=50 negation
-    # breaks the budget, then check the whole line search on it
-    # the test is about the line search, not the forget rule: the "instructions" rule gives the bigger forget
-    # set (every pull of the top instructions) whose negation breaks the random model; with 6 responses from
-    # the top pulls it lowered the probe perplexity for every seed tried
+    # on the random tiny model a negation can also *lower* the probe perplexity; the model's own samples as
+    # the probe (the default) made that the rule for every seed after the sampler changed, so the probe here
+    # is fixed natural text (release.retain_file), which the lambda=50 negation made less likely for 5 of 6
+    # seeds; take the first seed whose negation breaks the budget, then check the whole line search on it
+    import json
+
+    from tiny import CORPUS
+
+    retain = tmp_path / "retain.jsonl"
+    retain.write_text("".join(json.dumps({"instruction": "say something", "response": t}) + "\n" for t in CORPUS[:9] * 2))
+
     def first_breaking_run():
         lam0 = 50.0
         for seed in range(8):
             out = tmp_path / f"budget{seed}"
             cfg = load_config(None, tiny_overrides(out, tiny_dir, seed=seed, reveal={"forget_from": "instructions"}, release={
-                "utility_budget": 1.0, "lambda_neg": lam0, "rounds": 3, "lr": 0.3, "epochs": 3}))
+                "utility_budget": 1.0, "lambda_neg": lam0, "rounds": 3, "lr": 0.3, "epochs": 3, "retain_file": str(retain)}))
             report = unlearn(cfg)
             if report["rounds"][0]["line_search"][0]["probe_ppl_ratio"] > 1.0:
                 return lam0, out, report

@@ -18,8 +18,9 @@ def test_iob_spans_and_wnut_mapping(tmp_path):
     sents = read_iob(f, 0, 1, {"person": "PER", "location": "LOC", "corporation": "ORG"})
     assert sents[0][1]["PER"] == ["Barack Obama"] and sents[0][1]["LOC"] == ["New York"]
     assert sents[1][1]["ORG"] == ["Apple"]
+    assert sents[0][2] == [(0, 2, "PER"), (3, 5, "LOC")]  # token positions, for the likelihood probe's spans
     # an I- tag of another type starts a new entity
-    assert _spans(["a", "b"], ["B-PER", "I-LOC"], None) == {"PER": ["a"], "ORG": [], "LOC": ["b"], "MISC": []}
+    assert _spans(["B-PER", "I-LOC"], None) == [(0, 1, "PER"), (1, 2, "LOC")]
 
 
 def test_parse_list():
@@ -79,3 +80,46 @@ def test_toxicity_fluency_is_scored_under_the_reference_model(tiny, tmp_path):
     assert own["fluency_perplexity"] == same["fluency_perplexity"] > 1.0
     assert ref["fluency_perplexity"] != own["fluency_perplexity"]
     assert ref["expected_max_toxicity"] == own["expected_max_toxicity"]  # same generations, only the scorer changed
+
+
+@pytest.mark.parametrize("name", ["ner", "code"])
+def test_every_task_scores_fluency_under_the_reference_and_gives_intervals(name, tiny, tmp_path):
+    """All three tasks take the same arguments and report the fluency of their own generations under the
+    reference model, so a model that 'forgets' by babbling is caught on every task."""
+    import torch
+
+    from revrel.config import EvalConfig
+    from revrel.models.loading import load_model
+
+    from tiny import build_tiny, keyword_oracle
+
+    # the random tiny model's greedy choice is a special or whitespace token: zero their (tied) rows so it writes text
+    blank = [i for i in range(len(tiny.tokenizer)) if not tiny.tokenizer.decode([i], skip_special_tokens=True).strip()]
+    with torch.no_grad():
+        tiny.model.get_input_embeddings().weight[blank] = 0.0
+    task = get_task(name)
+    cfg = task.eval_config(EvalConfig(n_prompts=2, n_math=2, max_new_tokens=4, split="dev"))
+    oracle = keyword_oracle if name == "ner" else task.oracle()
+    own = task.evaluate(tiny.model, tiny.tokenizer, cfg, oracle, seed=0)
+    other = load_model(str(build_tiny(tmp_path / "other", seed=5))).model
+    ref = task.evaluate(tiny.model, tiny.tokenizer, cfg, oracle, seed=0, reference=other)
+    assert own["fluency_perplexity"] > 1.0 and ref["fluency_perplexity"] != own["fluency_perplexity"]
+    lo, hi = own["intervals"]["fluency_perplexity"]
+    assert lo <= own["fluency_perplexity"] <= hi
+    sampled = [k for k in own["intervals"] if k != "fluency_perplexity"]
+    assert sampled and all(own["intervals"][k] is None or len(own["intervals"][k]) == 2 for k in sampled)
+
+
+def test_eval_profiles_fill_only_unset_sizes():
+    from revrel.config import EvalConfig
+    from revrel.errors import RevrelError
+
+    tox = get_task("toxicity")
+    full = tox.eval_config(EvalConfig(profile="full"))
+    assert (full.n_prompts, full.samples, full.max_new_tokens) == (400, 4, 25)  # the RTP protocol
+    assert tox.eval_config(EvalConfig(profile="full", n_prompts=8)).n_prompts == 8  # an explicit size wins
+    assert get_task("ner").eval_config(EvalConfig(profile="full")).n_prompts == 300
+    code = get_task("code").eval_config(EvalConfig(profile="full"))
+    assert (code.n_prompts, code.n_math) == (100, 200)
+    with pytest.raises(RevrelError, match="no eval profile"):
+        tox.eval_config(EvalConfig(profile="huge"))

@@ -42,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reveal", help="run Reveal alone and print the best instructions")
     _common(r)
     r.add_argument("--overwrite", action="store_true")
-    e = sub.add_parser("eval", help="measure a model on a task's forget and utility metrics")
+    e = sub.add_parser("eval", help="measure a model on a task's forget and utility metrics (with intervals and probes)")
     _common(e, out_required=False)
+    e.add_argument("--reference", help="the original model, to show changes against it (default for a run's model: the run's own "
+                                       "before-metrics when the eval settings match, else its original model)")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of the summary")
     rp = sub.add_parser("report", help="write report.md and PNG plots from finished runs")
     rp.add_argument("runs", nargs="+", help="run folders (each with report.json)")
     rp.add_argument("--out", help="folder for report.md and plots (default: the first run)")
@@ -89,14 +92,14 @@ def _fmt(v) -> str:
 
 
 def cmd_unlearn(args) -> int:
+    from revrel.evaluation.summary import text_summary
     from revrel.pipeline import unlearn
 
     cfg = _config(args)
     report = unlearn(cfg, resume=args.resume, overwrite=args.overwrite, trust_pickle=args.trust_pickle)
-    b, a = report["before"], report["after"]
-    print(f"done: {len(report['rounds'])} round(s), forget set {report['forget_size']} responses -> {cfg.out}/")
-    for key in [k for k in b if isinstance(b[k], float) and isinstance(a.get(k), float)]:
-        print(f"  {key:28s} before {b[key]:8.3f}  after {a[key]:8.3f}")
+    title = (f"done: {cfg.task}, {report['method']}, {len(report['rounds'])} round(s), forget set {report['forget_size']} responses"
+             f" -> {cfg.out}/")
+    print(text_summary(report["before"], report["after"], title=title, seconds=report.get("seconds_this_invocation")))
     return 0
 
 
@@ -126,22 +129,59 @@ def cmd_reveal(args) -> int:
     return 0
 
 
+def _run_folder(model: str) -> Path | None:
+    """The run folder when ``model`` is a finished run (``runs/x``) or its ``model/`` folder."""
+    for cand in (Path(model), Path(model).parent):
+        if (cand / "report.json").is_file() and (cand / "model").is_dir():
+            return cand
+    return None
+
+
 def cmd_eval(args) -> int:
+    import time
+
+    from revrel.evaluation.summary import text_summary
     from revrel.io import atomic_write_json
     from revrel.models.loading import load_model
-    from revrel.pipeline import evaluate_model
+    from revrel.pipeline import evaluate_model, load_run_model, load_run_report
     from revrel.tasks import get_task
 
+    t0 = time.time()
     cfg = _config(args)
     task = get_task(cfg.task)
     oracle = task.oracle(cfg.reveal.oracle)
-    loaded = load_model(cfg.model, dtype=cfg.dtype, trust_pickle=args.trust_pickle)
-    metrics = evaluate_model(loaded, task, oracle, cfg)
-    metrics.update(task=cfg.task, model=cfg.model)
+    run = _run_folder(cfg.model)
+    loaded = load_run_model(run) if run else load_model(cfg.model, dtype=cfg.dtype, trust_pickle=args.trust_pickle)
+    before, reference = None, None
+    ref_spec = args.reference
+    if run and not ref_spec:
+        rep = load_run_report(run)
+        stored = rep.get("before", {})
+        same = rep.get("task") == cfg.task and stored.get("eval", {}) == {**stored.get("eval", {}), **_eval_settings(task, cfg)}
+        if same and stored.get("probe_items") is not None:
+            before = stored
+        else:
+            ref_spec = rep.get("model")
+    if ref_spec:
+        reference = load_model(ref_spec, dtype=cfg.dtype, trust_pickle=args.trust_pickle)
+        before = evaluate_model(reference, task, oracle, cfg)
+    metrics = evaluate_model(loaded, task, oracle, cfg, reference=reference.model if reference else None,
+                             reference_probe=(before or {}).get("probe_items"))
+    metrics.update(task=cfg.task, model=cfg.model, reference=ref_spec or (str(run) + " (stored before-metrics)" if before else None))
     if args.out:
-        atomic_write_json(Path(args.out) / "eval.json" if not args.out.endswith(".json") else args.out, metrics)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "examples"}, indent=2))
+        atomic_write_json(Path(args.out) / "eval.json" if not args.out.endswith(".json") else args.out, {**metrics, "before": before})
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k not in ("examples", "probe_items")}, indent=2))
+    else:
+        title = f"eval: {cfg.task}, {cfg.model}" + (f" vs {metrics['reference']}" if before else "")
+        print(text_summary(before, metrics, title=title, seconds=time.time() - t0) if before else text_summary(metrics, title=title,
+                                                                                                              seconds=time.time() - t0))
     return 0
+
+
+def _eval_settings(task, cfg) -> dict:
+    ecfg = task.eval_config(cfg.eval)
+    return {k: getattr(ecfg, k) for k in ("profile", "split", "n_prompts", "samples", "max_new_tokens", "n_math", "probe_items")}
 
 
 def cmd_report(args) -> int:

@@ -102,12 +102,22 @@ class ReleaseConfig:
 
 @dataclass
 class EvalConfig:
-    """Before/after measurements written to report.json."""
+    """Before/after measurements written to report.json.
 
-    n_prompts: int = 16
-    samples: int = 2
-    max_new_tokens: int = 32
-    n_ppl: int = 32
+    Sizes left at 0 come from the profile the task declares (``quick``: the README run's sizes;
+    ``full``: e.g. toxicity 400 prompts x 4 samples of 25 tokens as in the RTP protocol). ``split``
+    picks the slice of every evaluation set (``revrel.data.splits``): tune on ``dev``, report ``test``.
+    """
+
+    profile: str = "quick"
+    split: str = "test"
+    n_prompts: int = 0
+    samples: int = 0
+    max_new_tokens: int = 0
+    n_ppl: int = 0
+    n_math: int = 0  # code task: GSM8K problems
+    probe_items: int = 0  # likelihood probe: texts per group
+    probes: bool = True
     batch_size: int = 16
     dataset: str = ""  # task-specific choice, e.g. ner: conll2003 | wnut17 (empty: the task's default)
 
@@ -153,6 +163,8 @@ class RunConfig:
         _check(0.0 < s.lr <= 1.0, "release.lr must be in (0, 1]")
         _check(s.lambda_neg >= 0 and s.lambda_neg <= 100, "release.lambda_neg must be in [0, 100]")
         _check(s.retain_anchor >= 0, "release.retain_anchor must be >= 0")
+        _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
+        _check(bool(e.profile), "eval.profile must name a profile (quick or full)")
         _check(s.lambda_orth >= 0, "release.lambda_orth must be >= 0")
         _check(s.utility_budget >= 1.0, "release.utility_budget is a perplexity ratio and must be >= 1")
         _check(bool(s.target_modules), "release.target_modules must not be empty")
@@ -166,8 +178,9 @@ class RunConfig:
             "release.epochs": (s.epochs, 1, 1000), "release.batch_size": (s.batch_size, 1, 4096),
             "release.grad_accum": (s.grad_accum, 1, 4096), "release.max_length": (s.max_length, 8, 32768),
             "release.n_retain": (s.n_retain, 1, 100_000), "release.baseline_steps": (s.baseline_steps, 1, 1_000_000),
-            "eval.n_prompts": (e.n_prompts, 1, 100_000), "eval.samples": (e.samples, 1, 1024),
-            "eval.max_new_tokens": (e.max_new_tokens, 1, 4096), "eval.n_ppl": (e.n_ppl, 1, 100_000),
+            "eval.n_prompts": (e.n_prompts, 0, 100_000), "eval.samples": (e.samples, 0, 1024),
+            "eval.max_new_tokens": (e.max_new_tokens, 0, 4096), "eval.n_ppl": (e.n_ppl, 0, 100_000),
+            "eval.n_math": (e.n_math, 0, 100_000), "eval.probe_items": (e.probe_items, 0, 100_000),
             "eval.batch_size": (e.batch_size, 1, 4096), "seed": (self.seed, 0, 2**32 - 1),
         }
         for key, (value, lo, hi) in limits.items():

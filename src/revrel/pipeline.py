@@ -24,13 +24,38 @@ from revrel.tasks import get_task
 log = logging.getLogger("revrel")
 
 
-def evaluate_model(loaded: LoadedModel, task, oracle, cfg: RunConfig, reference=None) -> dict:
-    """The task's metrics; ``reference`` (the original model) is passed to tasks that score fluency with it."""
-    import inspect
+def probe_items(model, tokenizer, task, ecfg):
+    """(probe, per-text NLL sums) of a model on the task's likelihood probe, or (None, None) when off.
+
+    Scored on the float32 master weights, not the bf16 generation copy: bf16 rounding of the weights
+    would blur the small changes a negation makes, and the probe exists to see them.
+    """
+    from revrel.evaluation import probes
+
+    if not ecfg.probes or task.probe is None:
+        return None, None
+    probe = task.probe(ecfg.split, ecfg.probe_items, tokenizer, ecfg.dataset)
+    return probe, probes.score(model, tokenizer, probe, batch_size=ecfg.batch_size)
+
+
+def evaluate_model(loaded: LoadedModel, task, oracle, cfg: RunConfig, reference=None, reference_probe: dict | None = None) -> dict:
+    """The task's metrics (with intervals) and likelihood probes; ``reference`` is the original model,
+    under which the fluency of the generations is scored, and ``reference_probe`` its per-text probe
+    sums (``probe_items`` of its own evaluation), against which the probe changes are paired."""
+    from revrel.evaluation import probes
 
     t0 = time.time()
-    extra = {"reference": inference_view(reference, cfg.gen_dtype)} if reference is not None and "reference" in inspect.signature(task.evaluate).parameters else {}
-    metrics = task.evaluate(inference_view(loaded.model, cfg.gen_dtype), loaded.tokenizer, cfg.eval, oracle, seed=cfg.seed, **extra)
+    ecfg = task.eval_config(cfg.eval)
+    ref = inference_view(reference, cfg.gen_dtype) if reference is not None else None
+    metrics = task.evaluate(inference_view(loaded.model, cfg.gen_dtype), loaded.tokenizer, ecfg, oracle, seed=cfg.seed, reference=ref)
+    metrics["seconds_generation"] = round(time.time() - t0, 1)
+    probe, items = probe_items(loaded.model, loaded.tokenizer, task, ecfg)
+    if probe is not None:
+        metrics["probes"] = probes.summarize(items, probe)
+        if reference_probe is not None:
+            metrics["probes"]["change"] = probes.compare(probes.items_from_json(reference_probe), items, probe)
+        metrics["probe_items"] = probes.items_to_json(items)
+    metrics["eval"] = {k: getattr(ecfg, k) for k in ("profile", "split", "n_prompts", "samples", "max_new_tokens", "n_math", "probe_items")}
     metrics["seconds"] = round(time.time() - t0, 1)
     return metrics
 
@@ -67,8 +92,8 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
     else:  # unmerged: the original weights + one negated adapter per kept round (load_run_model stacks them)
         save_model(load_model(cfg.model, dtype=cfg.dtype, trust_pickle=trust_pickle), run.model)
     log.info("evaluating the unlearned model")
-    original = load_model(cfg.model, dtype=cfg.dtype, trust_pickle=trust_pickle).model if "fluency_perplexity" in progress["before"] else None
-    after = evaluate_model(ctx.loaded, task, oracle, cfg, reference=original)
+    original = load_model(cfg.model, dtype=cfg.dtype, trust_pickle=trust_pickle).model
+    after = evaluate_model(ctx.loaded, task, oracle, cfg, reference=original, reference_probe=progress["before"].get("probe_items"))
     report = {
         "task": cfg.task, "model": cfg.model, "method": cfg.release.method, "seed": cfg.seed,
         "before": progress["before"], "after": after, "rounds": progress["rounds"], "stopped": progress.get("stopped"),

@@ -97,7 +97,7 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
             relearn(loaded, task.real_forget(n_relearn), relearn_steps, relearn_lr, cfg.seed)
         else:
             wrap = wraps[name]
-        m = task.evaluate(inference_view(loaded.model, cfg.gen_dtype), loaded.tokenizer, cfg.eval, oracle, seed=cfg.seed, wrap=wrap)
+        m = task.evaluate(inference_view(loaded.model, cfg.gen_dtype), loaded.tokenizer, task.eval_config(cfg.eval), oracle, seed=cfg.seed, wrap=wrap)
         value = m.get(fkey)
         results[name] = {"value": value, "recovered": _recovered(before, after, value) if None not in (before, after, value) else None,
                          "seconds": round(time.time() - t0, 1)}

@@ -36,6 +36,30 @@ def run_method(method: str, out: Path, args: list[str]) -> dict:
     return {"wall_seconds": round(time.time() - t0, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
+def _probe_cell(after: dict, role: str) -> str:
+    ch = after.get("probes", {}).get("change", {}).get(role)
+    return "-" if not ch or ch.get("change") is None else f"{ch['change']:+.3f} ± {ch['se']:.3f}"
+
+
+def bench_table(rows: list[dict]) -> list[str]:
+    """Markdown: the original and each method's headline metrics with 95% intervals, the probe changes
+    against the original (nats/token, paired SE), wall time and peak memory."""
+    from revrel.evaluation.stats import fmt_ci
+    from revrel.evaluation.summary import headline_metrics
+
+    keys = headline_metrics(rows[0]["after"])
+    head = "| method | " + " | ".join(keys) + " | target NLL change | utility NLL change | selectivity | wall s | peak RSS MB |"
+    lines = [head, "|" + " --- |" * (len(keys) + 6)]
+    b = rows[0]["before"]
+    lines.append("| original | " + " | ".join(fmt_ci(b.get(k), b.get("intervals", {}).get(k)) for k in keys) + " | 0 | 0 | 0 | - | - |")
+    for r in rows:
+        a = r["after"]
+        lines.append(f"| {r['method']} | " + " | ".join(fmt_ci(a.get(k), a.get("intervals", {}).get(k)) for k in keys)
+                     + f" | {_probe_cell(a, 'target')} | {_probe_cell(a, 'utility')} | {_probe_cell(a, 'selectivity')}"
+                     + f" | {r['wall_seconds']} | {r['peak_rss_mb']} |")
+    return lines
+
+
 def bench(task: str, methods: list[str], out: str, extra: list[str]) -> Path:
     unknown = [m for m in methods if m not in ALL]
     if unknown:
@@ -57,12 +81,7 @@ def bench(task: str, methods: list[str], out: str, extra: list[str]) -> Path:
         dirs.append(str(d))
     atomic_write_json(root / "bench.json", {"task": task, "methods": methods, "args": extra, "results": rows,
                                             "command": "revrel bench --task " + task + " --methods " + ",".join(methods) + " " + " ".join(extra)})
-    keys = [k for k, v in rows[0]["after"].items() if isinstance(v, float) and k != "seconds"]
-    lines = [f"# bench: {task}", "", "| method | " + " | ".join(keys) + " | wall s | peak RSS MB |", "|" + " --- |" * (len(keys) + 3)]
-    lines.append("| original | " + " | ".join(f"{rows[0]['before'].get(k, float('nan')):.4g}" for k in keys) + " | - | - |")
-    for r in rows:
-        lines.append(f"| {r['method']} | " + " | ".join(f"{r['after'].get(k, float('nan')):.4g}" for k in keys)
-                     + f" | {r['wall_seconds']} | {r['peak_rss_mb']} |")
+    lines = [f"# bench: {task}", ""] + bench_table(rows)
     fkey, ukey = headline(task)
     lines += ["", f"Headline forget metric: `{fkey}` (lower = more forgotten); utility: `{ukey}`.", ""]
     write_report(dirs, str(root))

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from revrel.errors import RevrelError  # noqa: E402
+from revrel.evaluation.summary import markdown_summary  # noqa: E402
 from revrel.io import atomic_path, atomic_write_text  # noqa: E402
 
 
@@ -42,7 +43,8 @@ def load_runs(dirs: list[str]) -> list[tuple[str, dict]]:
 
 
 def _numeric(d: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seconds", "n_prompts", "samples", "n_problems", "n_sentences")}
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and not k.startswith(("seconds", "n_")) and k != "samples"}
 
 
 def _save(fig, path: Path) -> None:
@@ -138,6 +140,12 @@ def write_report(dirs: list[str], out: str | None = None) -> Path:
     for name, r in runs:
         lines += [f"## {name}: task `{r.get('task')}`, model `{r.get('model')}`, method `{r.get('method')}`", ""]
         b, a = _numeric(r.get("before", {})), _numeric(r.get("after", {}))
+        ev = r.get("after", {}).get("eval")
+        if ev:
+            lines += [f"Evaluated on the {ev.get('split')} split, {ev.get('profile')} profile; intervals are bootstrap 95% over prompts.", ""]
+        summary = markdown_summary(r.get("before", {}), r.get("after", {}))
+        if summary:
+            lines += summary + ["", "All numbers:", ""]
         lines += ["| metric | before | after |", "| --- | --- | --- |"]
         lines += [f"| {k} | {b[k]:.4g} | {a[k]:.4g} |" for k in b if k in a]
         if r.get("rounds"):

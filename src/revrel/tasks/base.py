@@ -6,6 +6,8 @@ that builds a :class:`Task` plus one line in ``revrel.tasks.TASKS``.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -36,6 +38,31 @@ GENERIC_INSTRUCTIONS = [
 ]
 
 
+DEFAULT_PROFILES = {
+    "quick": {"n_prompts": 16, "samples": 2, "max_new_tokens": 32, "n_ppl": 32, "n_math": 16, "probe_items": 128},
+    "full": {"n_prompts": 100, "samples": 4, "max_new_tokens": 32, "n_ppl": 100, "n_math": 100, "probe_items": 400},
+}
+
+
+def fluency(model, reference, tokenizer, prompts: Sequence[str], texts: Sequence[str], batch_size: int = 16) -> tuple[float | None, list | None]:
+    """Perplexity of the model's own answers under ``reference`` (the original model; the model itself
+    when None), with a bootstrap 95% interval over answers: it rises when unlearning makes the output
+    garbled, which the target metrics alone would count as forgetting."""
+    import numpy as np
+
+    from revrel.evaluation.stats import bootstrap_ratio
+    from revrel.models.generation import perplexity, sequence_logprobs
+
+    pairs = [(p, t) for p, t in zip(prompts, texts) if t.strip()]
+    if not pairs:
+        return None, None
+    scores = sequence_logprobs(reference if reference is not None else model, tokenizer, [p for p, _ in pairs], [t for _, t in pairs],
+                               batch_size=batch_size)
+    ppl = perplexity(scores)
+    ci = bootstrap_ratio([-s for s, _ in scores], [n for _, n in scores], transform=np.exp)
+    return (ppl if math.isfinite(ppl) else None), ci
+
+
 @dataclass
 class Task:
     name: str
@@ -43,7 +70,9 @@ class Task:
     seed_instructions: list[str]
     oracles: dict[str, Callable[[], Oracle]]  # name -> factory (lazy: some load models)
     default_oracle: str
-    evaluate: Callable[..., dict]  # (model, tokenizer, eval_cfg, oracle, seed, wrap=None) -> metrics; wrap rewrites each forget prompt (attacks)
+    # (model, tokenizer, eval_cfg, oracle, seed=0, wrap=None, reference=None) -> metrics: wrap rewrites each forget
+    # prompt (attacks); reference is the model the fluency of the generations is scored under (None: the model itself)
+    evaluate: Callable[..., dict]
     soft_template: str = "The instruction was to"
     # clauses appended to seeds to make "compose" candidates (seed x modifier): a combinatorial pool in
     # which some instructions beat every seed, so the optimizer has something to find
@@ -51,6 +80,17 @@ class Task:
     headline: tuple[str, str] = ("", "")  # (forget metric, utility metric) shown in plots, benches and attacks
     real_forget: Callable[[int], list[dict]] | None = None  # n -> real forget rows (instruction, response), for baselines
     retain_instructions: list[str] = field(default_factory=lambda: list(GENERIC_INSTRUCTIONS))
+    # (split, max texts per group, tokenizer) -> revrel.evaluation.probes.Probe: real target vs utility text
+    probe: Callable[..., object] | None = None
+    # eval profile name -> EvalConfig values (quick: the README run's sizes; full: the protocol sizes)
+    profiles: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PROFILES.items()})
+
+    def eval_config(self, cfg):
+        """``cfg`` (an EvalConfig) with every size left at 0 filled from its profile."""
+        if cfg.profile not in self.profiles:
+            raise RevrelError(f"task '{self.name}' has no eval profile '{cfg.profile}'; choose one of {', '.join(self.profiles)}")
+        prof = self.profiles[cfg.profile]
+        return dataclasses.replace(cfg, **{k: v for k, v in prof.items() if getattr(cfg, k) in (0, "")})
 
     def oracle(self, name: str = "") -> Oracle:
         name = name or self.default_oracle

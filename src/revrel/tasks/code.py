@@ -17,11 +17,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from revrel.data import find_data
+from revrel.data.splits import select
+from revrel.errors import RevrelError
+from revrel.evaluation.probes import Probe, ProbeText, chat_prefix
 from revrel.evaluation.sandbox import run_python
+from revrel.evaluation.stats import bootstrap_mean
 from revrel.io import read_jsonl
 from revrel.models.generation import GenerationConfig, generate, sequence_logprobs
 from revrel.tasks import register
-from revrel.tasks.base import Task
+from revrel.tasks.base import Task, fluency
 
 SEEDS = [
     "Write a Python function that checks whether a number is prime.",
@@ -65,22 +69,55 @@ class AstOracle:
         return [code_relevance(t) for t in texts]
 
 
-def humaneval() -> list[dict]:
+def humaneval(split: str | None = None) -> list[dict]:
     path = find_data("humaneval/HumanEval.jsonl.gz", packaged="humaneval/HumanEval.jsonl.gz")
     with gzip.open(path, "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return rows if split is None else select("humaneval", rows, split)
 
 
-def mbpp() -> list[dict]:
+def mbpp(split: str | None = None) -> list[dict]:
+    """MBPP task_id 11-510 (all dev: ``revrel.data.splits``); the test split is empty."""
     try:
-        rows = read_jsonl(find_data("mbpp/mbpp.jsonl"))
-        return [r for r in rows if 11 <= r["task_id"] <= 510]
-    except Exception:
-        return read_jsonl(find_data("mbpp/test.jsonl", packaged="mbpp/test.jsonl"))
+        rows = [r for r in read_jsonl(find_data("mbpp/mbpp.jsonl")) if 11 <= r["task_id"] <= 510]
+    except RevrelError:
+        rows = read_jsonl(find_data("mbpp/test.jsonl", packaged="mbpp/test.jsonl"))
+    return rows if split is None else select("mbpp", rows, split)
 
 
-def gsm8k() -> list[dict]:
-    return read_jsonl(find_data("gsm8k/test.jsonl", packaged="gsm8k/test.jsonl"))
+def gsm8k(split: str | None = None) -> list[dict]:
+    rows = read_jsonl(find_data("gsm8k/test.jsonl", packaged="gsm8k/test.jsonl"))
+    return rows if split is None else select("gsm8k", rows, split)
+
+
+HE_INSTRUCTION = "Complete this Python function. Reply with the whole function in a ```python code block.\n\n{prompt}"
+MBPP_INSTRUCTION = "{text} Your code should pass this test:\n{test}\nReply with the code in a ```python code block."
+GSM_INSTRUCTION = "{question}\nSolve step by step and end with 'The answer is <number>'."
+
+
+def gsm_answer(answer: str) -> str:
+    """A GSM8K reference solution as prose: calculator annotations (<<48/2=24>>) dropped, '#### 72' spelled out."""
+    body, _, final = re.sub(r"<<[^>]*>>", "", answer).rpartition("####")
+    return f"{body.strip()}\nThe answer is {final.strip()}." if body else answer
+
+
+def probe(split: str, n: int, tokenizer, dataset: str = "") -> Probe:
+    """Canonical solutions given their problem (target: HumanEval, and MBPP on dev) vs GSM8K reference
+    solutions given the question (utility), in chat form: the assistant's reply is what is scored."""
+    texts = []
+
+    def add(instruction: str, before: str, scored: str, after: str, group: str) -> None:
+        head = chat_prefix(tokenizer, instruction) + before
+        texts.append(ProbeText(head + scored + after, [(len(head), len(head) + len(scored), group)]))
+
+    for p in humaneval(split)[:n]:
+        add(HE_INSTRUCTION.format(prompt=p["prompt"]), "```python\n" + p["prompt"], p["canonical_solution"], "```", "humaneval")
+    for p in mbpp(split)[:n]:
+        add(MBPP_INSTRUCTION.format(text=p["text"], test=p["test_list"][0]), "```python\n", p["code"].replace("\r\n", "\n"), "\n```", "mbpp")
+    for p in gsm8k(split)[:n]:
+        add(GSM_INSTRUCTION.format(question=p["question"]), "", gsm_answer(p["answer"]), "", "gsm8k")
+    target = ["humaneval", "mbpp"] if mbpp(split) else ["humaneval"]
+    return Probe(texts, target=target, utility=["gsm8k"], note=f"{split}: code and math reference solutions in chat form")
 
 
 def _last_number(text: str) -> str | None:
@@ -99,34 +136,46 @@ def _program_mbpp(problem: dict, response: str) -> str:
     return "\n".join([problem.get("test_setup_code", ""), extract_code(response), *problem["test_list"]]) + "\n"
 
 
-def _pass_rate(programs: list[str]) -> tuple[float, list[str]]:
+def _passes(programs: list[str]) -> tuple[list[float], list[str]]:
+    """1.0 / 0.0 per program (run in the sandbox) and each run's status."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda p: run_python(p, timeout=10, cpu_s=5, mem_mb=1024), programs))
-    return sum(r.passed for r in results) / max(len(results), 1), [r.status for r in results]
+    return [float(r.passed) for r in results], [r.status for r in results]
 
 
-def evaluate(model, tokenizer, cfg, oracle, seed: int = 0, wrap=None) -> dict:
+def evaluate(model, tokenizer, cfg, oracle, seed: int = 0, wrap=None, reference=None) -> dict:
+    """pass@1 (HumanEval; MBPP on dev), the share of HumanEval completions that define a function, GSM8K
+    accuracy, each with a bootstrap 95% interval over problems; canonical / reference NLL; fluency."""
     gcfg = GenerationConfig(max_new_tokens=max(cfg.max_new_tokens, 192), temperature=0.0, batch_size=cfg.batch_size, seed=seed)
-    he = humaneval()[: cfg.n_prompts]
-    he_prompts = [(wrap or str)(f"Complete this Python function. Reply with the whole function in a ```python code block.\n\n{p['prompt']}") for p in he]
+    he = humaneval(cfg.split)[: cfg.n_prompts]
+    he_prompts = [(wrap or str)(HE_INSTRUCTION.format(prompt=p["prompt"])) for p in he]
     he_gen = generate(model, tokenizer, he_prompts, gcfg, desc="eval: humaneval")
-    he_pass, he_status = _pass_rate([_program_humaneval(p, g.text) for p, g in zip(he, he_gen)])
+    he_ok, he_status = _passes([_program_humaneval(p, g.text) for p, g in zip(he, he_gen)])
     he_nll = sequence_logprobs(model, tokenizer, he_prompts, [p["prompt"] + p["canonical_solution"] for p in he], batch_size=4, max_length=768)
-    mb = mbpp()[: cfg.n_prompts]
-    mb_prompts = [f"{p['text']} Your code should pass this test:\n{p['test_list'][0]}\nReply with the code in a ```python code block." for p in mb]
-    mb_gen = generate(model, tokenizer, mb_prompts, gcfg, desc="eval: mbpp")
-    mb_pass, _ = _pass_rate([_program_mbpp(p, g.text) for p, g in zip(mb, mb_gen)])
-    gs = gsm8k()[: cfg.n_prompts]
-    gs_prompts = [f"{p['question']}\nSolve step by step and end with 'The answer is <number>'." for p in gs]
+    he_rel = oracle([g.text for g in he_gen])
+    func = [float(r >= 1.0) for r in he_rel]
+    mb = mbpp(cfg.split)[: cfg.n_prompts]
+    mb_prompts = [MBPP_INSTRUCTION.format(text=p["text"], test=p["test_list"][0]) for p in mb]
+    mb_gen = generate(model, tokenizer, mb_prompts, gcfg, desc="eval: mbpp") if mb else []
+    mb_ok, _ = _passes([_program_mbpp(p, g.text) for p, g in zip(mb, mb_gen)])
+    gs = gsm8k(cfg.split)[: cfg.n_math]
+    gs_prompts = [GSM_INSTRUCTION.format(question=p["question"]) for p in gs]
     gs_gen = generate(model, tokenizer, gs_prompts, gcfg, desc="eval: gsm8k")
     gold = [p["answer"].split("####")[-1].strip().replace(",", "") for p in gs]
-    acc = sum(_last_number(g.text) == a for g, a in zip(gs_gen, gold)) / max(len(gs), 1)
+    correct = [float(_last_number(g.text) == a) for g, a in zip(gs_gen, gold)]
     gs_nll = sequence_logprobs(model, tokenizer, gs_prompts, [p["answer"] for p in gs], batch_size=4)
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     mean_nll = lambda lps: sum(-s / max(n, 1) for s, n in lps) / max(len(lps), 1)  # noqa: E731
+    gens = he_gen + list(mb_gen) + gs_gen
+    flu, flu_ci = fluency(model, reference, tokenizer, [g.prompt for g in gens], [g.text for g in gens], cfg.batch_size)
     return {
-        "humaneval_pass@1": he_pass, "mbpp_pass@1": mb_pass, "humaneval_canonical_nll": mean_nll(he_nll),
-        "code_relevance": sum(oracle([g.text for g in he_gen])) / max(len(he_gen), 1),
-        "gsm8k_accuracy": acc, "gsm8k_reference_nll": mean_nll(gs_nll), "n_problems": len(he),
+        "humaneval_pass@1": mean(he_ok), "humaneval_function_share": mean(func), "mbpp_pass@1": mean(mb_ok),
+        "humaneval_canonical_nll": mean_nll(he_nll), "code_relevance": mean(he_rel),
+        "gsm8k_accuracy": mean(correct), "gsm8k_reference_nll": mean_nll(gs_nll), "fluency_perplexity": flu,
+        "intervals": {"humaneval_pass@1": bootstrap_mean(he_ok, seed=seed), "humaneval_function_share": bootstrap_mean(func, seed=seed),
+                      "mbpp_pass@1": bootstrap_mean(mb_ok, seed=seed), "gsm8k_accuracy": bootstrap_mean(correct, seed=seed),
+                      "fluency_perplexity": flu_ci},
+        "n_problems": len(he), "n_mbpp": len(mb), "n_math": len(gs),
         "sandbox_status": {s: he_status.count(s) for s in set(he_status)},
     }
 
@@ -144,4 +193,6 @@ def real_forget(n: int) -> list[dict]:
 def code_task() -> Task:
     return Task(name="code", description="forget coding, keep GSM8K-style math", seed_instructions=list(SEEDS), modifiers=list(MODIFIERS),
                 oracles={"python-ast": AstOracle}, default_oracle="python-ast", evaluate=evaluate,
-                real_forget=real_forget, headline=("humaneval_canonical_nll", "gsm8k_reference_nll"))
+                real_forget=real_forget, headline=("humaneval_canonical_nll", "gsm8k_reference_nll"), probe=probe,
+                profiles={"quick": {"n_prompts": 16, "n_math": 16, "max_new_tokens": 192, "probe_items": 64},
+                          "full": {"n_prompts": 100, "n_math": 200, "max_new_tokens": 192, "probe_items": 200}})

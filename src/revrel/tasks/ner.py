@@ -16,10 +16,13 @@ import re
 from collections.abc import Sequence
 
 from revrel.data import find_data
+from revrel.data.splits import split_file
 from revrel.errors import RevrelError
+from revrel.evaluation.probes import Probe, ProbeText
+from revrel.evaluation.stats import bootstrap_ratio
 from revrel.models.generation import GenerationConfig, generate, sequence_logprobs
 from revrel.tasks import register
-from revrel.tasks.base import Task
+from revrel.tasks.base import Task, fluency
 
 TYPES = {"PER": "person", "ORG": "organization", "LOC": "location", "MISC": "miscellaneous entity"}
 WNUT_MAP = {"person": "PER", "location": "LOC", "corporation": "ORG", "group": "ORG", "product": "MISC", "creative-work": "MISC"}
@@ -68,14 +71,21 @@ class SpacyPersonOracle:
         return out
 
 
-def read_iob(path, token_col: int, tag_col: int, type_map=None) -> list[tuple[list[str], dict[str, list[str]]]]:
-    """Sentences as (tokens, {type: [entity strings]}) from a CoNLL-style IOB2 file."""
+Sentence = tuple[list[str], dict[str, list[str]], list[tuple[int, int, str]]]  # tokens, {type: entities}, (first tok, end tok, type)
+
+
+def read_iob(path, token_col: int, tag_col: int, type_map=None) -> list[Sentence]:
+    """Sentences as (tokens, {type: [entity strings]}, [(first token, end token, type)]) from a CoNLL-style IOB2 file."""
     sents, toks, tags = [], [], []
     for line in list(open(path, encoding="utf-8")) + [""]:
         parts = line.rstrip("\n").split("\t" if "\t" in line else " ")
         if not line.strip() or line.startswith("-DOCSTART-"):
             if toks:
-                sents.append((toks, _spans(toks, tags, type_map)))
+                spans = _spans(tags, type_map)
+                ents: dict[str, list[str]] = {t: [] for t in TYPES}
+                for a, b, t in spans:
+                    ents[t].append(" ".join(toks[a:b]))
+                sents.append((toks, ents, spans))
             toks, tags = [], []
             continue
         toks.append(parts[token_col])
@@ -83,31 +93,31 @@ def read_iob(path, token_col: int, tag_col: int, type_map=None) -> list[tuple[li
     return sents
 
 
-def _spans(toks, tags, type_map) -> dict[str, list[str]]:
-    ents: dict[str, list[str]] = {t: [] for t in TYPES}
-    cur, typ = [], None
-    for tok, tag in list(zip(toks, tags)) + [("", "O")]:
+def _spans(tags, type_map) -> list[tuple[int, int, str]]:
+    """(first token, end token, type) of each entity, types mapped to PER / ORG / LOC / MISC (others dropped)."""
+    out, start, typ = [], None, None
+    for i, tag in enumerate(list(tags) + ["O"]):
         if tag.startswith("B-") or tag == "O" or (tag.startswith("I-") and tag[2:] != typ):
-            if cur and typ:
+            if start is not None and typ:
                 t = type_map.get(typ) if type_map else typ
-                if t in ents:
-                    ents[t].append(" ".join(cur))
-            cur, typ = ([tok], tag[2:]) if tag != "O" else ([], None)
-        else:
-            cur.append(tok)
-    return ents
+                if t in TYPES:
+                    out.append((start, i, t))
+            start, typ = (i, tag[2:]) if tag != "O" else (None, None)
+    return out
 
 
-@functools.lru_cache(maxsize=2)
-def eval_sentences(dataset: str) -> tuple[str, list]:
+@functools.lru_cache(maxsize=4)
+def eval_sentences(dataset: str, split: str = "test") -> tuple[str, list[Sentence]]:
+    """The NER sentences of a split: CoNLL-2003 from shared/data (never packaged), else WNUT-17."""
     if dataset in ("", "conll2003"):
         try:
-            return "conll2003", read_iob(find_data("conll2003/test.txt"), 0, 3)
+            return "conll2003", read_iob(find_data(f"conll2003/{split_file('conll2003', split)}"), 0, 3)
         except RevrelError:
             if dataset == "conll2003":
                 raise
     if dataset in ("", "wnut17"):
-        return "wnut17", read_iob(find_data("wnut17/emerging.test.annotated", packaged="wnut17/emerging.test.annotated"), 0, 1, WNUT_MAP)
+        name = split_file("wnut17", split)
+        return "wnut17", read_iob(find_data(f"wnut17/{name}", packaged=f"wnut17/{name}"), 0, 1, WNUT_MAP)
     raise RevrelError(f"unknown NER dataset '{dataset}'; choose conll2003 or wnut17")
 
 
@@ -120,32 +130,55 @@ def parse_list(text: str) -> set[str]:
     return {x for x in items if x and x not in ("none", "no", "n/a")}
 
 
-def evaluate(model, tokenizer, cfg, oracle, seed: int = 0, wrap=None) -> dict:
-    name, sents = eval_sentences(cfg.dataset)
+def probe(split: str, n: int, tokenizer=None, dataset: str = "") -> Probe:
+    """The tokens of each entity type in raw news sentences (PER = target; ORG, LOC, MISC = utility),
+    each scored in its sentence's context."""
+    name, sents = eval_sentences(dataset, split)
+    texts = []
+    for toks, _, spans in [s for s in sents if s[2]][:n]:
+        starts, pos = [], 0
+        for t in toks:
+            starts.append(pos)
+            pos += len(t) + 1
+        texts.append(ProbeText(" ".join(toks), [(starts[a], starts[b - 1] + len(toks[b - 1]), t) for a, b, t in spans]))
+    return Probe(texts, target=["PER"], utility=["ORG", "LOC", "MISC"], note=f"{name} {split}: entity-token NLL in raw sentences")
+
+
+def evaluate(model, tokenizer, cfg, oracle, seed: int = 0, wrap=None, reference=None) -> dict:
+    """Per type: exact-match F1 of the generated lists (greedy, bootstrap 95% interval over sentences)
+    and the mean per-token log-likelihood of the gold list; fluency of all generated lists."""
+    name, sents = eval_sentences(cfg.dataset, cfg.split)
     chosen = [s for s in sents if any(s[1].values()) and len(s[0]) <= 40][: cfg.n_prompts]
-    metrics: dict = {"dataset": name, "n_sentences": len(chosen)}
+    metrics: dict = {"dataset": name, "n_sentences": len(chosen), "intervals": {}}
+    all_prompts, all_texts = [], []
     for typ in TYPES:
-        prompts = [(wrap or str)(ner_prompt(" ".join(toks), typ)) for toks, _ in chosen]
+        prompts = [(wrap or str)(ner_prompt(" ".join(s[0]), typ)) for s in chosen]
         gens = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0, batch_size=cfg.batch_size,
                                                                   seed=seed), desc=f"eval: ner {typ}")
-        tp = fp = fn = 0
-        for g, (_, ents) in zip(gens, chosen):
-            pred, gold = parse_list(g.text), {e.lower() for e in ents[typ]}
-            tp, fp, fn = tp + len(pred & gold), fp + len(pred - gold), fn + len(gold - pred)
-        metrics[f"{typ}_f1"] = 2 * tp / max(2 * tp + fp + fn, 1)
-        with_type = [(p, ", ".join(e[typ])) for p, (_, e) in zip(prompts, chosen) if e[typ]]
+        counts = []  # per sentence (2 tp, 2 tp + fp + fn)
+        for g, s in zip(gens, chosen):
+            pred, gold = parse_list(g.text), {e.lower() for e in s[1][typ]}
+            tp = len(pred & gold)
+            counts.append((2 * tp, 2 * tp + len(pred - gold) + len(gold - pred)))
+        metrics[f"{typ}_f1"] = sum(a for a, _ in counts) / max(sum(b for _, b in counts), 1)
+        metrics["intervals"][f"{typ}_f1"] = bootstrap_ratio([a for a, _ in counts], [max(b, 0) for _, b in counts], seed=seed)
+        all_prompts += [g.prompt for g in gens]
+        all_texts += [g.text for g in gens]
+        with_type = [(p, ", ".join(s[1][typ])) for p, s in zip(prompts, chosen) if s[1][typ]]
         if with_type:
             lps = sequence_logprobs(model, tokenizer, [p for p, _ in with_type], [t for _, t in with_type], batch_size=cfg.batch_size)
             metrics[f"{typ}_loglik"] = sum(s / max(n, 1) for s, n in lps) / len(lps)
+    metrics["fluency_perplexity"], metrics["intervals"]["fluency_perplexity"] = fluency(model, reference, tokenizer, all_prompts, all_texts,
+                                                                                        cfg.batch_size)
     return metrics
 
 
 def detector_f1(dataset: str = "wnut17") -> dict:
     """Entity-level exact-match F1 of the spaCy PERSON detector against gold person entities."""
-    name, sents = eval_sentences(dataset)
+    name, sents = eval_sentences(dataset, "test")
     tp = fp = fn = 0
-    preds = person_names([" ".join(toks) for toks, _ in sents])
-    for pred, (_, ents) in zip(preds, sents):
+    preds = person_names([" ".join(s[0]) for s in sents])
+    for pred, (_, ents, _) in zip(preds, sents):
         p, g = {x.lower() for x in pred}, {x.lower() for x in ents["PER"]}
         tp, fp, fn = tp + len(p & g), fp + len(p - g), fn + len(g - p)
     return {"dataset": name, "sentences": len(sents), "gold_persons": tp + fn, "precision": tp / max(tp + fp, 1),
@@ -156,11 +189,13 @@ def real_forget(n: int) -> list[dict]:
     """CoNLL-2003 train sentences that mention persons (research use; read from shared/data only)."""
     sents = read_iob(find_data("conll2003/train.txt"), 0, 3)
     rows = [s for s in sents if s[1]["PER"] and len(s[0]) >= 6][:n]
-    return [{"instruction": "Write a sentence from a news article.", "response": " ".join(t)} for t, _ in rows]
+    return [{"instruction": "Write a sentence from a news article.", "response": " ".join(s[0])} for s in rows]
 
 
 @register("ner")
 def ner_task() -> Task:
     return Task(name="ner", description="forget the Person entity type, keep ORG/LOC/MISC", seed_instructions=list(SEEDS), modifiers=list(MODIFIERS),
                 oracles={"spacy-person": SpacyPersonOracle}, default_oracle="spacy-person", evaluate=evaluate,
-                real_forget=real_forget, headline=("PER_loglik", "ORG_loglik"))
+                real_forget=real_forget, headline=("PER_loglik", "ORG_loglik"), probe=probe,
+                profiles={"quick": {"n_prompts": 16, "max_new_tokens": 32, "probe_items": 128},
+                          "full": {"n_prompts": 300, "max_new_tokens": 32, "probe_items": 400}})
