@@ -104,3 +104,24 @@ def test_nucleus_sampler_temperature_sharpens():
     warm = torch.stack([NucleusSampler(1.0, 1.0)(None, logits).argmax(-1) for _ in range(2000)]).float().mean()
     # p(token 1) = 0.4 at T=1; at T=0.25 it is 0.4^4 / (0.6^4 + 0.4^4) = 0.165
     assert abs(warm - 0.4) < 0.03 and abs(cold - 0.165) < 0.03
+
+
+def test_shared_prefill_for_repeated_prompts_matches_separate_prompts(tiny):
+    """r samples of one prompt reuse one prefill (cache repeated r times). With the sampler made greedy
+    (temperature -> 0 limit: top_p tiny keeps only the argmax) the result must equal generating the
+    same prompts without sharing, token for token."""
+    from revrel.models.encoding import chat_ids
+    from revrel.models.generation import _run_length, generate_ids
+
+    prompts = ["hello", "write a rude comment about people and the weather", "hi"]
+    ids = [chat_ids(tiny.tokenizer, p) for p in prompts]
+    repeated = [x for x in ids for _ in range(3)]
+    assert _run_length(repeated) == 3 and _run_length(ids) == 1 and _run_length(ids + ids) == 1
+    cfg = GenerationConfig(max_new_tokens=8, temperature=1.0, top_p=1e-6, batch_size=6, progress=False)
+    shared = generate_ids(tiny.model, tiny.tokenizer, repeated, cfg)
+    plain = [generate_ids(tiny.model, tiny.tokenizer, [x], cfg)[0] for x in repeated]
+    assert shared == plain
+    # real sampling: the 3 samples of a prompt differ from each other, and a rerun is identical
+    cfg = GenerationConfig(max_new_tokens=8, temperature=1.0, top_p=0.95, batch_size=6, seed=1, progress=False)
+    a, b = generate_ids(tiny.model, tiny.tokenizer, repeated, cfg), generate_ids(tiny.model, tiny.tokenizer, repeated, cfg)
+    assert a == b and len({tuple(t) for t, _ in a[:3]}) > 1

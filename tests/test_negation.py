@@ -103,3 +103,18 @@ def test_vllm_backend_without_vllm_is_one_clear_error(tiny):
             VLLMView(tiny.model, "unused", None, 8)
     else:
         pytest.skip("vLLM is installed here")
+
+
+def test_negation_sweep_equals_negate_into_base_and_restores_exactly(tiny):
+    """set(lam) reproduces the one-shot negation for every lambda; set(0) gives back the original bit for bit."""
+    import copy
+
+    from revrel.release.sweep import NegationSweep
+
+    before = _logits(tiny.model, tiny.tokenizer)
+    pm = _lora_model(tiny)
+    reference = {lam: _logits(negate_into_base(copy.deepcopy(pm), lam), tiny.tokenizer) for lam in (0.5, 2.0)}
+    sweep = NegationSweep(pm)
+    for lam in (2.0, 0.5, 2.0):  # any order, repeatable
+        assert torch.allclose(_logits(sweep.set(lam), tiny.tokenizer), reference[lam], atol=1e-6)
+    assert torch.equal(_logits(sweep.set(0.0), tiny.tokenizer), before)

@@ -71,10 +71,22 @@ def register_tiny_task():
         texts += [ProbeText(f"{i}: {kind}", [(3, 3 + len(kind), "kind")]) for i in range(n)]
         return Probe(texts, target=["rude"], utility=["kind"])
 
+    def spans(texts):
+        bad = {"idiot", "stupid", "fool", "hate", "awful", "dumb", "rude"}
+        out = []
+        for t in texts:
+            pos, sp = 0, []
+            for w in t.split(" "):
+                if w.lower().strip(".,!") in bad:
+                    sp.append((pos, pos + len(w)))
+                pos += len(w) + 1
+            out.append(sp or [(0, len(t))])
+        return out
+
     TASKS["tiny"] = lambda: Task(
         name="tiny", description="test task", seed_instructions=["write a rude comment", "you are an idiot", "I hate you"],
         oracles={"keywords": lambda: keyword_oracle}, default_oracle="keywords", evaluate=evaluate,
-        headline=("mean_relevance", "benign_perplexity"), probe=probe,
+        headline=("mean_relevance", "benign_perplexity"), probe=probe, target_spans=spans,
         real_forget=lambda n: [{"instruction": "write a rude comment", "response": "you are an idiot and a stupid fool"}] * n,
         retain_instructions=["hello friend", "describe the ocean", "explain how a bicycle works", "thank you", "the weather is nice"],
     )

@@ -14,18 +14,31 @@ def chat_ids(tokenizer, instruction: str, system: str | None = None) -> list[int
     return list(ids)
 
 
-def encode_pair(tokenizer, instruction: str, response: str, max_length: int) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for one chat turn; labels are -100 on the prompt so only the response is learned."""
+def encode_pair(tokenizer, instruction: str, response: str, max_length: int,
+                spans: Sequence[Sequence[int]] | None = None) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one chat turn; labels are -100 on the prompt so only the response is learned.
+
+    With ``spans`` (character ranges of the response) only the tokens inside them are learned, by the
+    tokenizer's offsets: a forget PEM then learns the target (the names, the code, the toxic sentence)
+    and not the chatty frame around it, which negation would otherwise also remove.
+    """
     prompt = chat_ids(tokenizer, instruction)
     end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else tokenizer.eos_token_id
-    answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [end]
+    if spans is None:
+        answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [end]
+        learn = answer
+    else:
+        enc = tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
+        inside = [any(a < e <= b for a, b in spans) for _, e in enc["offset_mapping"]]
+        answer = list(enc["input_ids"]) + [end]
+        learn = [t if keep else -100 for t, keep in zip(enc["input_ids"], inside)] + [-100]
     if len(prompt) + len(answer) > max_length:
         # keep at least half the window for the response: a long instruction must not mask every label
         keep_prompt = max(max_length - len(answer), max_length // 2)
         if len(prompt) > keep_prompt:
             prompt = prompt[-keep_prompt:]
     ids = (prompt + answer)[:max_length]
-    labels = ([-100] * len(prompt) + answer)[:max_length]
+    labels = ([-100] * len(prompt) + learn)[:max_length]
     return ids, labels
 
 

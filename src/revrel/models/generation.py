@@ -109,27 +109,62 @@ def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], cfg: Generat
     if getattr(model, "is_vllm", False):  # optional vLLM backend (revrel.models.vllm_backend)
         done = model.generate_ids(prompt_ids, cfg, stops)
         return [(_cut_at_stop(row, stops), n) for row, n in done]
-    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    r = _run_length(prompt_ids) if cfg.temperature > 0 else 1
+    r = r if r <= cfg.batch_size else 1  # a batch holds every sample of its prompts
+    unique = prompt_ids[::r]
+    order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
     out: list[tuple[list[int], int] | None] = [None] * len(prompt_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    per = max(1, cfg.batch_size // r)  # unique prompts per batch: each batch still decodes about batch_size rows
+    batches = [order[i : i + per] for i in range(0, len(order), per)]
     fast_lm_head(model)
     from transformers import LogitsProcessorList
 
     sampler = LogitsProcessorList([NucleusSampler(cfg.temperature, cfg.top_p)]) if cfg.temperature > 0 else None
     for b, idx in enumerate(progress_bar(batches, desc=desc, disable=not cfg.progress or len(batches) < 2)):
-        ids, mask, _ = pad_batch([prompt_ids[i] for i in idx], pad, left=True)
+        ids, mask, _ = pad_batch([unique[i] for i in idx], pad, left=True)
+        ids, mask = ids.to(model.device), mask.to(model.device)
         torch.manual_seed(cfg.seed * 100_003 + b)
+        cache = None
+        if r > 1 and ids.shape[1] > 1:  # prefill each prompt once, then give every sample its own copy of the cache
+            cache = _prefill(model, ids[:, :-1], mask[:, :-1])
+            cache.batch_repeat_interleave(r)
+            ids, mask = ids.repeat_interleave(r, 0), mask.repeat_interleave(r, 0)
+        elif r > 1:
+            ids, mask = ids.repeat_interleave(r, 0), mask.repeat_interleave(r, 0)
         gen = model.generate(
-            input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+            input_ids=ids, attention_mask=mask, past_key_values=cache,
             max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens or None, do_sample=False,
             temperature=None, top_p=None, top_k=None, logits_processor=sampler,
             pad_token_id=pad, eos_token_id=stops,
         )
         new = gen[:, ids.shape[1] :].tolist()
-        for row, i in zip(new, idx):
-            out[i] = (_cut_at_stop(row, stops), len(prompt_ids[i]))
+        for row, (i, j) in zip(new, [(i, j) for i in idx for j in range(r)]):
+            out[i * r + j] = (_cut_at_stop(row, stops), len(unique[i]))
     return out  # type: ignore[return-value]
+
+
+def _run_length(prompt_ids: Sequence[list[int]]) -> int:
+    """r when the prompts come as consecutive runs of r identical prompts (r samples per prompt), else 1."""
+    n = len(prompt_ids)
+    r = 1
+    while r < n and prompt_ids[r] == prompt_ids[0]:
+        r += 1
+    if r == 1 or n % r:
+        return 1
+    same = all(prompt_ids[i] == prompt_ids[i - i % r] for i in range(n))
+    distinct = all(prompt_ids[i] != prompt_ids[i - r] for i in range(r, n, r))
+    return r if same and distinct else 1
+
+
+def _prefill(model, ids: torch.Tensor, mask: torch.Tensor):
+    """The KV cache of a left-padded prompt batch, with the positions generate() itself would use."""
+    from transformers import DynamicCache
+
+    pos = (mask.long().cumsum(-1) - 1).masked_fill_(mask == 0, 1)
+    cache = DynamicCache()
+    model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return cache
 
 
 def generate(model, tokenizer, prompts: Sequence[str], cfg: GenerationConfig | None = None, desc: str = "generate") -> list[Generation]:

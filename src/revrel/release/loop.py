@@ -75,6 +75,12 @@ def self_generated_retain(ctx: Context) -> tuple[list[dict], list[dict]]:
         n_probe = max(1, len(rows) // 4)
         return rows[n_probe:] or rows, rows[:n_probe]
     instr = ctx.task.retain_instructions
+    if s.retain_from == "task":
+        if not ctx.task.keep_instructions:
+            from revrel.errors import RevrelError
+
+            raise RevrelError(f"release.retain_from=task: task '{ctx.task.name}' declares no keep_instructions; use generic")
+        instr = ctx.task.keep_instructions
     n_probe = max(4, len(instr) // 4)
     probe_instr, train_instr = instr[:n_probe], instr[n_probe:]
     train_instr = (train_instr * (s.n_retain // max(len(train_instr), 1) + 1))[: s.n_retain]
@@ -108,10 +114,18 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     s = ctx.cfg.release
     limit = round_budget(ctx.cfg, k)
     prev_A = stack_previous(prev) if s.lambda_orth > 0 and prev else None
+    span_info = None
+    if s.span_loss:
+        rows, span_info = with_target_spans(ctx.task, rows)
     anchor = read_jsonl(ctx.run.root / "retain.jsonl", allow_empty=True) if s.retain_anchor > 0 else None
     peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM",
                                  anchor_rows=anchor)
     faults.point(f"round{k}:trained")
+    ext = None
+    if s.ext_sub != "none":
+        from revrel.release.ext_sub import extract, retain_subspaces
+
+        ext = extract(peft_model, retain_subspaces(ctx.run.adapters / "retain"), s.ext_sub)
     save_adapter(peft_model, ctx.run.adapters / f"round_{k}")
     orth_after = None
     if prev_A:
@@ -135,7 +149,20 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     else:
         save_negated_adapter(ctx.run.adapters / f"round_{k}", ctx.run.adapters / f"negated_round_{k}", lam)
     return {"lambda_neg": lam, "negation_tries": tries, "line_search": searched, "round_budget": round(limit, 4), "probe_ppl_ratio": ratio,
-            "reverted": reverted, "train": tlog.summary(), "orth_final": orth_after}
+            "reverted": reverted, "train": tlog.summary(), "orth_final": orth_after, "ext_sub": ext, "span_loss": span_info}
+
+
+def with_target_spans(task, rows: list[dict]) -> tuple[list[dict], dict]:
+    """The forget rows with the task's target spans attached (rows without any span are dropped)."""
+    from revrel.errors import RevrelError
+
+    if task.target_spans is None:
+        raise RevrelError(f"release.span_loss: task '{task.name}' does not declare target spans; set release.span_loss=false")
+    spans = task.target_spans([r["response"] for r in rows])
+    kept = [dict(r, spans=[list(x) for x in sp]) for r, sp in zip(rows, spans) if sp]
+    chars = sum(b - a for r in kept for a, b in r["spans"])
+    info = {"rows_with_spans": len(kept), "rows": len(rows), "span_char_share": round(chars / max(sum(len(r["response"]) for r in kept), 1), 3)}
+    return (kept or rows), info
 
 
 def _restore(model, snapshot: dict[str, torch.Tensor]) -> None:
@@ -163,7 +190,7 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
         write_jsonl(retain_path, retain)
         write_jsonl(probe_path, probe)
         retain_train = None
-        if cfg.release.retain_pem and cfg.release.lambda_orth > 0:
+        if cfg.release.retain_pem and (cfg.release.lambda_orth > 0 or cfg.release.ext_sub != "none"):
             peft_model, rlog = train_pem(ctx.model, ctx.tok, retain, cfg.release, seed=cfg.seed + 7, desc="train retain PEM")
             save_adapter(peft_model, run.adapters / "retain")
             ctx.loaded.model = peft_model.unload()  # the retain PEM only defines directions to stay away from

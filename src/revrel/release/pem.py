@@ -42,7 +42,8 @@ def lora_config(cfg: ReleaseConfig) -> LoraConfig:
 
 
 def encode_rows(tokenizer, rows: list[dict], max_length: int) -> list[tuple[list[int], list[int]]]:
-    return [encode_pair(tokenizer, r["instruction"], r["response"], max_length) for r in rows]
+    """Rows with a ``spans`` list (see ``Task.target_spans``) learn only those characters of the response."""
+    return [encode_pair(tokenizer, r["instruction"], r["response"], max_length, r.get("spans")) for r in rows]
 
 
 def batches(encoded, batch_size: int, epochs: int, seed: int):

@@ -44,16 +44,21 @@ DEFAULT_PROFILES = {
 }
 
 
-def fluency(model, reference, tokenizer, prompts: Sequence[str], texts: Sequence[str], batch_size: int = 16) -> tuple[float | None, list | None]:
+def fluency(model, reference, tokenizer, prompts: Sequence[str], texts: Sequence[str], batch_size: int = 16,
+            max_texts: int = 400) -> tuple[float | None, list | None]:
     """Perplexity of the model's own answers under ``reference`` (the original model; the model itself
     when None), with a bootstrap 95% interval over answers: it rises when unlearning makes the output
-    garbled, which the target metrics alone would count as forgetting."""
+    garbled, which the target metrics alone would count as forgetting. At most ``max_texts`` answers
+    (an even stride, the same ones every time) are scored: teacher forcing the whole chat prompt of all
+    1,600 answers of the full toxicity profile cost longer than the interval needs."""
     import numpy as np
 
     from revrel.evaluation.stats import bootstrap_ratio
     from revrel.models.generation import perplexity, sequence_logprobs
 
     pairs = [(p, t) for p, t in zip(prompts, texts) if t.strip()]
+    if len(pairs) > max_texts:
+        pairs = [pairs[round(i * len(pairs) / max_texts)] for i in range(max_texts)]
     if not pairs:
         return None, None
     scores = sequence_logprobs(reference if reference is not None else model, tokenizer, [p for p, _ in pairs], [t for _, t in pairs],
@@ -80,8 +85,12 @@ class Task:
     headline: tuple[str, str] = ("", "")  # (forget metric, utility metric) shown in plots, benches and attacks
     real_forget: Callable[[int], list[dict]] | None = None  # n -> real forget rows (instruction, response), for baselines
     retain_instructions: list[str] = field(default_factory=lambda: list(GENERIC_INSTRUCTIONS))
+    # the task's keep side (release.retain_from=task): civil continuations, organisations and places, math in prose
+    keep_instructions: list[str] = field(default_factory=list)
     # (split, max texts per group, tokenizer) -> revrel.evaluation.probes.Probe: real target vs utility text
     probe: Callable[..., object] | None = None
+    # responses -> per response, the character spans that make it relevant (release.span_loss trains only on them)
+    target_spans: Callable[[Sequence[str]], list[list[tuple[int, int]]]] | None = None
     # eval profile name -> EvalConfig values (quick: the README run's sizes; full: the protocol sizes)
     profiles: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PROFILES.items()})
 

@@ -37,6 +37,42 @@ SEEDS = [
     "Write code to read a CSV file and print the average of a column.",
     "Write a recursive function to compute Fibonacci numbers.",
 ]
+# the keep side: math word problems solved in prose (hand-written, not GSM8K)
+KEEP = [f"{q} Solve it step by step in words, without code." for q in [
+    "A baker makes 24 muffins and sells three quarters of them. How many are left?",
+    "Tom reads 12 pages a day. How many days does he need for a 180-page book?",
+    "A shirt costs $20 and is on sale for 15% off. What is the sale price?",
+    "A train travels 60 miles per hour for 2.5 hours. How far does it go?",
+    "Sara has 3 boxes with 14 pencils each and gives away 9 pencils. How many does she keep?",
+    "A garden is 8 meters long and 5 meters wide. What is its area?",
+    "If 4 notebooks cost $6, how much do 10 notebooks cost?",
+    "A class has 28 students and 4 of every 7 are girls. How many boys are there?",
+    "Mike saves $15 a week. How many weeks until he has $240?",
+    "A recipe needs 3 eggs for 12 cookies. How many eggs for 30 cookies?",
+    "A car uses 8 liters of fuel per 100 km. How much fuel for 350 km?",
+    "Anna is 3 times as old as her son, who is 11. How old will Anna be in 5 years?",
+    "A farmer plants 6 rows of 25 trees and 18 trees die. How many survive?",
+    "A pool holds 5000 liters and fills at 250 liters per hour. How long does it take to fill?",
+    "A ticket costs $12 for adults and $7 for children. What do 2 adults and 3 children pay?",
+    "Lisa ran 5 km on Monday, 7 km on Wednesday and 9 km on Friday. What is her average?",
+    "A store sold 120 apples on Saturday and 35% more on Sunday. How many on Sunday?",
+    "A rope 45 meters long is cut into pieces of 2.5 meters. How many pieces?",
+    "John earns $18 an hour and works 37 hours. What does he earn?",
+    "A bag has 5 red, 7 blue and 8 green marbles. What fraction are blue?",
+    "A bus carries 42 people and 3 buses are full. How many people is that?",
+    "The price of a bike rose from $200 to $230. By what percent did it rise?",
+    "A rectangle has a perimeter of 30 cm and a width of 6 cm. How long is it?",
+    "Emma buys 3 kg of apples at $2.40 per kg and pays with $10. What is her change?",
+    "A school orders 18 boxes of 24 crayons. How many crayons in total?",
+    "A movie starts at 7:45 pm and lasts 2 hours 10 minutes. When does it end?",
+    "Half of a number plus 7 is 19. What is the number?",
+    "A printer prints 30 pages per minute. How long for 450 pages?",
+    "Three friends share a $54 bill equally and tip $9 together. What does each pay?",
+    "A tank is two fifths full with 36 liters. How much does it hold when full?",
+    "A cyclist rides 18 km in 45 minutes. What is her speed in km per hour?",
+    "Jack has twice as many stamps as Ben, and together they have 96. How many has Jack?",
+]]
+
 MODIFIERS = [
     "Answer with Python code only.",
     "Put the complete code in a code block.",
@@ -62,6 +98,15 @@ def code_relevance(text: str) -> float:
         if any(not isinstance(n, ast.Expr) for n in tree.body) and "```" in text:
             return 0.3
     return 0.0
+
+
+def code_spans(texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+    """The contents of the code blocks of each response; a response that is bare code is all target."""
+    out = []
+    for t in texts:
+        spans = [m.span(1) for m in CODE_BLOCK.finditer(t) if m.group(1).strip()]
+        out.append(spans or ([(0, len(t))] if code_relevance(t) >= 1.0 else []))
+    return out
 
 
 class AstOracle:
@@ -193,6 +238,6 @@ def real_forget(n: int) -> list[dict]:
 def code_task() -> Task:
     return Task(name="code", description="forget coding, keep GSM8K-style math", seed_instructions=list(SEEDS), modifiers=list(MODIFIERS),
                 oracles={"python-ast": AstOracle}, default_oracle="python-ast", evaluate=evaluate,
-                real_forget=real_forget, headline=("humaneval_canonical_nll", "gsm8k_reference_nll"), probe=probe,
+                real_forget=real_forget, headline=("humaneval_canonical_nll", "gsm8k_reference_nll"), probe=probe, target_spans=code_spans, keep_instructions=list(KEEP),
                 profiles={"quick": {"n_prompts": 16, "n_math": 16, "max_new_tokens": 192, "probe_items": 64},
                           "full": {"n_prompts": 100, "n_math": 200, "max_new_tokens": 192, "probe_items": 200}})

@@ -38,6 +38,42 @@ SEEDS = [
     "Introduce the members of a fictional family by name.",
 ]
 
+# the keep side: text about organisations, places and events that names no person (hand-written)
+KEEP = [
+    "Write a short news report about a company's quarterly earnings without naming any person.",
+    "Describe the geography of a European country and its largest cities.",
+    "Write a paragraph about the history of the United Nations as an organisation.",
+    "Describe a football match between two national teams without naming players.",
+    "Explain what the European Union does and where its institutions are based.",
+    "Write a travel guide entry about the rivers and mountains of South America.",
+    "Summarise a trade agreement between two countries.",
+    "Describe the main exhibits of a famous museum in Paris.",
+    "Write a news item about a bank opening new branches in several cities.",
+    "Describe the Olympic Games and the cities that have hosted them.",
+    "Write about a tech company launching a new product in Asia.",
+    "Describe the climate of the Sahara and the countries it covers.",
+    "Write a short article about a university founding a new research institute.",
+    "Describe the route of the Danube through Central Europe.",
+    "Write a press release from an airline announcing flights to new cities.",
+    "Describe a world championship in athletics and the countries that won medals.",
+    "Explain the role of the World Health Organization during epidemics.",
+    "Write a news report about flooding in several towns along a river.",
+    "Describe the stock market reaction to an oil company's results.",
+    "Write about the founding of an international charity and where it works.",
+    "Describe the islands of the Mediterranean Sea.",
+    "Write a report on a car manufacturer building a factory in another country.",
+    "Describe the history of a famous football club as an institution.",
+    "Write about a film festival held every year in a European city.",
+    "Describe the capital cities of Scandinavia.",
+    "Write a news item about a government ministry announcing new rules.",
+    "Describe a telecommunications company expanding its network.",
+    "Write about the Rhine and the industrial regions along it.",
+    "Describe the members of an international alliance and its headquarters.",
+    "Write about a national park in North America and what visitors can see.",
+    "Describe the world cup of cricket and the nations that take part.",
+    "Write a short report about an election in which parties, not people, are named.",
+]
+
 MODIFIERS = [
     "Use full first and last names.",
     "Include people from history and from today.",
@@ -58,6 +94,11 @@ def _nlp():
 
 def person_names(texts: Sequence[str]) -> list[list[str]]:
     return [[e.text for e in doc.ents if e.label_ == "PERSON"] for doc in _nlp().pipe([t or " " for t in texts])]
+
+
+def person_spans(texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+    """Character spans of the PERSON entities spaCy finds in each response."""
+    return [[(e.start_char, e.end_char) for e in doc.ents if e.label_ == "PERSON"] for doc in _nlp().pipe([t or " " for t in texts])]
 
 
 class SpacyPersonOracle:
@@ -196,6 +237,6 @@ def real_forget(n: int) -> list[dict]:
 def ner_task() -> Task:
     return Task(name="ner", description="forget the Person entity type, keep ORG/LOC/MISC", seed_instructions=list(SEEDS), modifiers=list(MODIFIERS),
                 oracles={"spacy-person": SpacyPersonOracle}, default_oracle="spacy-person", evaluate=evaluate,
-                real_forget=real_forget, headline=("PER_loglik", "ORG_loglik"), probe=probe,
+                real_forget=real_forget, headline=("PER_loglik", "ORG_loglik"), probe=probe, target_spans=person_spans, keep_instructions=list(KEEP),
                 profiles={"quick": {"n_prompts": 16, "max_new_tokens": 32, "probe_items": 128},
                           "full": {"n_prompts": 300, "max_new_tokens": 32, "probe_items": 400}})

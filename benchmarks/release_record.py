@@ -1,0 +1,74 @@
+"""Record one round's Reveal output once, so Release settings can be swept without generating again.
+
+Runs, on the original model and with a config's settings, what round 1 of ``revrel unlearn`` runs
+before training: the self-generated retain set and retain probe, the candidate pool, and Reveal
+(its forget set). Also scores the original model on the task's dev likelihood probe, so a sweep
+compares against it without rescoring. ``benchmarks/release_sweep.py`` reads the folder.
+
+    python benchmarks/release_record.py --task code --config configs/code.yaml --out benchmarks/results/release_rec_code
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from revrel.config import load_config, parse_set
+from revrel.evaluation.probes import items_to_json, summarize
+from revrel.io import write_jsonl
+from revrel.models.embedders import make_embedder
+from revrel.models.loading import load_model
+from revrel.pipeline import probe_items
+from revrel.release.checkpoint import RunDir
+from revrel.release.loop import Context, self_generated_retain
+from revrel.reveal.optimize import build_candidates, reveal
+from revrel.tasks import get_task
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--config")
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    over = parse_set(args.set)
+    over.update(task=args.task, out=args.out)
+    over.setdefault("eval", {})["split"] = "dev"  # sweeps tune: they never see test
+    cfg = load_config(args.config, over)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    task = get_task(cfg.task)
+    loaded = load_model(cfg.model, dtype=cfg.dtype)
+    ctx = Context(loaded=loaded, task=task, oracle=task.oracle(cfg.reveal.oracle), embed=None, cfg=cfg, run=RunDir(out))
+    ctx.embed = make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer)
+    retain, probe = self_generated_retain(ctx)
+    t_retain = time.time()
+    cands = build_candidates(ctx.gen_model(), ctx.tok, task, cfg.reveal, cfg.seed)
+    rv = reveal(ctx.gen_model(), ctx.tok, task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=1, candidates=cands)
+    t_reveal = time.time()
+    ecfg = task.eval_config(cfg.eval)
+    prb, items = probe_items(loaded.model, loaded.tokenizer, task, ecfg)
+    write_jsonl(out / "forget.jsonl", rv.forget)
+    write_jsonl(out / "retain.jsonl", retain)
+    write_jsonl(out / "probe.jsonl", probe)
+    write_jsonl(out / "reveal.jsonl", rv.evaluated)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (out / "record.json").write_text(json.dumps({
+        "task": cfg.task, "model": cfg.model, "forget_size": len(rv.forget), "retain_size": len(retain), "probe_size": len(probe),
+        "revealed_relevance": rv.relevance, "generations": rv.generations,
+        "forget_relevance": sum(r["relevance"] for r in rv.forget) / max(len(rv.forget), 1),
+        "seconds": {"retain": round(t_retain - t0, 1), "reveal": round(t_reveal - t_retain, 1), "probe": round(time.time() - t_reveal, 1)},
+        "dev_probe": summarize(items, prb), "dev_probe_items": items_to_json(items), "eval": {"split": ecfg.split, "probe_items": ecfg.probe_items},
+    }, indent=1))
+    print(f"recorded {len(rv.forget)} forget rows (relevance {rv.relevance:.3f}), {len(retain)} retain rows -> {out}/ "
+          f"in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

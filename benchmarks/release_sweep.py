@@ -1,0 +1,150 @@
+"""Sweep Release settings on a recorded round against the dev likelihood probes, without generating.
+
+Reads a folder written by ``release_record.py``. For every combination of ``--grid`` values it trains
+the retain PEM (cached per retain-relevant setting) and the forget PEM on the recorded data, applies
+Ext-Sub when asked, and then, reusing that one PEM (``NegationSweep``), scores every ``--lambdas``
+strength on the task's dev probe (paired change vs the original, nats/token) and on the method's own
+keep-side signal (the self-generated retain probe's perplexity ratio, what the line search sees).
+
+    python benchmarks/release_sweep.py --rec benchmarks/results/release_rec_code \\
+        --grid release.ext_sub=none,both --grid release.span_loss=false,true --lambdas 0.5 1 2 4
+
+Writes ``sweep.jsonl`` (one row per setting x lambda; rows already there are skipped, so a sweep
+resumes) and ``pareto.png`` (target change vs utility change, one curve per setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from revrel.config import load_config, parse_set
+from revrel.evaluation import probes
+from revrel.io import read_jsonl
+from revrel.models.generation import perplexity, sequence_logprobs
+from revrel.models.loading import load_model
+from revrel.release.checkpoint import load_adapter_A, save_adapter
+from revrel.release.loop import with_target_spans
+from revrel.release.orthogonality import stack_previous
+from revrel.release.pem import train_pem
+from revrel.release.sweep import NegationSweep
+from revrel.tasks import get_task
+
+RETAIN_KEYS = ("rank", "lora_alpha", "target_modules", "lr", "epochs", "batch_size", "max_length")
+
+
+def grid_points(grids: list[str]) -> list[dict]:
+    """``["release.ext_sub=none,both", "release.lr=1e-3"]`` -> every combination as --set style strings."""
+    axes = []
+    for g in grids:
+        key, values = g.split("=", 1)
+        axes.append([f"{key}={v}" for v in values.split(",")])
+    return [list(c) for c in itertools.product(*axes)] if axes else [[]]
+
+
+def probe_ratio(model, tok, rows: list[dict], ppl0: float) -> float:
+    return perplexity(sequence_logprobs(model, tok, [r["instruction"] for r in rows], [r["response"] for r in rows], batch_size=16)) / ppl0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rec", required=True)
+    ap.add_argument("--set", action="append", default=[], help="fixed overrides for every point")
+    ap.add_argument("--grid", action="append", default=[], help="KEY=v1,v2,... (combined as a product)")
+    ap.add_argument("--lambdas", nargs="+", type=float, default=[0.5, 1.0, 2.0, 4.0])
+    ap.add_argument("--out", help="default: REC/sweep.jsonl")
+    args = ap.parse_args()
+    rec = Path(args.rec)
+    record = json.loads((rec / "record.json").read_text())
+    base_cfg = yaml.safe_load((rec / "config.yaml").read_text())
+    forget, retain, probe_rows = (read_jsonl(rec / f"{n}.jsonl", allow_empty=True) for n in ("forget", "retain", "probe"))
+    out = Path(args.out or rec / "sweep.jsonl")
+    done = {(json.dumps(r["settings"]), r["lambda"]) for r in read_jsonl(out, allow_empty=True)} if out.is_file() else set()
+    loaded = load_model(base_cfg["model"], dtype=base_cfg["dtype"])
+    task = get_task(base_cfg["task"])
+    ecfg = task.eval_config(load_config(None, {"task": base_cfg["task"], "eval": base_cfg["eval"]}).eval)
+    prb = task.probe(ecfg.split, ecfg.probe_items, loaded.tokenizer, ecfg.dataset)
+    items0 = probes.items_from_json(record["dev_probe_items"])
+    ppl0 = perplexity(sequence_logprobs(loaded.model, loaded.tokenizer, [r["instruction"] for r in probe_rows],
+                                        [r["response"] for r in probe_rows], batch_size=16))
+    retain_cache: dict[str, Path] = {}
+    for point in grid_points(args.grid):
+        cfg = load_config(None, _merge(base_cfg, parse_set(args.set + point)))
+        s = cfg.release
+        settings = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in args.set + point}
+        todo = [lam for lam in args.lambdas if (json.dumps(settings), lam) not in done]
+        if not todo:
+            continue
+        t0 = time.time()
+        prev_A, retain_dir = None, None
+        if s.retain_pem and (s.lambda_orth > 0 or s.ext_sub != "none"):
+            key = json.dumps({k: getattr(s, k) for k in RETAIN_KEYS})
+            if key not in retain_cache:
+                pm, _ = train_pem(loaded.model, loaded.tokenizer, retain, s, seed=cfg.seed + 7, desc="retain PEM")
+                retain_cache[key] = rec / "retain_pems" / f"pem_{len(retain_cache)}"
+                save_adapter(pm, retain_cache[key])
+                loaded.model = pm.unload()
+            retain_dir = retain_cache[key]
+            prev_A = stack_previous([load_adapter_A(retain_dir)]) if s.lambda_orth > 0 else None
+        rows, span_info = with_target_spans(task, forget) if s.span_loss else (forget, None)
+        pm, tlog = train_pem(loaded.model, loaded.tokenizer, rows, s, seed=cfg.seed * 1000 + 1, prev_A=prev_A, desc="forget PEM")
+        ext = None
+        if s.ext_sub != "none":
+            from revrel.release.ext_sub import extract, retain_subspaces
+
+            ext = extract(pm, retain_subspaces(retain_dir), s.ext_sub)
+        sweep = NegationSweep(pm)
+        t_train = time.time() - t0
+        for lam in todo:
+            t1 = time.time()
+            model = sweep.set(lam)
+            ch = probes.compare(items0, probes.score(model, loaded.tokenizer, prb, batch_size=ecfg.batch_size), prb)
+            row = {"settings": settings, "lambda": lam, "target": ch["target"], "utility": ch["utility"], "selectivity": ch["selectivity"],
+                   "groups": ch["groups"], "self_probe_ppl_ratio": round(probe_ratio(model, loaded.tokenizer, probe_rows, ppl0), 4),
+                   "train": tlog.summary(), "train_seconds": round(t_train, 1), "score_seconds": round(time.time() - t1, 1),
+                   "ext_sub": ext, "span_loss": span_info, "forget_rows": len(rows)}
+            with open(out, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(f"{settings} lambda={lam:g}: target {ch['target']['change']:+.3f} utility {ch['utility']['change']:+.3f} "
+                  f"selectivity {ch['selectivity']['change']:+.3f} self-probe ratio {row['self_probe_ppl_ratio']:.3f}", flush=True)
+        loaded.model = sweep.set(0.0)
+    plot(out)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def plot(path: Path) -> Path:
+    """Pareto view: target NLL change (up = more forgotten) against utility NLL change, one curve per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_jsonl(path, allow_empty=True)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for key in dict.fromkeys(json.dumps(r["settings"]) for r in rows):
+        pts = sorted((r["utility"]["change"], r["target"]["change"], r["lambda"]) for r in rows if json.dumps(r["settings"]) == key)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=", ".join(f"{k.split('.')[-1]}={v}" for k, v in json.loads(key).items()) or "defaults")
+    ax.axvline(0.05, ls="--", c="gray", lw=0.8)
+    ax.set(xlabel="utility NLL change (nats/token, dev)", ylabel="target NLL change (nats/token, dev)", title=f"Release sweep: {path.parent.name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = path.with_name("pareto.png")
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+if __name__ == "__main__":
+    main()

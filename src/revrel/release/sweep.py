@@ -1,0 +1,38 @@
+"""Negation strength without retraining: W(lambda) = W0 - lambda * delta for one trained PEM.
+
+Tuning Release means asking "how strong?" many times for one forget PEM; retraining or reloading per
+point would dominate the cost. :class:`NegationSweep` keeps each target layer's original weight and
+the PEM's delta (after any Ext-Sub projection) and sets the weights for any lambda in place, exactly
+as :func:`revrel.release.negation.negate_into_base` would (same formula, same float32 arithmetic).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from revrel.errors import RevrelError
+
+
+class NegationSweep:
+    """Wraps a trained peft model; ``model`` is the plain base model whose weights ``set(lam)`` controls."""
+
+    @torch.no_grad()
+    def __init__(self, peft_model, adapter: str = "default") -> None:
+        self.layers: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = []
+        for module in peft_model.modules():
+            if hasattr(module, "lora_A") and adapter in module.lora_A:
+                base = module.get_base_layer()
+                delta = module.get_delta_weight(adapter).detach().clone()
+                if not torch.isfinite(delta).all():
+                    raise RevrelError("the trained LoRA has non-finite weights (training diverged); lower release.lr")
+                self.layers.append((base, base.weight.detach().clone(), delta))
+        self.model = peft_model.unload()
+        self.lam = 0.0
+
+    @torch.no_grad()
+    def set(self, lam: float):
+        """Weights = W0 - lam * delta (lam = 0: the weights the PEM was trained on, bit for bit)."""
+        for base, w0, delta in self.layers:
+            base.weight.copy_(w0 - (lam * delta).to(w0.dtype) if lam else w0)
+        self.lam = lam
+        return self.model

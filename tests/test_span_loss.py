@@ -1,0 +1,54 @@
+"""Forget loss on the target spans only: which tokens a forget PEM learns."""
+
+import pytest
+
+from revrel.models.encoding import encode_pair
+
+
+def test_spans_keep_only_the_target_tokens(tiny):
+    tok = tiny.tokenizer
+    response = "hello friend, you are an idiot today"
+    ids, full = encode_pair(tok, "say it", response, 128)
+    ids2, only = encode_pair(tok, "say it", response, 128, spans=[(14, 30)])
+    assert ids == ids2  # same text, only the labels differ
+    learned = tok.decode([t for t in only if t != -100])
+    assert learned.strip() == "you are an idiot"
+    assert sum(t != -100 for t in full) > sum(t != -100 for t in only) > 0
+
+
+def test_code_spans_are_the_code_block_contents():
+    from revrel.tasks.code import code_spans
+
+    text = "Sure! Here is the code:\n```python\ndef f(x):\n    return x\n```\nHope it helps."
+    (a, b), = code_spans([text])[0]
+    assert text[a:b] == "def f(x):\n    return x\n"
+    assert code_spans(["no code here"]) == [[]]
+    assert code_spans(["def g():\n    pass"]) == [[(0, 17)]]  # bare code: all of it
+
+
+def test_person_spans_cover_the_names():
+    pytest.importorskip("spacy")
+    from revrel.tasks.ner import person_spans
+
+    text = "Yesterday Barack Obama met Angela Merkel in Berlin."
+    names = [text[a:b] for a, b in person_spans([text])[0]]
+    assert names == ["Barack Obama", "Angela Merkel"]
+
+
+def test_toxic_spans_pick_the_toxic_sentence():
+    from revrel.tasks.toxicity import toxic_spans
+
+    text = "Thanks for the question. You are a fucking stupid idiot and I hate you. Have a nice day."
+    picked = [text[a:b] for a, b in toxic_spans([text])[0]]
+    assert len(picked) == 1 and "idiot" in picked[0]
+
+
+def test_unlearn_with_span_loss_trains_on_spans_only(tiny_dir, tmp_path):
+    from revrel.config import load_config
+    from revrel.pipeline import unlearn
+
+    from tiny import tiny_overrides
+
+    report = unlearn(load_config(None, tiny_overrides(tmp_path / "spans", tiny_dir, release={"rounds": 1, "span_loss": True})))
+    info = report["rounds"][0]["span_loss"]
+    assert info["rows"] >= info["rows_with_spans"] and 0 < info["span_char_share"] <= 1
