@@ -92,7 +92,8 @@ def main() -> None:
             retain_dir = retain_cache[key]
             prev_A = stack_previous([load_adapter_A(retain_dir)]) if s.lambda_orth > 0 else None
         rows, span_info = with_target_spans(task, forget) if s.span_loss else (forget, None)
-        pm, tlog = train_pem(loaded.model, loaded.tokenizer, rows, s, seed=cfg.seed * 1000 + 1, prev_A=prev_A, desc="forget PEM")
+        pm, tlog = train_pem(loaded.model, loaded.tokenizer, rows, s, seed=cfg.seed * 1000 + 1, prev_A=prev_A, desc="forget PEM",
+                             anchor_rows=retain if s.retain_anchor > 0 else None)
         ext = None
         if s.ext_sub != "none":
             from revrel.release.ext_sub import extract, retain_subspaces

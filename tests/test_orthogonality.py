@@ -40,20 +40,23 @@ RETAIN = [{"instruction": "describe the ocean", "response": "the ocean is blue a
           {"instruction": "thank you", "response": "you are welcome, have a nice day"}] * 4
 
 
-def _retain_shift(tiny_dir, weight):
-    """Mean squared change of the retain tokens' log-probs caused by a forget PEM trained with ``weight``."""
+def _retain_shift(tiny_dir, weight, at=0.0, measure_at=None):
+    """Mean squared change of the retain tokens' log-probs caused by a forget PEM trained with ``weight``
+    (anchored at negation strength ``at``), measured on W + delta or, with ``measure_at``, on W - measure_at * delta."""
+    from contextlib import nullcontext
+
     from revrel.models.generation import token_lp
     from revrel.models.loading import load_model
-    from revrel.release.pem import encode_rows
+    from revrel.release.pem import encode_rows, lora_scaled
 
     loaded = load_model(str(tiny_dir))
     cfg = ReleaseConfig(rank=4, epochs=6, batch_size=4, lr=2e-2, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
-                        retain_anchor=weight, train_dtype="float32")
+                        retain_anchor=weight, anchor_lambda=at, train_dtype="float32")
     batch = encode_rows(loaded.tokenizer, RETAIN[:2], cfg.max_length)
     with torch.no_grad():
         lp0, mask = token_lp(loaded.model, loaded.tokenizer, batch)
     pm, log = train_pem(loaded.model, loaded.tokenizer, ROWS, cfg, seed=1, anchor_rows=RETAIN)
-    with torch.no_grad():
+    with torch.no_grad(), (lora_scaled(pm, -measure_at) if measure_at else nullcontext()):
         lp1, _ = token_lp(pm, loaded.tokenizer, batch)
     return float(((lp1 - lp0) ** 2 * mask).sum() / mask.sum()), log
 
@@ -64,3 +67,31 @@ def test_retain_anchor_lowers_the_retain_shift(tiny_dir):
     assert anchored < 0.5 * free, (anchored, free)
     assert log1.loss[-1] < log1.loss[0]  # the PEM still learns its forget data
     assert log1.anchor[0] == 0.0 and log0.anchor == [0.0] * len(log0.anchor)  # starts at the base model; off when weight 0
+
+
+def test_negation_aware_anchor_protects_the_negated_model(tiny_dir):
+    """Anchored at lambda=2, the PEM is cheap to negate at lambda=2: the retain tokens move far less
+    on W - 2 delta than with no anchor, and less than with the first-order anchor on W + delta."""
+    free, _ = _retain_shift(tiny_dir, 0.0, measure_at=2.0)
+    first_order, _ = _retain_shift(tiny_dir, 10.0, at=0.0, measure_at=2.0)
+    aware, log = _retain_shift(tiny_dir, 10.0, at=2.0, measure_at=2.0)
+    assert aware < 0.5 * free and aware < first_order, (aware, first_order, free)
+    assert log.loss[-1] < log.loss[0]
+
+
+def test_lora_scaled_is_the_negated_merge(tiny_dir):
+    """The anchor's view of the negated model (LoRA at scaling -lam) equals the merged W - lam * delta."""
+    from revrel.models.generation import token_lp
+    from revrel.models.loading import load_model
+    from revrel.release.pem import encode_rows, lora_scaled
+    from revrel.release.sweep import NegationSweep
+
+    loaded = load_model(str(tiny_dir))
+    cfg = ReleaseConfig(rank=4, epochs=2, batch_size=4, lr=2e-2, train_dtype="float32")
+    pm, _ = train_pem(loaded.model, loaded.tokenizer, ROWS, cfg, seed=1)
+    batch = encode_rows(loaded.tokenizer, RETAIN[:2], cfg.max_length)
+    with torch.no_grad(), lora_scaled(pm, -1.5):
+        scaled, mask = token_lp(pm, loaded.tokenizer, batch)
+    with torch.no_grad():
+        merged, _ = token_lp(NegationSweep(pm).set(1.5), loaded.tokenizer, batch)
+    assert torch.allclose(scaled * mask, merged * mask, atol=1e-4)

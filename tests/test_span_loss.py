@@ -52,3 +52,26 @@ def test_unlearn_with_span_loss_trains_on_spans_only(tiny_dir, tmp_path):
     report = unlearn(load_config(None, tiny_overrides(tmp_path / "spans", tiny_dir, release={"rounds": 1, "span_loss": True})))
     info = report["rounds"][0]["span_loss"]
     assert info["rows"] >= info["rows_with_spans"] and 0 < info["span_char_share"] <= 1
+
+
+def test_retain_from_task_uses_the_keep_side_or_names_the_problem(tiny_dir, tmp_path):
+    from revrel.config import load_config
+    from revrel.errors import RevrelError
+    from revrel.pipeline import unlearn
+    from revrel.tasks import TASKS
+
+    from tiny import tiny_overrides
+
+    with pytest.raises(RevrelError, match="declares no keep_instructions"):
+        unlearn(load_config(None, tiny_overrides(tmp_path / "nokeep", tiny_dir, release={"rounds": 1, "retain_from": "task"})))
+    make = TASKS["tiny"]
+    keep = ["describe the ocean", "the weather is nice", "thank you friend", "explain how a bicycle works", "hello friend"]
+    TASKS["tiny"] = lambda: __import__("dataclasses").replace(make(), keep_instructions=keep)
+    try:
+        unlearn(load_config(None, tiny_overrides(tmp_path / "keep", tiny_dir, release={"rounds": 1, "retain_from": "task"})))
+    finally:
+        TASKS["tiny"] = make
+    from revrel.io import read_jsonl
+
+    used = {r["instruction"] for r in read_jsonl(tmp_path / "keep" / "retain.jsonl") + read_jsonl(tmp_path / "keep" / "probe.jsonl")}
+    assert used and used <= set(keep)

@@ -63,6 +63,33 @@ def test_report_plots_from_runs(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
+def test_report_over_runs_of_different_tasks(tmp_path):
+    """A mix of tasks gets one section and one set of plots per task (metrics of different tasks never
+    share a panel); a folder that is not a run is a one-line RevrelError."""
+    import json
+
+    import pytest
+
+    from revrel.errors import RevrelError
+    from revrel.evaluation.report import write_report
+
+    runs = {"tox": ("toxicity", {"expected_max_toxicity": 0.4}, {"expected_max_toxicity": 0.3}),
+            "code": ("code", {"probe_target_nll": 0.5, "probe_utility_nll": 1.0}, {"probe_target_nll": 0.9, "probe_utility_nll": 1.02}),
+            "ner": ("ner", {"PER_loglik": -1.3, "ORG_loglik": -3.3}, {"PER_loglik": -1.5, "ORG_loglik": -3.4})}
+    for name, (task, before, after) in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps({"task": task, "model": "m", "method": "revrel", "before": before, "after": after,
+                                                                  "rounds": [{"round": 1, "revealed_relevance": 0.3, "forget_size": 5}]}))
+    text = write_report([str(tmp_path / n) for n in runs], str(tmp_path / "out")).read_text()
+    for task in ("toxicity", "code", "ner"):
+        assert f"## Task `{task}`" in text and f"![before_after_{task}](before_after_{task}.png)" in text
+        assert (tmp_path / "out" / f"before_after_{task}.png").read_bytes()[:4] == b"\x89PNG"
+    assert text.index("## Task `code`") < text.index("| probe_target_nll | 0.5 | 0.9 |") < text.index("## Task `ner`")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RevrelError, match="not found; give folders of finished revrel runs"):
+        write_report([str(tmp_path / "tox"), str(tmp_path / "empty")], str(tmp_path / "out2"))
+
+
 def test_toxicity_fluency_is_scored_under_the_reference_model(tiny, tmp_path):
     """Fluency = perplexity of the evaluated model's continuations under the original (reference) model."""
     from revrel.config import EvalConfig

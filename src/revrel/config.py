@@ -79,6 +79,7 @@ class ReleaseConfig:
     lambda_neg: float = 1.0
     lambda_orth: float = 0.1
     retain_anchor: float = 0.0  # weight of the squared change of retain-token log-probs while training a forget PEM (0: off)
+    anchor_lambda: float = 0.0  # where the anchor looks: 0 on W + delta (first order); lam > 0 on the negated model W - lam * delta
     merge: bool = True  # false: model/ keeps the original weights; the rounds live on as adapters/negated_round_k (load_stacked)
     budget_pacing: bool = True  # round k may spend utility_budget ** (k / rounds), so early rounds leave room for later ones
     final_reveal: bool = True  # one more Reveal after the last round: its relevance is the run's end point
@@ -170,6 +171,7 @@ class RunConfig:
         _check(0.0 < s.lr <= 1.0, "release.lr must be in (0, 1]")
         _check(s.lambda_neg >= 0 and s.lambda_neg <= 100, "release.lambda_neg must be in [0, 100]")
         _check(s.retain_anchor >= 0, "release.retain_anchor must be >= 0")
+        _check(s.anchor_lambda >= 0, "release.anchor_lambda must be >= 0 (the negation strength the anchor is measured at)")
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
         _check(bool(e.profile), "eval.profile must name a profile (quick or full)")
         _check(s.lambda_orth >= 0, "release.lambda_orth must be >= 0")

@@ -52,6 +52,7 @@ def evaluate_model(loaded: LoadedModel, task, oracle, cfg: RunConfig, reference=
     probe, items = probe_items(loaded.model, loaded.tokenizer, task, ecfg)
     if probe is not None:
         metrics["probes"] = probes.summarize(items, probe)
+        metrics["probe_target_nll"], metrics["probe_utility_nll"] = metrics["probes"]["target"]["nll"], metrics["probes"]["utility"]["nll"]
         if reference_probe is not None:
             metrics["probes"]["change"] = probes.compare(probes.items_from_json(reference_probe), items, probe)
         metrics["probe_items"] = probes.items_to_json(items)

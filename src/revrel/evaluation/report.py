@@ -53,7 +53,7 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_rounds(runs, out: Path) -> Path:
+def plot_rounds(runs, out: Path, suffix: str = "") -> Path:
     from matplotlib.ticker import MaxNLocator
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -80,13 +80,14 @@ def plot_rounds(runs, out: Path) -> Path:
         a.legend(fontsize=8)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    path = out / "rounds.png"
+    path = out / f"rounds{suffix}.png"
     _save(fig, path)
     return path
 
 
-def plot_before_after(runs, out: Path) -> Path:
-    keys = sorted({k for _, r in runs for k in _numeric(r.get("before", {})) if k in _numeric(r.get("after", {}))})
+def plot_before_after(runs, out: Path, suffix: str = "") -> Path:
+    """One panel per metric that every run reports before and after (runs of one task)."""
+    keys = sorted(set.intersection(*({k for k in _numeric(r.get("before", {})) if k in _numeric(r.get("after", {}))} for _, r in runs)))
     cols = min(len(keys), 3) or 1
     rows = (len(keys) + cols - 1) // cols or 1
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
@@ -103,13 +104,13 @@ def plot_before_after(runs, out: Path) -> Path:
     for j in range(len(keys), rows * cols):
         axes[j // cols][j % cols].axis("off")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Before / after unlearning")
-    path = out / "before_after.png"
+    fig.suptitle(f"Before / after unlearning{': ' + runs[0][1].get('task', '') if suffix else ''}")
+    path = out / f"before_after{suffix}.png"
     _save(fig, path)
     return path
 
 
-def plot_tradeoff(runs, out: Path) -> Path | None:
+def plot_tradeoff(runs, out: Path, suffix: str = "") -> Path | None:
     task = runs[0][1].get("task")
     fkey, ukey = headline(task)
     if not fkey:
@@ -126,7 +127,7 @@ def plot_tradeoff(runs, out: Path) -> Path | None:
     ax.set(xlabel=f"utility: {ukey}", ylabel=f"forget: {fkey}", title=f"{task}: forget vs utility")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = out / "tradeoff.png"
+    path = out / f"tradeoff{suffix}.png"
     _save(fig, path)
     return path
 
@@ -135,10 +136,31 @@ def write_report(dirs: list[str], out: str | None = None) -> Path:
     runs = load_runs(dirs)
     out_dir = Path(out or dirs[0])
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = [plot_rounds(runs, out_dir), plot_before_after(runs, out_dir), plot_tradeoff(runs, out_dir)]
-    lines = ["# revrel report", ""]
+    by_task: dict[str, list] = {}
     for name, r in runs:
-        lines += [f"## {name}: task `{r.get('task')}`, model `{r.get('model')}`, method `{r.get('method')}`", ""]
+        by_task.setdefault(str(r.get("task")), []).append((name, r))
+    plots = []
+    for task, group in by_task.items():  # one set of plots per task: metrics of different tasks do not share axes
+        suffix = f"_{task}" if len(by_task) > 1 else ""
+        plots += [plot_rounds(group, out_dir, suffix), plot_before_after(group, out_dir, suffix), plot_tradeoff(group, out_dir, suffix)]
+    lines = ["# revrel report", ""]
+    for task, group in by_task.items():
+        if len(by_task) > 1:
+            lines += [f"## Task `{task}`", ""]
+        lines += _run_sections(group, "###" if len(by_task) > 1 else "##")
+        if len(by_task) > 1:
+            lines += [f"![{p.stem}]({p.name})" for p in plots if p and p.stem.endswith(f"_{task}")] + [""]
+    if len(by_task) == 1:
+        lines += [f"![{p.stem}]({p.name})" for p in plots if p]
+    report = out_dir / "report.md"
+    atomic_write_text(report, "\n".join(lines) + "\n")
+    return report
+
+
+def _run_sections(runs, h: str) -> list[str]:
+    lines: list[str] = []
+    for name, r in runs:
+        lines += [f"{h} {name}: task `{r.get('task')}`, model `{r.get('model')}`, method `{r.get('method')}`", ""]
         b, a = _numeric(r.get("before", {})), _numeric(r.get("after", {}))
         ev = r.get("after", {}).get("eval")
         if ev:
@@ -161,9 +183,6 @@ def write_report(dirs: list[str], out: str | None = None) -> Path:
         if r.get("stopped"):
             lines.append(f"\nStopped: {r['stopped']}")
         if r.get("attacks"):
-            lines += ["", "### Attacks", "", "```json", json.dumps(r["attacks"], indent=1), "```"]
+            lines += ["", f"{h}# Attacks", "", "```json", json.dumps(r["attacks"], indent=1), "```"]
         lines.append("")
-    lines += [f"![{p.stem}]({p.name})" for p in plots if p]
-    report = out_dir / "report.md"
-    atomic_write_text(report, "\n".join(lines) + "\n")
-    return report
+    return lines

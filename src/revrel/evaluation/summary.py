@@ -54,7 +54,7 @@ def probe_rows(metrics: dict, before: dict | None = None) -> list[tuple[str, str
     for role in ("target", "utility"):
         groups = p.get(f"{role}_groups", [])
         rows.append((f"{role} ({'+'.join(groups)})", nll(bp.get(role)) if bp else "", nll(p.get(role)), _pm(ch.get(role))))
-        if len(groups) > 1 or role == "utility" and len(p["groups"]) > 2:
+        if len(groups) > 1:  # a role pooled over several groups: show each
             for g in groups:
                 rows.append((f"  {g}", nll(bp.get("groups", {}).get(g)) if bp else "", nll(p["groups"].get(g)), _pm(ch.get("groups", {}).get(g))))
     if ch.get("selectivity"):

@@ -133,7 +133,7 @@ def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], cfg: Generat
         elif r > 1:
             ids, mask = ids.repeat_interleave(r, 0), mask.repeat_interleave(r, 0)
         gen = model.generate(
-            input_ids=ids, attention_mask=mask, past_key_values=cache,
+            input_ids=ids, attention_mask=mask, **({} if cache is None else {_cache_kwarg(): cache}),
             max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens or None, do_sample=False,
             temperature=None, top_p=None, top_k=None, logits_processor=sampler,
             pad_token_id=pad, eos_token_id=stops,
@@ -142,6 +142,15 @@ def generate_ids(model, tokenizer, prompt_ids: Sequence[list[int]], cfg: Generat
         for row, (i, j) in zip(new, [(i, j) for i in idx for j in range(r)]):
             out[i * r + j] = (_cut_at_stop(row, stops), len(unique[i]))
     return out  # type: ignore[return-value]
+
+
+def _cache_kwarg() -> str:
+    """generate()'s name for a prefilled cache: ``cache`` from transformers 5.24 on, ``past_key_values`` before."""
+    try:
+        from transformers.generation.utils import ALL_CACHE_NAMES
+    except ImportError:
+        return "past_key_values"
+    return "cache" if "cache" in ALL_CACHE_NAMES else "past_key_values"
 
 
 def _run_length(prompt_ids: Sequence[list[int]]) -> int:
@@ -163,7 +172,8 @@ def _prefill(model, ids: torch.Tensor, mask: torch.Tensor):
 
     pos = (mask.long().cumsum(-1) - 1).masked_fill_(mask == 0, 1)
     cache = DynamicCache()
-    model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **{_cache_kwarg(): cache})
+    assert cache.get_seq_length() == ids.shape[1], "the prefill did not fill the cache"
     return cache
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -76,27 +77,52 @@ def train_autocast(model, train_dtype: str):
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16 and device in ("cpu", "cuda"))
 
 
+@contextmanager
+def lora_scaled(peft_model, factor: float, adapter: str = "default"):
+    """Run the LoRA at ``factor`` times its strength (``-lam``: the model that negation will give,
+    W - lam * delta) inside the block, with gradients; the scaling is restored on exit."""
+    mods = [m for m in peft_model.modules() if isinstance(getattr(m, "scaling", None), dict) and adapter in m.scaling]
+    old = [m.scaling[adapter] for m in mods]
+    for m, s in zip(mods, old):
+        m.scaling[adapter] = s * factor
+    try:
+        yield
+    finally:
+        for m, s in zip(mods, old):
+            m.scaling[adapter] = s
+
+
 class RetainAnchor:
     """Keep a forget PEM from moving the retain data's token log-probs.
 
-    Negation flips the PEM's effect; to first order it flips its effect on the retain data too. So
-    a PEM that leaves the retain log-probs where the base model had them can be negated with little
-    utility cost. The penalty is the mean squared change of the retain tokens' log-probs from the
-    base model's (cached once, before the LoRA exists), the quantity the retain-probe perplexity
-    budget measures, on held-out instructions.
+    The penalty is the mean squared change of the retain tokens' log-probs from the base model's
+    (cached once, before the LoRA exists), the quantity the retain-probe perplexity budget measures
+    on held-out instructions. Where it is measured matters:
+
+    - ``at=0`` (first order): on the PEM-added model W + delta. Negation flips the PEM's effect, and
+      to first order its effect on the retain data too, but only to first order.
+    - ``at=lam`` (negation-aware): on the model negation will produce, W - lam * delta, by running
+      the LoRA at scaling ``-lam`` for the anchor pass. The PEM is then trained to be cheap *to
+      negate*, which is what the utility side of the report measures.
     """
 
-    def __init__(self, model, tokenizer, rows: list[dict], cfg: ReleaseConfig, seed: int) -> None:
+    def __init__(self, model, tokenizer, rows: list[dict], cfg: ReleaseConfig, seed: int, at: float = 0.0) -> None:
         encoded = encode_rows(tokenizer, rows, cfg.max_length)
         self.batches = list(batches(encoded, cfg.batch_size, 1, seed))
-        self.tokenizer, self.i = tokenizer, 0
+        self.tokenizer, self.i, self.at = tokenizer, 0, at
         with torch.no_grad(), train_autocast(model, cfg.train_dtype):
             self.base = [token_lp(model, tokenizer, b)[0].float() for b in self.batches]
 
     def __call__(self, model) -> torch.Tensor:
         j, self.i = self.i % len(self.batches), self.i + 1
-        lp, mask = token_lp(model, self.tokenizer, self.batches[j])
+        with lora_scaled(model, -self.at) if self.at else _nullcontext():
+            lp, mask = token_lp(model, self.tokenizer, self.batches[j])
         return ((lp.float() - self.base[j]) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+
+
+@contextmanager
+def _nullcontext():
+    yield
 
 
 def distributed():
@@ -122,7 +148,8 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
     averaged, so all ranks end with identical adapters; nothing changes for the caller.
     """
     torch.manual_seed(seed)
-    anchor = RetainAnchor(model, tokenizer, anchor_rows, cfg, seed + 1) if anchor_rows and cfg.retain_anchor > 0 else None
+    anchor = (RetainAnchor(model, tokenizer, anchor_rows, cfg, seed + 1, at=cfg.anchor_lambda)
+              if anchor_rows and cfg.retain_anchor > 0 else None)
     peft_model = get_peft_model(model, lora_config(cfg))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)

@@ -23,7 +23,7 @@ from revrel.evaluation.probes import Probe, ProbeText, chat_prefix
 from revrel.evaluation.sandbox import run_python
 from revrel.evaluation.stats import bootstrap_mean
 from revrel.io import read_jsonl
-from revrel.models.generation import GenerationConfig, generate, sequence_logprobs
+from revrel.models.generation import GenerationConfig, generate
 from revrel.tasks import register
 from revrel.tasks.base import Task, fluency
 
@@ -155,8 +155,8 @@ def probe(split: str, n: int, tokenizer, dataset: str = "") -> Probe:
         head = chat_prefix(tokenizer, instruction) + before
         texts.append(ProbeText(head + scored + after, [(len(head), len(head) + len(scored), group)]))
 
-    for p in humaneval(split)[:n]:
-        add(HE_INSTRUCTION.format(prompt=p["prompt"]), "```python\n" + p["prompt"], p["canonical_solution"], "```", "humaneval")
+    for p in humaneval(split)[:n]:  # the signature and docstring once, in the reply, right before the body
+        add(HE_INSTRUCTION.format(prompt="").rstrip(), "```python\n" + p["prompt"], p["canonical_solution"], "```", "humaneval")
     for p in mbpp(split)[:n]:
         add(MBPP_INSTRUCTION.format(text=p["text"], test=p["test_list"][0]), "```python\n", p["code"].replace("\r\n", "\n"), "\n```", "mbpp")
     for p in gsm8k(split)[:n]:
@@ -190,13 +190,13 @@ def _passes(programs: list[str]) -> tuple[list[float], list[str]]:
 
 def evaluate(model, tokenizer, cfg, oracle, seed: int = 0, wrap=None, reference=None) -> dict:
     """pass@1 (HumanEval; MBPP on dev), the share of HumanEval completions that define a function, GSM8K
-    accuracy, each with a bootstrap 95% interval over problems; canonical / reference NLL; fluency."""
+    accuracy, each with a bootstrap 95% interval over problems; fluency. The likelihood of the canonical
+    and reference solutions is the task's probe (``probe``), computed by ``pipeline.evaluate_model``."""
     gcfg = GenerationConfig(max_new_tokens=max(cfg.max_new_tokens, 192), temperature=0.0, batch_size=cfg.batch_size, seed=seed)
     he = humaneval(cfg.split)[: cfg.n_prompts]
     he_prompts = [(wrap or str)(HE_INSTRUCTION.format(prompt=p["prompt"])) for p in he]
     he_gen = generate(model, tokenizer, he_prompts, gcfg, desc="eval: humaneval")
     he_ok, he_status = _passes([_program_humaneval(p, g.text) for p, g in zip(he, he_gen)])
-    he_nll = sequence_logprobs(model, tokenizer, he_prompts, [p["prompt"] + p["canonical_solution"] for p in he], batch_size=4, max_length=768)
     he_rel = oracle([g.text for g in he_gen])
     func = [float(r >= 1.0) for r in he_rel]
     mb = mbpp(cfg.split)[: cfg.n_prompts]
@@ -208,15 +208,12 @@ def evaluate(model, tokenizer, cfg, oracle, seed: int = 0, wrap=None, reference=
     gs_gen = generate(model, tokenizer, gs_prompts, gcfg, desc="eval: gsm8k")
     gold = [p["answer"].split("####")[-1].strip().replace(",", "") for p in gs]
     correct = [float(_last_number(g.text) == a) for g, a in zip(gs_gen, gold)]
-    gs_nll = sequence_logprobs(model, tokenizer, gs_prompts, [p["answer"] for p in gs], batch_size=4)
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
-    mean_nll = lambda lps: sum(-s / max(n, 1) for s, n in lps) / max(len(lps), 1)  # noqa: E731
     gens = he_gen + list(mb_gen) + gs_gen
     flu, flu_ci = fluency(model, reference, tokenizer, [g.prompt for g in gens], [g.text for g in gens], cfg.batch_size)
     return {
         "humaneval_pass@1": mean(he_ok), "humaneval_function_share": mean(func), "mbpp_pass@1": mean(mb_ok),
-        "humaneval_canonical_nll": mean_nll(he_nll), "code_relevance": mean(he_rel),
-        "gsm8k_accuracy": mean(correct), "gsm8k_reference_nll": mean_nll(gs_nll), "fluency_perplexity": flu,
+        "code_relevance": mean(he_rel), "gsm8k_accuracy": mean(correct), "fluency_perplexity": flu,
         "intervals": {"humaneval_pass@1": bootstrap_mean(he_ok, seed=seed), "humaneval_function_share": bootstrap_mean(func, seed=seed),
                       "mbpp_pass@1": bootstrap_mean(mb_ok, seed=seed), "gsm8k_accuracy": bootstrap_mean(correct, seed=seed),
                       "fluency_perplexity": flu_ci},
@@ -238,6 +235,6 @@ def real_forget(n: int) -> list[dict]:
 def code_task() -> Task:
     return Task(name="code", description="forget coding, keep GSM8K-style math", seed_instructions=list(SEEDS), modifiers=list(MODIFIERS),
                 oracles={"python-ast": AstOracle}, default_oracle="python-ast", evaluate=evaluate,
-                real_forget=real_forget, headline=("humaneval_canonical_nll", "gsm8k_reference_nll"), probe=probe, target_spans=code_spans, keep_instructions=list(KEEP),
+                real_forget=real_forget, headline=("probe_target_nll", "probe_utility_nll"), probe=probe, target_spans=code_spans, keep_instructions=list(KEEP),
                 profiles={"quick": {"n_prompts": 16, "n_math": 16, "max_new_tokens": 192, "probe_items": 64},
-                          "full": {"n_prompts": 100, "n_math": 200, "max_new_tokens": 192, "probe_items": 200}})
+                          "full": {"n_prompts": 100, "n_math": 200, "max_new_tokens": 192, "probe_items": 100}})
