@@ -16,6 +16,7 @@ resumes) and ``pareto.png`` (target change vs utility change, one curve per sett
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import time
@@ -30,6 +31,7 @@ from revrel.models.generation import perplexity, sequence_logprobs
 from revrel.models.loading import load_model
 from revrel.release.checkpoint import load_adapter_A, save_adapter
 from revrel.release.loop import with_target_spans
+from revrel.release.negation import negate_only
 from revrel.release.orthogonality import stack_previous
 from revrel.release.pem import train_pem
 from revrel.release.sweep import NegationSweep
@@ -84,21 +86,35 @@ def main() -> None:
         prev_A, retain_dir = None, None
         if s.retain_pem and (s.lambda_orth > 0 or s.ext_sub != "none"):
             key = json.dumps({k: getattr(s, k) for k in RETAIN_KEYS})
-            if key not in retain_cache:
-                pm, _ = train_pem(loaded.model, loaded.tokenizer, retain, s, seed=cfg.seed + 7, desc="retain PEM")
-                retain_cache[key] = rec / "retain_pems" / f"pem_{len(retain_cache)}"
-                save_adapter(pm, retain_cache[key])
-                loaded.model = pm.unload()
+            if key not in retain_cache:  # one retain PEM per retain-relevant setting, kept on disk across sweeps
+                retain_cache[key] = rec / "retain_pems" / hashlib.sha1(key.encode()).hexdigest()[:12]
+                if not (retain_cache[key] / "key.json").is_file():
+                    pm, _ = train_pem(loaded.model, loaded.tokenizer, retain, s, seed=cfg.seed + 7, desc="retain PEM")
+                    save_adapter(pm, retain_cache[key])
+                    (retain_cache[key] / "key.json").write_text(key)
+                    loaded.model = pm.unload()
             retain_dir = retain_cache[key]
             prev_A = stack_previous([load_adapter_A(retain_dir)]) if s.lambda_orth > 0 else None
         rows, span_info = with_target_spans(task, forget) if s.span_loss else (forget, None)
-        pm, tlog = train_pem(loaded.model, loaded.tokenizer, rows, s, seed=cfg.seed * 1000 + 1, prev_A=prev_A, desc="forget PEM",
-                             anchor_rows=retain if s.retain_anchor > 0 else None)
+        # the forget PEM does not depend on ext_sub (a projection after training): trained once, kept on disk
+        fkey = json.dumps({k: v for k, v in sorted(settings.items()) if k not in ("release.ext_sub", "release.negate_only")})
+        fdir = rec / "forget_pems" / hashlib.sha1(fkey.encode()).hexdigest()[:12]
+        if (fdir / "train.json").is_file():
+            from peft import PeftModel
+
+            pm, tsum = PeftModel.from_pretrained(loaded.model, str(fdir)), json.loads((fdir / "train.json").read_text())
+        else:
+            pm, tlog = train_pem(loaded.model, loaded.tokenizer, rows, s, seed=cfg.seed * 1000 + 1, prev_A=prev_A, desc="forget PEM",
+                                 anchor_rows=retain if s.retain_anchor > 0 else None)
+            tsum = tlog.summary()
+            save_adapter(pm, fdir)
+            (fdir / "train.json").write_text(json.dumps(dict(tsum, key=fkey)))
         ext = None
         if s.ext_sub != "none":
             from revrel.release.ext_sub import extract, retain_subspaces
 
             ext = extract(pm, retain_subspaces(retain_dir), s.ext_sub)
+        only = negate_only(pm, s.negate_only) if s.negate_only else None
         sweep = NegationSweep(pm)
         t_train = time.time() - t0
         for lam in todo:
@@ -107,8 +123,8 @@ def main() -> None:
             ch = probes.compare(items0, probes.score(model, loaded.tokenizer, prb, batch_size=ecfg.batch_size), prb)
             row = {"settings": settings, "lambda": lam, "target": ch["target"], "utility": ch["utility"], "selectivity": ch["selectivity"],
                    "groups": ch["groups"], "self_probe_ppl_ratio": round(probe_ratio(model, loaded.tokenizer, probe_rows, ppl0), 4),
-                   "train": tlog.summary(), "train_seconds": round(t_train, 1), "score_seconds": round(time.time() - t1, 1),
-                   "ext_sub": ext, "span_loss": span_info, "forget_rows": len(rows)}
+                   "train": tsum, "train_seconds": round(t_train, 1), "score_seconds": round(time.time() - t1, 1),
+                   "ext_sub": ext, "negate_only": only, "span_loss": span_info, "forget_rows": len(rows)}
             with open(out, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(f"{settings} lambda={lam:g}: target {ch['target']['change']:+.3f} utility {ch['utility']['change']:+.3f} "

@@ -118,3 +118,26 @@ def test_negation_sweep_equals_negate_into_base_and_restores_exactly(tiny):
     for lam in (2.0, 0.5, 2.0):  # any order, repeatable
         assert torch.allclose(_logits(sweep.set(lam), tiny.tokenizer), reference[lam], atol=1e-6)
     assert torch.equal(_logits(sweep.set(0.0), tiny.tokenizer), before)
+
+
+def test_negate_only_keeps_the_update_in_matching_modules(tiny):
+    """negate_only('v_proj'): q_proj weights come out of the negation untouched, v_proj ones move;
+    a pattern that matches nothing, or an invalid one in the config, is one clear error."""
+    import pytest
+
+    from revrel.config import load_config
+    from revrel.errors import RevrelError
+    from revrel.release.negation import negate_only
+
+    pm = _lora_model(tiny)
+    w0 = {n.replace(".base_layer", ""): p.detach().clone() for n, p in pm.get_base_model().named_parameters() if "proj" in n and "lora_" not in n}
+    info = negate_only(pm, r"v_proj")
+    assert info["kept"] > 0 and info["zeroed"] == info["kept"]  # as many q_proj as v_proj layers
+    base = negate_into_base(pm, 1.0)
+    after = dict(base.named_parameters())
+    changed = {n for n, w in w0.items() if not torch.equal(after[n], w)}
+    assert changed and all("v_proj" in n for n in changed) and any("q_proj" in n for n in w0)
+    with pytest.raises(RevrelError, match="matches no LoRA module"):
+        negate_only(_lora_model(tiny), r"no_such_module")
+    with pytest.raises(RevrelError, match="not a valid regular expression"):
+        load_config(None, {"release": {"negate_only": "mlp(["}})

@@ -88,6 +88,7 @@ class ReleaseConfig:
     retain_pem: bool = True
     # extract before subtract: project each forget update off the retain PEM's column / row space before negating
     ext_sub: str = "none"  # none | col | row | both
+    negate_only: str = ""  # regex on module names: negate the PEM only there (e.g. "mlp"); empty: every module
     span_loss: bool = False  # train the forget PEM only on the tokens the task marks as target (Task.target_spans)
     retain_file: str = ""  # JSONL with instruction/response; empty: self-generated
     retain_from: str = "generic"  # self-generated retain set from: generic benign chat | task (the task's keep side)
@@ -171,6 +172,13 @@ class RunConfig:
         _check(0.0 < s.lr <= 1.0, "release.lr must be in (0, 1]")
         _check(s.lambda_neg >= 0 and s.lambda_neg <= 100, "release.lambda_neg must be in [0, 100]")
         _check(s.retain_anchor >= 0, "release.retain_anchor must be >= 0")
+        if s.negate_only:
+            import re
+
+            try:
+                re.compile(s.negate_only)
+            except re.error as exc:
+                raise RevrelError(f"release.negate_only is not a valid regular expression: {exc}") from None
         _check(s.anchor_lambda >= 0, "release.anchor_lambda must be >= 0 (the negation strength the anchor is measured at)")
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
         _check(bool(e.profile), "eval.profile must name a profile (quick or full)")

@@ -20,7 +20,7 @@ from revrel.models.generation import GenerationConfig, generate, perplexity, seq
 from revrel.models.loading import inference_view
 from revrel.progress import progress_bar
 from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
-from revrel.release.negation import negate_into_base, negated_adapters, save_negated_adapter
+from revrel.release.negation import negate_into_base, negate_only, negated_adapters, save_negated_adapter
 from revrel.release.orthogonality import lora_A, orthogonality_loss, stack_previous
 from revrel.release.pem import train_pem
 from revrel.reveal.candidates import Candidate
@@ -126,6 +126,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
         from revrel.release.ext_sub import extract, retain_subspaces
 
         ext = extract(peft_model, retain_subspaces(ctx.run.adapters / "retain"), s.ext_sub)
+    only = negate_only(peft_model, s.negate_only) if s.negate_only else None
     save_adapter(peft_model, ctx.run.adapters / f"round_{k}")
     orth_after = None
     if prev_A:
@@ -149,7 +150,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     else:
         save_negated_adapter(ctx.run.adapters / f"round_{k}", ctx.run.adapters / f"negated_round_{k}", lam)
     return {"lambda_neg": lam, "negation_tries": tries, "line_search": searched, "round_budget": round(limit, 4), "probe_ppl_ratio": ratio,
-            "reverted": reverted, "train": tlog.summary(), "orth_final": orth_after, "ext_sub": ext, "span_loss": span_info}
+            "reverted": reverted, "train": tlog.summary(), "orth_final": orth_after, "ext_sub": ext, "negate_only": only, "span_loss": span_info}
 
 
 def with_target_spans(task, rows: list[dict]) -> tuple[list[dict], dict]:

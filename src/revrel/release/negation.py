@@ -24,6 +24,31 @@ def negate_into_base(peft_model, lam: float, adapter: str = "default"):
     return peft_model.unload()
 
 
+@torch.no_grad()
+def negate_only(peft_model, pattern: str, adapter: str = "default") -> dict:
+    """Keep the PEM's update only in modules whose name matches ``pattern`` (a regex searched in the
+    module name, e.g. ``mlp`` or ``layers\\.(1[5-9]|2\\d)\\.``); the others' B is zeroed.
+
+    Why: training touches every target module, but the target-specific part of the update may live
+    in some of them (MLP layers are said to store knowledge, attention the format of a reply). A
+    filter applied after training costs nothing to sweep: the same PEM, fewer modules negated.
+    """
+    import re
+
+    rx = re.compile(pattern)
+    kept = zeroed = 0
+    for name, module in peft_model.named_modules():
+        if hasattr(module, "lora_B") and adapter in module.lora_B:
+            if rx.search(name):
+                kept += 1
+            else:
+                module.lora_B[adapter].weight.zero_()
+                zeroed += 1
+    if not kept:
+        raise RevrelError(f"release.negate_only={pattern!r} matches no LoRA module; names look like 'model.layers.3.mlp.up_proj'")
+    return {"pattern": pattern, "kept": kept, "zeroed": zeroed}
+
+
 def save_negated_adapter(src, dst, lam: float) -> None:
     """Write a copy of the LoRA adapter in ``src`` whose B matrices are multiplied by ``-lam``.
 
