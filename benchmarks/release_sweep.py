@@ -76,7 +76,7 @@ def main() -> None:
                                         [r["response"] for r in probe_rows], batch_size=16))
     retain_cache: dict[str, Path] = {}
     for point in grid_points(args.grid):
-        cfg = load_config(None, _merge(base_cfg, parse_set(args.set + point)))
+        cfg = load_config(None, _merge(base_cfg, parse_set([kv for kv in args.set + point if not kv.startswith("sweep.")])))
         s = cfg.release
         settings = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in args.set + point}
         todo = [lam for lam in args.lambdas if (json.dumps(settings), lam) not in done]
@@ -84,7 +84,7 @@ def main() -> None:
             continue
         t0 = time.time()
         prev_A, retain_dir = None, None
-        if s.retain_pem and (s.lambda_orth > 0 or s.ext_sub != "none"):
+        if s.retain_pem and (s.lambda_orth > 0 or s.ext_sub != "none" or "sweep.retain_contrast" in settings):
             key = json.dumps({k: getattr(s, k) for k in RETAIN_KEYS})
             if key not in retain_cache:  # one retain PEM per retain-relevant setting, kept on disk across sweeps
                 retain_cache[key] = rec / "retain_pems" / hashlib.sha1(key.encode()).hexdigest()[:12]
@@ -97,7 +97,7 @@ def main() -> None:
             prev_A = stack_previous([load_adapter_A(retain_dir)]) if s.lambda_orth > 0 else None
         rows, span_info = with_target_spans(task, forget) if s.span_loss else (forget, None)
         # the forget PEM does not depend on ext_sub (a projection after training): trained once, kept on disk
-        fkey = json.dumps({k: v for k, v in sorted(settings.items()) if k not in ("release.ext_sub", "release.negate_only")})
+        fkey = json.dumps({k: v for k, v in sorted(settings.items()) if k not in ("release.ext_sub", "release.negate_only", "sweep.retain_contrast")})
         fdir = rec / "forget_pems" / hashlib.sha1(fkey.encode()).hexdigest()[:12]
         if (fdir / "train.json").is_file():
             from peft import PeftModel
@@ -115,7 +115,10 @@ def main() -> None:
 
             ext = extract(pm, retain_subspaces(retain_dir), s.ext_sub)
         only = negate_only(pm, s.negate_only) if s.negate_only else None
-        sweep = NegationSweep(pm)
+        mu = float(settings.get("sweep.retain_contrast", 0))  # sweep-only knob: negate delta_forget - mu * delta_retain
+        if mu:
+            from revrel.release.ext_sub import adapter_deltas
+        sweep = NegationSweep(pm, minus=adapter_deltas(retain_dir) if mu else None, mu=mu)
         t_train = time.time() - t0
         for lam in todo:
             t1 = time.time()

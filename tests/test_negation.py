@@ -141,3 +141,25 @@ def test_negate_only_keeps_the_update_in_matching_modules(tiny):
         negate_only(_lora_model(tiny), r"no_such_module")
     with pytest.raises(RevrelError, match="not a valid regular expression"):
         load_config(None, {"release": {"negate_only": "mlp(["}})
+
+
+def test_negation_sweep_can_negate_the_difference_from_a_retain_update(tiny, tmp_path):
+    """minus/mu: W0 - lam * (delta_f - mu * delta_r), with delta_r read back from a saved adapter."""
+    import copy
+
+    from revrel.release.checkpoint import save_adapter
+    from revrel.release.ext_sub import adapter_deltas
+    from revrel.release.sweep import NegationSweep
+
+    retain = _lora_model(copy.deepcopy(tiny), seed=3)
+    save_adapter(retain, tmp_path / "retain")
+    minus = adapter_deltas(tmp_path / "retain")
+    pm = _lora_model(tiny, seed=0)
+    expected = {}
+    for name, module in pm.named_modules():
+        if hasattr(module, "lora_A") and "default" in module.lora_A:
+            key = name if name.startswith("base_model.model.") else f"base_model.model.{name}"
+            expected[key] = module.get_base_layer().weight.detach().clone() - 2.0 * (module.get_delta_weight("default") - 0.5 * minus[key])
+    model = NegationSweep(pm, minus=minus, mu=0.5).set(2.0)
+    got = {f"base_model.model.{n.removesuffix('.weight')}": p for n, p in model.named_parameters()}
+    assert expected and all(torch.allclose(got[k], w, atol=1e-6) for k, w in expected.items())

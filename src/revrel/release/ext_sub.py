@@ -65,3 +65,17 @@ def extract(peft_model, subspaces: dict[str, tuple[torch.Tensor, torch.Tensor]],
             A.copy_(A - (A @ q_row.to(A.dtype)) @ q_row.T.to(A.dtype))
         after += float((B.float() @ A.float()).norm() ** 2)
     return {"mode": mode, "norm_share_removed": round(1 - (after / before) ** 0.5, 4) if before else None}
+
+
+def adapter_deltas(adapter_dir: str | Path) -> dict[str, torch.Tensor]:
+    """Per LoRA module of a saved adapter (keyed as in the file): its weight update (alpha / r) * B A."""
+    import json
+
+    from safetensors.torch import load_file
+
+    adapter_dir = Path(adapter_dir)
+    conf = json.loads((adapter_dir / "adapter_config.json").read_text())
+    scale = conf["lora_alpha"] / conf["r"]
+    tensors = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    return {key.split(".lora_A.")[0]: scale * (tensors[key.replace(".lora_A.", ".lora_B.")].float() @ a.float())
+            for key, a in tensors.items() if ".lora_A." in key}
