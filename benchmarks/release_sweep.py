@@ -60,8 +60,12 @@ def main() -> None:
     ap.add_argument("--grid", action="append", default=[], help="KEY=v1,v2,... (combined as a product)")
     ap.add_argument("--lambdas", nargs="+", type=float, default=[0.5, 1.0, 2.0, 4.0])
     ap.add_argument("--out", help="default: REC/sweep.jsonl")
+    ap.add_argument("--table", action="store_true", help="only print the markdown table of what the sweep file holds")
     args = ap.parse_args()
     rec = Path(args.rec)
+    if args.table:
+        print(table(Path(args.out or rec / "sweep.jsonl")))
+        return
     record = json.loads((rec / "record.json").read_text())
     base_cfg = yaml.safe_load((rec / "config.yaml").read_text())
     forget, retain, probe_rows = (read_jsonl(rec / f"{n}.jsonl", allow_empty=True) for n in ("forget", "retain", "probe"))
@@ -141,6 +145,34 @@ def _merge(base: dict, extra: dict) -> dict:
     for k, v in extra.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def at_budget(pts: list[tuple[float, float]], budget: float = 0.05) -> float | None:
+    """Target change at a utility change of ``budget`` nats/token, interpolated along a setting's lambda
+    curve (points sorted by lambda); None when the curve never reaches the budget."""
+    prev = (0.0, 0.0)  # lambda = 0: the original model
+    for u, t in pts:
+        if u >= budget:
+            return prev[1] + (t - prev[1]) * (budget - prev[0]) / (u - prev[0]) if u > prev[0] else t
+        prev = (u, t)
+    return None
+
+
+def table(path: Path) -> str:
+    """Markdown: one row per setting x lambda (paired changes +- SE on the dev probe), and per setting
+    the target change at +0.05 nats/token of utility cost."""
+    rows = read_jsonl(path, allow_empty=True)
+    fmt = lambda c: f"{c['change']:+.3f} ± {c['se']:.3f}"  # noqa: E731
+    out = ["| setting | lambda | target change | utility change | selectivity | self-probe ppl ratio |", "| --- | --- | --- | --- | --- | --- |"]
+    best = []
+    for key in dict.fromkeys(json.dumps(r["settings"]) for r in rows):
+        mine = sorted((r for r in rows if json.dumps(r["settings"]) == key), key=lambda r: r["lambda"])
+        name = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in json.loads(key).items()) or "plain negation"
+        out += [f"| {name} | {r['lambda']:g} | {fmt(r['target'])} | {fmt(r['utility'])} | {fmt(r['selectivity'])} | {r['self_probe_ppl_ratio']:.3f} |"
+                for r in mine]
+        t = at_budget([(r["utility"]["change"], r["target"]["change"]) for r in mine])
+        best.append(f"| {name} | {'-' if t is None else f'{t:+.3f}'} |")
+    return "\n".join(out + ["", "| setting | target change at utility +0.05 (interpolated) |", "| --- | --- |"] + best)
 
 
 def plot(path: Path) -> Path:
