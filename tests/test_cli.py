@@ -80,5 +80,6 @@ def test_quiet_run_prints_no_progress_bars_and_a_one_screen_summary(tiny_dir, tm
     assert "stored before-metrics" in e.stdout and "change ± SE" in e.stdout and "%|" not in e.stderr
     # a bar would have been drawn without -q (the switch is what silenced it)
     v = subprocess.run([sys.executable, "-m", "revrel.cli", "eval", "--task", "tiny", "--model", str(tiny_dir),
-                        *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True, timeout=300, env={**os.environ, **plugin})
+                        *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True, timeout=300,
+                       env={**{k: x for k, x in os.environ.items() if k not in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")}, **plugin})
     assert v.returncode == 0 and "%|" in v.stderr

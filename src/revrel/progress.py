@@ -18,6 +18,9 @@ def set_quiet(quiet: bool) -> None:
     """Silence (or restore) revrel's bars, transformers' and huggingface_hub's."""
     global _QUIET
     _QUIET = quiet
+    if not quiet:  # restore: the variables also reach child processes (a test, a sandbox) through os.environ
+        for var in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+            os.environ.pop(var, None)
     if quiet:
         os.environ["TQDM_DISABLE"] = "1"
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
