@@ -137,3 +137,17 @@ def test_task_probes_label_real_spans(task, tiny):
                 # a text over the probe window keeps its end (the scored reply); the tiny tokenizer makes long code texts
                 assert decoded.replace(" ", "") == full if len(ids) < 1024 else full.endswith(decoded.replace(" ", ""))
     assert set(probe.target) & seen and set(probe.utility) & seen
+
+
+def test_inference_scoring_equals_the_training_path(tiny):
+    """sequence_logprobs (LM head on labelled positions only, batched) = token_logprobs pair by pair."""
+    from revrel.models.encoding import encode_pair
+    from revrel.models.generation import sequence_logprobs, token_logprobs
+
+    prompts = ["hello friend", "write a long story about the weather please", "hi"]
+    targets = ["you are welcome, have a nice day", "the sun", "the weather is nice and sunny today and tomorrow"]
+    got = sequence_logprobs(tiny.model, tiny.tokenizer, prompts, targets, batch_size=2)
+    for (s, n), p, t in zip(got, prompts, targets):
+        with torch.no_grad():
+            lp, cnt = token_logprobs(tiny.model, tiny.tokenizer, [encode_pair(tiny.tokenizer, p, t, 512)])
+        assert n == int(cnt[0]) > 0 and s == pytest.approx(float(lp[0]), rel=1e-5, abs=1e-4)

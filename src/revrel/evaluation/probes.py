@@ -21,6 +21,7 @@ import torch
 
 from revrel.evaluation.stats import ratio_se
 from revrel.models.encoding import pad_batch
+from revrel.models.generation import scored_nll
 
 
 @dataclass
@@ -101,34 +102,13 @@ def score(model, tokenizer, probe: Probe, *, batch_size: int = 16, max_length: i
         valid = grp >= 0
         if not bool(valid.any()):
             continue
-        nll = _scored_nll(model, ids.to(device), mask.to(device), tgt, valid)
+        nll = scored_nll(model, ids.to(device), mask.to(device), tgt, valid)
         index = torch.where(valid, grp, torch.full_like(grp, G))  # unscored tokens land in a dump column
         per = torch.zeros(len(idx), G + 1, dtype=torch.float64, device=device).scatter_add_(1, index, (nll * valid).double())
         cnt = torch.zeros(len(idx), G + 1, dtype=torch.int64, device=device).scatter_add_(1, index, valid.long())
         sums[idx] = per[:, :G].cpu().numpy()
         counts[idx] = cnt[:, :G].cpu().numpy()
     return {g: np.stack([sums[:, j], counts[:, j]], axis=1) for j, g in enumerate(probe.groups)}
-
-
-def _scored_nll(model, ids: torch.Tensor, mask: torch.Tensor, tgt: torch.Tensor, valid: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """NLL of ``tgt`` (batch, T-1) at the ``valid`` positions (zeros elsewhere).
-
-    The LM head runs only on the hidden states of scored positions, in chunks: on a 49k vocabulary,
-    logits for every position of a batch of long texts (a code prompt before its solution) would be
-    gigabytes and most of the probe's time. Models without a separable decoder fall back to full logits.
-    """
-    nll = torch.zeros(tgt.shape, dtype=torch.float32, device=tgt.device)
-    decoder, head = getattr(model, "get_decoder", lambda: None)(), model.get_output_embeddings()
-    if decoder is None or head is None:
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none") * valid
-    hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
-    rows, cols = valid.nonzero(as_tuple=True)
-    for s in range(0, len(rows), chunk):
-        r, c = rows[s : s + chunk], cols[s : s + chunk]
-        logits = head(hidden[r, c]).float()
-        nll[r, c] = torch.nn.functional.cross_entropy(logits, tgt[r, c], reduction="none")
-    return nll
 
 
 def _pool(items: dict[str, np.ndarray], groups: list[str]) -> np.ndarray:

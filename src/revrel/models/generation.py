@@ -239,12 +239,39 @@ def token_logprobs(model, tokenizer, batch) -> tuple[torch.Tensor, torch.Tensor]
     return lp.sum(-1), mask.sum(-1)
 
 
+def scored_nll(model, ids: torch.Tensor, mask: torch.Tensor, tgt: torch.Tensor, valid: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """NLL of ``tgt`` (batch, T-1) at the ``valid`` positions (zeros elsewhere).
+
+    The LM head runs only on the hidden states of scored positions, in chunks: on a 49k vocabulary,
+    logits for every position of a batch of long texts (a code prompt before its solution) would be
+    gigabytes and most of the probe's time. Models without a separable decoder fall back to full logits.
+    """
+    nll = torch.zeros(tgt.shape, dtype=torch.float32, device=tgt.device)
+    decoder, head = getattr(model, "get_decoder", lambda: None)(), model.get_output_embeddings()
+    if decoder is None or head is None:
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none") * valid
+    hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    rows, cols = valid.nonzero(as_tuple=True)
+    for s in range(0, len(rows), chunk):
+        r, c = rows[s : s + chunk], cols[s : s + chunk]
+        logits = head(hidden[r, c]).float()
+        nll[r, c] = torch.nn.functional.cross_entropy(logits, tgt[r, c], reduction="none")
+    return nll
+
+
 def _score_pairs(model, tokenizer, pairs, batch_size) -> list[tuple[float, int]]:
+    """No gradients here, so the LM head runs on the labelled positions only (:func:`scored_nll`)."""
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        lp, n = token_logprobs(model, tokenizer, [pairs[i] for i in idx])
+        ids, mask, labels = pad_batch([pairs[i][0] for i in idx], tokenizer.pad_token_id or 0, left=False, label_seqs=[pairs[i][1] for i in idx])
+        device = next(model.parameters()).device
+        tgt = labels[:, 1:].to(device)
+        valid = tgt != -100
+        nll = scored_nll(model, ids.to(device), mask.to(device), tgt.clamp(min=0), valid)
+        lp, n = -(nll * valid).sum(-1), valid.sum(-1)
         for row, i in enumerate(idx):
             out[i] = (float(lp[row]), int(n[row]))
     return out
