@@ -30,6 +30,7 @@ from revrel.io import read_jsonl
 from revrel.models.generation import perplexity, sequence_logprobs
 from revrel.models.loading import load_model
 from revrel.release.checkpoint import load_adapter_A, save_adapter
+from revrel.release.ext_sub import adapter_deltas, extract, retain_subspaces
 from revrel.release.loop import with_target_spans
 from revrel.release.negation import negate_only
 from revrel.release.orthogonality import stack_previous
@@ -100,7 +101,7 @@ def main() -> None:
             retain_dir = retain_cache[key]
             prev_A = stack_previous([load_adapter_A(retain_dir)]) if s.lambda_orth > 0 else None
         rows, span_info = with_target_spans(task, forget) if s.span_loss else (forget, None)
-        # the forget PEM does not depend on ext_sub (a projection after training): trained once, kept on disk
+        # ext_sub, negate_only and retain_contrast act after training: one forget PEM for all of them, kept on disk
         fkey = json.dumps({k: v for k, v in sorted(settings.items()) if k not in ("release.ext_sub", "release.negate_only", "sweep.retain_contrast")})
         fdir = rec / "forget_pems" / hashlib.sha1(fkey.encode()).hexdigest()[:12]
         if (fdir / "train.json").is_file():
@@ -115,13 +116,9 @@ def main() -> None:
             (fdir / "train.json").write_text(json.dumps(dict(tsum, key=fkey)))
         ext = None
         if s.ext_sub != "none":
-            from revrel.release.ext_sub import extract, retain_subspaces
-
             ext = extract(pm, retain_subspaces(retain_dir), s.ext_sub)
         only = negate_only(pm, s.negate_only) if s.negate_only else None
         mu = float(settings.get("sweep.retain_contrast", 0))  # sweep-only knob: negate delta_forget - mu * delta_retain
-        if mu:
-            from revrel.release.ext_sub import adapter_deltas
         sweep = NegationSweep(pm, minus=adapter_deltas(retain_dir) if mu else None, mu=mu)
         t_train = time.time() - t0
         for lam in todo:

@@ -271,7 +271,7 @@ def _score_pairs(model, tokenizer, pairs, batch_size) -> list[tuple[float, int]]
         tgt = labels[:, 1:].to(device)
         valid = tgt != -100
         nll = scored_nll(model, ids.to(device), mask.to(device), tgt.clamp(min=0), valid)
-        lp, n = -(nll * valid).sum(-1), valid.sum(-1)
+        lp, n = -nll.sum(-1), valid.sum(-1)  # nll is zero off the labelled positions
         for row, i in enumerate(idx):
             out[i] = (float(lp[row]), int(n[row]))
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -115,14 +115,9 @@ class RetainAnchor:
 
     def __call__(self, model) -> torch.Tensor:
         j, self.i = self.i % len(self.batches), self.i + 1
-        with lora_scaled(model, -self.at) if self.at else _nullcontext():
+        with lora_scaled(model, -self.at) if self.at else nullcontext():
             lp, mask = token_lp(model, self.tokenizer, self.batches[j])
         return ((lp.float() - self.base[j]) ** 2 * mask).sum() / mask.sum().clamp(min=1)
-
-
-@contextmanager
-def _nullcontext():
-    yield
 
 
 def distributed():
