@@ -141,3 +141,21 @@ def test_unmerged_run_keeps_original_weights_and_stacked_adapters_equal_the_merg
     changed = [k for k in w0 if not torch.equal(w0[k], w_merged[k])]
     assert changed  # the negation did something, and stacking the adapters reproduces it
     assert all(torch.allclose(stacked[k], w_merged[k], atol=1e-6) for k in w_merged)
+
+
+def test_probe_rounds_scores_each_kept_round_against_the_original(tiny_dir, tmp_path):
+    """eval.probe_rounds: each round's probe change is paired against the original, so after the last
+    round (merged, final model) it equals the after-evaluation's change exactly."""
+    out = tmp_path / "run"
+    report = unlearn(load_config(None, tiny_overrides(out, tiny_dir, eval={"probe_rounds": True})))
+    kept = [r for r in report["rounds"] if "lambda_neg" in r and not r["reverted"]]
+    assert kept and all("eval_probe" in r for r in kept)
+    last, after = kept[-1]["eval_probe"], report["after"]["probes"]["change"]
+    assert last["target"]["change"] == pytest.approx(after["target"]["change"], abs=1e-6)
+    assert last["utility"]["change"] == pytest.approx(after["utility"]["change"], abs=1e-6)
+    assert last["target"]["change"] != 0.0  # the negation moved the probe
+
+
+def test_probe_rounds_without_probes_is_a_clear_error(tiny_dir, tmp_path):
+    with pytest.raises(RevrelError, match="probe_rounds"):
+        unlearn(load_config(None, tiny_overrides(tmp_path / "run", tiny_dir, eval={"probe_rounds": True, "probes": False})))

@@ -124,6 +124,7 @@ class EvalConfig:
     n_math: int = 0  # code task: GSM8K problems
     probe_items: int = 0  # likelihood probe: texts per group
     probes: bool = True
+    probe_rounds: bool = False  # also score the probe after every Release round (evaluation only; the method never reads it)
     batch_size: int = 32  # generation rows per batch (32: 308 tokens/s vs 220 at 16 on 2 cores, bf16)
     dataset: str = ""  # task-specific choice, e.g. ner: conll2003 | wnut17 (empty: the task's default)
 
@@ -182,6 +183,7 @@ class RunConfig:
         _check(s.anchor_lambda >= 0, "release.anchor_lambda must be >= 0 (the negation strength the anchor is measured at)")
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
         _check(bool(e.profile), "eval.profile must name a profile (quick or full)")
+        _check(e.probes or not e.probe_rounds, "eval.probe_rounds needs eval.probes=true (it scores the likelihood probe after each round)")
         _check(s.lambda_orth >= 0, "release.lambda_orth must be >= 0")
         _check(s.utility_budget >= 1.0, "release.utility_budget is a perplexity ratio and must be >= 1")
         _check(bool(s.target_modules), "release.target_modules must not be empty")

@@ -38,6 +38,24 @@ def probe_items(model, tokenizer, task, ecfg):
     return probe, probes.score(model, tokenizer, probe, batch_size=ecfg.batch_size)
 
 
+def round_prober(task, cfg: RunConfig, tokenizer, before_items: dict | None):
+    """``eval.probe_rounds``: a function that scores a model on the task's probe and returns the paired
+    target / utility change against the original (compact, for the report's per-round table)."""
+    from revrel.evaluation import probes
+
+    if before_items is None:
+        raise RevrelError("eval.probe_rounds needs the likelihood probe (eval.probes=true and a task that has one)")
+    ecfg = task.eval_config(cfg.eval)
+    probe = task.probe(ecfg.split, ecfg.probe_items, tokenizer, ecfg.dataset)
+    reference = probes.items_from_json(before_items)
+
+    def score(model) -> dict:
+        ch = probes.compare(reference, probes.score(model, tokenizer, probe, batch_size=ecfg.batch_size), probe)
+        return {k: ch[k] for k in ("target", "utility", "selectivity")} | {"groups": ch["groups"]}
+
+    return score
+
+
 def evaluate_model(loaded: LoadedModel, task, oracle, cfg: RunConfig, reference=None, reference_probe: dict | None = None) -> dict:
     """The task's metrics (with intervals) and likelihood probes; ``reference`` is the original model,
     under which the fluency of the generations is scored, and ``reference_probe`` its per-text probe
@@ -83,7 +101,8 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
         log.info("evaluating the original model")
         progress["before"] = evaluate_model(loaded, task, oracle, cfg)
         run.save_progress(progress)
-    ctx = Context(loaded=loaded, task=task, oracle=oracle, embed=embed, cfg=cfg, run=run)
+    ctx = Context(loaded=loaded, task=task, oracle=oracle, embed=embed, cfg=cfg, run=run,
+                  after_round=round_prober(task, cfg, loaded.tokenizer, progress["before"].get("probe_items")) if cfg.eval.probe_rounds else None)
     progress = run_rounds(ctx, progress) if cfg.release.method == "revrel" else run_baseline(ctx, progress)
     forget = [row for k in range(1, progress["completed_rounds"] + 1) if (run.round_dir(k) / "forget.jsonl").is_file()
               for row in read_jsonl(run.round_dir(k) / "forget.jsonl", allow_empty=True)]

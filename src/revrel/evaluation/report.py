@@ -157,6 +157,10 @@ def write_report(dirs: list[str], out: str | None = None) -> Path:
     return report
 
 
+def _pm(change: dict | None) -> str:
+    return "-" if not change or change.get("change") is None else f"{change['change']:+.3f} ± {change['se']:.3f}"
+
+
 def _run_sections(runs, h: str) -> list[str]:
     lines: list[str] = []
     for name, r in runs:
@@ -171,15 +175,20 @@ def _run_sections(runs, h: str) -> list[str]:
         lines += ["| metric | before | after |", "| --- | --- | --- |"]
         lines += [f"| {k} | {b[k]:.4g} | {a[k]:.4g} |" for k in b if k in a]
         if r.get("rounds"):
-            lines += ["", "| round | revealed relevance | forget set | lambda | probe ppl ratio | seconds |", "| --- | --- | --- | --- | --- | --- |"]
+            lines += ["", "| round | revealed relevance | forget set | lambda | probe ppl ratio | target probe change | utility probe change | seconds |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
             for e in r["rounds"]:
                 ratio = e.get("probe_ppl_ratio")
                 rel = e.get("revealed_relevance")
+                ep = e.get("eval_probe") or {}
                 lines.append(f"| {e['round']} | {'-' if rel is None else f'{rel:.3f}'} | {e['forget_size']} | {e.get('lambda_neg', '-')} | "
-                             f"{'-' if ratio is None else f'{ratio:.3f}'} | {e.get('seconds', '-')} |")
+                             f"{'-' if ratio is None else f'{ratio:.3f}'} | {_pm(ep.get('target'))} | {_pm(ep.get('utility'))} | {e.get('seconds', '-')} |")
             if r.get("final_reveal"):
                 f = r["final_reveal"]
-                lines.append(f"| after {f['after_round']} | {f['revealed_relevance']:.3f} | - | - | - | {f['seconds']} |")
+                lines.append(f"| after {f['after_round']} | {f['revealed_relevance']:.3f} | - | - | - | - | - | {f['seconds']} |")
+            if any(e.get("eval_probe") for e in r["rounds"]):
+                lines += ["", "Target / utility probe change: the task's likelihood probe after each round, paired against the original "
+                          "(nats/token ± SE; `eval.probe_rounds`, evaluation only)."]
         if r.get("stopped"):
             lines.append(f"\nStopped: {r['stopped']}")
         if r.get("attacks"):

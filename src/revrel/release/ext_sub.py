@@ -38,7 +38,7 @@ def retain_subspaces(adapter_dir: str | Path) -> dict[str, tuple[torch.Tensor, t
     return out
 
 
-def _module_key(name: str) -> str:
+def module_key(name: str) -> str:
     """peft's module name as saved in adapter files (the adapter name is not part of either)."""
     return name if name.startswith("base_model.model.") else f"base_model.model.{name}"
 
@@ -53,7 +53,7 @@ def extract(peft_model, subspaces: dict[str, tuple[torch.Tensor, torch.Tensor]],
     for name, module in peft_model.named_modules():
         if not (hasattr(module, "lora_A") and adapter in module.lora_A):
             continue
-        key = _module_key(name)
+        key = module_key(name)
         if key not in subspaces:
             continue
         q_col, q_row = subspaces[key]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,9 @@ class Context:
     cfg: RunConfig
     run: RunDir
     _vllm: object = None
+    # evaluation hook: called with the model after each kept round, its dict stored as the round's
+    # ``eval_probe``. For reports only (real target text); no decision of the method reads it.
+    after_round: Callable[[object], dict] | None = None
 
     @property
     def model(self):
@@ -230,6 +234,8 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
             if entry["reverted"]:
                 stop = (f"retain-probe perplexity ratio {entry['probe_ppl_ratio']:.3f} > round budget {entry['round_budget']:.3f} "
                         f"even at lambda_neg={entry['lambda_neg']:g}; this round's negation was reverted")
+            if ctx.after_round is not None:
+                entry["eval_probe"] = ctx.after_round(ctx.model)
             faults.point(f"round{k}:save")
             progress["state"] = run.save_state(ctx.model, k)
             faults.point(f"round{k}:saved")

@@ -20,7 +20,7 @@ class NegationSweep:
     def __init__(self, peft_model, adapter: str = "default", minus: dict[str, torch.Tensor] | None = None, mu: float = 0.0) -> None:
         """``minus``/``mu``: negate delta - mu * minus[module] instead (e.g. the retain PEM's update,
         :func:`revrel.release.ext_sub.adapter_deltas`): what forget and retain training share cancels."""
-        from revrel.release.ext_sub import _module_key
+        from revrel.release.ext_sub import module_key
 
         self.layers: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = []
         for name, module in peft_model.named_modules():
@@ -28,7 +28,7 @@ class NegationSweep:
                 base = module.get_base_layer()
                 delta = module.get_delta_weight(adapter).detach().clone()
                 if minus is not None and mu:
-                    delta -= mu * minus[_module_key(name)].to(delta.dtype)
+                    delta -= mu * minus[module_key(name)].to(delta.dtype)
                 if not torch.isfinite(delta).all():
                     raise RevrelError("the trained LoRA has non-finite weights (training diverged); lower release.lr")
                 self.layers.append((base, base.weight.detach().clone(), delta))
