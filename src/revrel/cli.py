@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--attacks", default="int8,int4,relearn,jailbreak,paraphrase,in-context")
     a.add_argument("--relearn-steps", type=int, default=8)
     a.add_argument("-q", "--quiet", action="store_true")
+    x = sub.add_parser("export", help="write a model (e.g. a run's model/) as a quantized GGUF file for llama.cpp")
+    x.add_argument("--model", required=True, help="a model folder, a run folder (its model/ is used), a .gguf file or the default's name")
+    x.add_argument("--gguf", required=True, metavar="TYPE", help="f32 | f16 | q8_0 | q4_0 | q4_1 (the default model ships as q4_1)")
+    x.add_argument("--out", required=True, help="the .gguf file to write")
+    x.add_argument("--overwrite", action="store_true")
+    x.add_argument("-q", "--quiet", action="store_true")
     sub.add_parser("tasks", help="list tasks and their oracles")
     return ap
 
@@ -209,6 +215,27 @@ def cmd_attack(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from revrel.models.gguf_export import QTYPES, export_gguf
+    from revrel.models.loading import load_model
+
+    if args.gguf not in QTYPES:  # before loading anything
+        raise RevrelError(f"--gguf must be one of {', '.join(QTYPES)} (got {args.gguf!r})")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise RevrelError(f"{out} exists; pass --overwrite to replace it")
+    spec = Path(args.model)
+    if (spec / "report.json").is_file() and (spec / "model").is_dir():
+        spec = spec / "model"
+    loaded = load_model(str(spec))
+    info = export_gguf(loaded.model, loaded.tokenizer, out, args.gguf)
+    print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, {args.gguf}; tensors: "
+          + ", ".join(f"{n} {k}" for k, n in sorted(info["tensor_types"].items())) + ")")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from revrel.tasks import TASKS, get_task
 
@@ -227,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
         set_quiet(True)
     try:
-        return {"unlearn": cmd_unlearn, "reveal": cmd_reveal, "eval": cmd_eval, "report": cmd_report, "bench": cmd_bench, "attack": cmd_attack, "tasks": cmd_tasks}[args.command](args)
+        return {"unlearn": cmd_unlearn, "reveal": cmd_reveal, "eval": cmd_eval, "report": cmd_report, "bench": cmd_bench, "attack": cmd_attack, "export": cmd_export, "tasks": cmd_tasks}[args.command](args)
     except RevrelError as exc:
         print(f"revrel: error: {exc}", file=sys.stderr)
         return exc.exit_code

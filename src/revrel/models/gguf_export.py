@@ -1,0 +1,153 @@
+"""Write a Llama-architecture model (an unlearned run's ``model/``) as a GGUF file, quantized.
+
+Why: llama.cpp and its front ends are how many users run a small model, and they run it quantized
+(the embedded default itself arrives as a Q4_1 GGUF). Forgetting that a Q4 round trip undoes is not
+forgetting, so revrel exports with the ``gguf`` package's own writer and quantizers (the ones
+llama.cpp's converter uses) and ``revrel attack`` / ``revrel eval`` can read the file back.
+
+Layout follows llama.cpp's converter for ``LlamaForCausalLM``: tensor names ``blk.N.attn_q`` etc.,
+Q and K rows permuted to llama.cpp's rotary layout (transformers undoes it on load), norms kept in
+F32, and for 4-bit types the token embedding in Q8_0 (as in the shipped Q4_1 file). The tokenizer
+is written as a GPT-2 style byte-level BPE (tokens, types, merges, special ids, chat template),
+which is what SmolLM2 and the test models use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from revrel.errors import RevrelError
+
+QTYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
+_NAMES = {
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+}
+
+
+def gguf_name(hf_name: str) -> str:
+    """HF parameter name -> llama.cpp tensor name (``model.layers.3.mlp.up_proj.weight`` -> ``blk.3.ffn_up.weight``)."""
+    top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+    if hf_name in top:
+        return top[hf_name]
+    parts = hf_name.split(".")
+    if parts[:2] != ["model", "layers"] or parts[-1] != "weight":
+        raise RevrelError(f"GGUF export: no llama.cpp name for parameter {hf_name!r}")
+    key = ".".join(parts[3:-1])
+    if key not in _NAMES:
+        raise RevrelError(f"GGUF export: no llama.cpp name for parameter {hf_name!r}")
+    return f"blk.{parts[2]}.{_NAMES[key]}.weight"
+
+
+def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF's rotary layout (two halves per head) -> llama.cpp's interleaved pairs, as its converter does."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _tensor_type(name: str, arr: np.ndarray, qtype: str):
+    from gguf import GGMLQuantizationType as Q
+
+    block = {"q8_0": 32, "q4_0": 32, "q4_1": 32}
+    if arr.ndim == 1 or qtype == "f32":
+        return Q.F32
+    if qtype == "f16":
+        return Q.F16
+    if arr.shape[-1] % block[qtype]:
+        return Q.F16  # rows that do not fill whole quantization blocks stay in f16 (llama.cpp does the same)
+    if name == "token_embd.weight" and qtype in ("q4_0", "q4_1"):
+        return Q.Q8_0
+    return {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}[qtype]
+
+
+def _tokenizer_fields(writer, tok, vocab_size: int) -> None:
+    from gguf import TokenType
+
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    model = spec.get("model", {})
+    if model.get("type") != "BPE":
+        raise RevrelError(f"GGUF export writes byte-level BPE tokenizers only; this one is {model.get('type')!r}")
+    special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+    id_to_tok = {i: t for t, i in tok.get_vocab().items()}
+    tokens, types = [], []
+    for i in range(vocab_size):
+        t = id_to_tok.get(i)
+        tokens.append(t if t is not None else f"[PAD{i}]")
+        types.append(TokenType.UNUSED if t is None else TokenType.CONTROL if i in special else TokenType.NORMAL)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    for attr, add in (("bos_token_id", writer.add_bos_token_id), ("eos_token_id", writer.add_eos_token_id),
+                      ("unk_token_id", writer.add_unk_token_id), ("pad_token_id", writer.add_pad_token_id)):
+        if getattr(tok, attr, None) is not None:
+            add(int(getattr(tok, attr)))
+    writer.add_add_bos_token(False)
+    if getattr(tok, "chat_template", None):
+        writer.add_chat_template(tok.chat_template)
+
+
+def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: str = "revrel-unlearned") -> dict:
+    """Write ``model`` (a transformers ``LlamaForCausalLM``) and its tokenizer to ``out`` as GGUF.
+
+    The file is written next to ``out`` and renamed into place, so an interrupted export leaves
+    no half-written file under the final name. Returns a summary (path, bytes, tensor types).
+    """
+    from gguf import GGUFWriter, quants
+
+    if qtype not in QTYPES:
+        raise RevrelError(f"--gguf must be one of {', '.join(QTYPES)} (got {qtype!r})")
+    cfg = model.config
+    if getattr(cfg, "model_type", None) != "llama":
+        raise RevrelError(f"GGUF export supports Llama-architecture models (SmolLM2 is one); this model is {cfg.model_type!r}")
+    out = Path(out)
+    if out.suffix.lower() != ".gguf":
+        raise RevrelError(f"the GGUF output must end in .gguf (got {out})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    writer = GGUFWriter(str(tmp), "llama")
+    writer.add_name(name)
+    writer.add_context_length(int(cfg.max_position_embeddings))
+    writer.add_embedding_length(int(cfg.hidden_size))
+    writer.add_block_count(int(cfg.num_hidden_layers))
+    writer.add_feed_forward_length(int(cfg.intermediate_size))
+    writer.add_head_count(int(cfg.num_attention_heads))
+    writer.add_head_count_kv(int(cfg.num_key_value_heads))
+    rope = getattr(cfg, "rope_theta", None) or (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+    writer.add_rope_freq_base(float(rope))
+    writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    writer.add_vocab_size(int(cfg.vocab_size))
+    writer.add_rope_dimension_count(int(head_dim))
+    _tokenizer_fields(writer, tokenizer, int(cfg.vocab_size))
+    types: dict[str, int] = {}
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    with torch.no_grad():
+        for hf_name, p in model.state_dict().items():
+            if hf_name == "lm_head.weight" and tied:
+                continue
+            gname = gguf_name(hf_name)
+            arr = p.detach().to(torch.float32).cpu().numpy()
+            if gname.endswith("attn_q.weight"):
+                arr = permute_rows(arr, cfg.num_attention_heads)
+            elif gname.endswith("attn_k.weight"):
+                arr = permute_rows(arr, cfg.num_key_value_heads)
+            t = _tensor_type(gname, arr, qtype)
+            data = quants.quantize(np.ascontiguousarray(arr), t)
+            writer.add_tensor(gname, data, raw_dtype=t)
+            types[t.name] = types.get(t.name, 0) + 1
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    os.replace(tmp, out)
+    return {"path": str(out), "bytes": out.stat().st_size, "qtype": qtype, "tensor_types": types}

@@ -1,0 +1,83 @@
+"""GGUF export: the file reads back (transformers' GGUF loader, as llama.cpp users' files are read)
+with the same weights, tokenizer and logits; quantized exports stay close; bad input is one line."""
+
+import pytest
+import torch
+
+from revrel.errors import RevrelError
+from revrel.models.gguf_export import export_gguf, gguf_name, permute_rows
+
+
+def _load(tiny_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32), AutoTokenizer.from_pretrained(tiny_dir)
+
+
+def _read(path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return (AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32),
+            AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name))
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0]
+
+
+def test_f32_export_reads_back_identical(tiny_dir, tmp_path):
+    model, tok = _load(tiny_dir)
+    info = export_gguf(model, tok, tmp_path / "m.gguf", "f32")
+    assert info["tensor_types"] == {"F32": len(model.state_dict()) - 1}  # tied lm_head not written
+    back, btok = _read(tmp_path / "m.gguf")
+    text = "hello friend, you are an idiot"
+    ids = tok(text)["input_ids"]
+    assert btok(text)["input_ids"] == ids
+    assert btok.decode(ids) == tok.decode(ids)
+    for (n, a), (_, b) in zip(model.state_dict().items(), back.state_dict().items()):
+        assert torch.equal(a, b), n  # the Q/K permutation is undone exactly on load
+    assert torch.allclose(_logits(model, ids), _logits(back, ids), atol=1e-5)
+
+
+@pytest.mark.parametrize("qtype,tol", [("q8_0", 0.02), ("q4_1", 0.25)])
+def test_quantized_export_stays_close(tiny_dir, tmp_path, qtype, tol):
+    model, tok = _load(tiny_dir)
+    info = export_gguf(model, tok, tmp_path / f"m.{qtype}.gguf", qtype)
+    assert qtype.upper() in info["tensor_types"]
+    back, _ = _read(tmp_path / f"m.{qtype}.gguf")
+    w, wq = model.model.layers[0].mlp.up_proj.weight, back.model.layers[0].mlp.up_proj.weight
+    rel = ((w - wq).norm() / w.norm()).item()
+    assert 0 < rel < tol  # quantized, so not identical; but close
+
+
+def test_names_and_permutation():
+    assert gguf_name("model.layers.3.mlp.up_proj.weight") == "blk.3.ffn_up.weight"
+    assert gguf_name("model.embed_tokens.weight") == "token_embd.weight"
+    w = torch.arange(8 * 3, dtype=torch.float32).reshape(8, 3).numpy()
+    p = permute_rows(w, 2)  # 2 heads of 4 rows: halves [0,1 | 2,3] -> pairs (0,2), (1,3)
+    assert [int(r[0]) for r in p[:4]] == [0, 6, 3, 9]
+    with pytest.raises(RevrelError, match="no llama.cpp name"):
+        gguf_name("model.layers.0.block_sparse_moe.gate.weight")
+
+
+def test_bad_inputs_are_one_line_errors(tiny_dir, tmp_path):
+    model, tok = _load(tiny_dir)
+    with pytest.raises(RevrelError, match="must be one of"):
+        export_gguf(model, tok, tmp_path / "m.gguf", "q3_k")
+    with pytest.raises(RevrelError, match="end in .gguf"):
+        export_gguf(model, tok, tmp_path / "m.bin", "q8_0")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_cli_export_and_refusal(tiny_dir, tmp_path, capsys):
+    from revrel.cli import main
+
+    out = tmp_path / "m.gguf"
+    assert main(["export", "--model", str(tiny_dir), "--gguf", "q8_0", "--out", str(out), "-q"]) == 0
+    assert "q8_0" in capsys.readouterr().out and out.is_file()
+    size = out.stat().st_size
+    assert main(["export", "--model", str(tiny_dir), "--gguf", "q8_0", "--out", str(out), "-q"]) != 0
+    assert "--overwrite" in capsys.readouterr().err and out.stat().st_size == size  # the existing file is untouched
+    assert main(["export", "--model", str(tiny_dir), "--gguf", "q2", "--out", str(tmp_path / "x.gguf"), "-q"]) != 0
+    assert "must be one of" in capsys.readouterr().err
