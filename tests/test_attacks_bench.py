@@ -2,9 +2,11 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from revrel.config import load_config
+from revrel.errors import RevrelError
 from revrel.evaluation.attacks import attack_run, quantize_rtn
 from revrel.pipeline import unlearn
 
@@ -32,6 +34,25 @@ def test_attack_section_added_to_report(tiny_dir, tmp_path):
     assert {"int8", "int4", "relearn", "jailbreak", "paraphrase", "in-context"} <= set(res)
     rep = json.loads((out / "report.json").read_text())
     assert rep["attacks"]["metric"] == "mean_relevance" and rep["attacks"]["int8"]["value"] is not None
+
+
+def test_probe_only_attacks_measure_how_much_of_the_target_change_comes_back(tiny_dir, tmp_path):
+    """GGUF round trips and RTN quantization, scored on the probe: f32 GGUF takes nothing back (exact
+    weights), quantization takes back some fraction; prompt attacks are skipped; unknown names fail."""
+    from revrel.evaluation.attacks import gguf_round_trip
+    from revrel.pipeline import load_run_model
+
+    out = tmp_path / "run"
+    unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"rounds": 1, "lambda_neg": 4.0})))
+    res = attack_run(str(out), attacks=("gguf-q8_0", "int4", "jailbreak"), probe_only=True)
+    assert "jailbreak" not in res and res["probe_target_change"] != 0
+    for name in ("gguf-q8_0", "int4"):
+        assert "value" not in res[name] and res[name]["probe_recovered"] is not None
+    loaded = load_run_model(str(out))
+    back = gguf_round_trip(loaded.model, loaded.tokenizer, "f32")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(), back.state_dict().values()))
+    with pytest.raises(RevrelError, match="unknown attack"):
+        attack_run(str(out), attacks=("gguf-q2",), probe_only=True)
 
 
 def test_bench_runs_methods_side_by_side(tiny_dir, tmp_path, monkeypatch):

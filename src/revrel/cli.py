@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true")
     a = sub.add_parser("attack", help="quantization, relearning and prompt attacks on a finished run")
     a.add_argument("--run", required=True, help="run folder (with model/ and report.json)")
-    a.add_argument("--attacks", default="int8,int4,relearn,jailbreak,paraphrase,in-context")
+    a.add_argument("--attacks", default="int8,int4,gguf-q8_0,gguf-q4_1,relearn,jailbreak,paraphrase,in-context")
+    a.add_argument("--probe-only", action="store_true", help="score only the likelihood probe (fast; skips the sampled metrics and prompt attacks)")
     a.add_argument("--relearn-steps", type=int, default=8)
     a.add_argument("-q", "--quiet", action="store_true")
     x = sub.add_parser("export", help="write a model (e.g. a run's model/) as a quantized GGUF file for llama.cpp")
@@ -210,7 +211,8 @@ def cmd_bench(args) -> int:
 def cmd_attack(args) -> int:
     from revrel.evaluation.attacks import attack_run
 
-    res = attack_run(args.run, relearn_steps=args.relearn_steps, attacks=tuple(a.strip() for a in args.attacks.split(",") if a.strip()))
+    res = attack_run(args.run, relearn_steps=args.relearn_steps, attacks=tuple(a.strip() for a in args.attacks.split(",") if a.strip()),
+                     probe_only=args.probe_only)
     print(json.dumps(res, indent=1))
     return 0
 
