@@ -35,7 +35,12 @@ def main() -> None:
     ap.add_argument("--config")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--reprobe", type=int, metavar="N", help="only rescore an existing record's dev probe with N texts per group "
+                                                             "(the probe is cheap; a larger one gives smaller SEs to the sweep)")
     args = ap.parse_args()
+    if args.reprobe:
+        reprobe(Path(args.out), args.reprobe)
+        return
     over = parse_set(args.set)
     over.update(task=args.task, out=args.out)
     over.setdefault("eval", {})["split"] = "dev"  # sweeps tune: they never see test
@@ -68,6 +73,25 @@ def main() -> None:
     }, indent=1))
     print(f"recorded {len(rv.forget)} forget rows (relevance {rv.relevance:.3f}), {len(retain)} retain rows -> {out}/ "
           f"in {time.time() - t0:.0f} s")
+
+
+def reprobe(out: Path, n: int) -> None:
+    if (out / "sweep.jsonl").is_file():
+        raise SystemExit(f"{out}/sweep.jsonl exists and was scored on the old probe; move it away first")
+    base = yaml.safe_load((out / "config.yaml").read_text())
+    base["eval"]["probe_items"] = n
+    cfg = load_config(None, base)
+    task = get_task(cfg.task)
+    loaded = load_model(cfg.model, dtype=cfg.dtype)
+    ecfg = task.eval_config(cfg.eval)
+    t0 = time.time()
+    prb, items = probe_items(loaded.model, loaded.tokenizer, task, ecfg)
+    record = json.loads((out / "record.json").read_text())
+    record.update(dev_probe=summarize(items, prb), dev_probe_items=items_to_json(items), eval={"split": ecfg.split, "probe_items": n})
+    record["seconds"]["probe"] = round(time.time() - t0, 1)
+    (out / "record.json").write_text(json.dumps(record, indent=1))
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    print(f"rescored the dev probe with {n} texts per group: " + ", ".join(f"{g} {v['tokens']} tokens" for g, v in record["dev_probe"]["groups"].items()))
 
 
 if __name__ == "__main__":
