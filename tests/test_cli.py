@@ -50,6 +50,7 @@ def test_unlearn_on_tiny_via_cli(tiny_dir, tmp_path, capsys):
     args = ["unlearn", "--task", "tiny", "--model", str(tiny_dir), "--out", str(out), "-q"] + [a for s in sets for a in ("--set", s)]
     assert main(args) == 0
     assert (out / "report.json").is_file()
+    assert "configs/tiny.yaml" in capsys.readouterr().out  # the demo says where the preset that aims to forget is
     assert main(args) == 2  # exists: refused
     assert "already exists" in capsys.readouterr().err
     assert main(args + ["--resume"]) == 0  # finished run: resume is a no-op that rewrites the report

@@ -107,6 +107,9 @@ def cmd_unlearn(args) -> int:
     title = (f"done: {cfg.task}, {report['method']}, {len(report['rounds'])} round(s), forget set {report['forget_size']} responses"
              f" -> {cfg.out}/")
     print(text_summary(report["before"], report["after"], title=title, seconds=report.get("seconds_this_invocation")))
+    if not args.config:
+        print(f"note: the defaults are the quick demo and forget little; the preset tuned on the dev probes is "
+              f"`--config configs/{cfg.task}.yaml` (repository configs/; what each forgets: docs/results.md)")
     return 0
 
 
