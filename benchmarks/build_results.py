@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from release_sweep import at_budget, table  # noqa: E402
+from release_sweep import at_budget, setting_name, table  # noqa: E402
 
 from revrel.io import read_jsonl  # noqa: E402
 
@@ -115,12 +115,15 @@ def sec_sweeps(notes: dict[str, str]) -> list[str]:
     for rec in sorted(p for p in RES.glob("release_rec_*") if (p / "sweep.jsonl").is_file()):
         r = json.loads((rec / "record.json").read_text())
         rows = read_jsonl(rec / "sweep.jsonl", allow_empty=True)
-        best = max(((at_budget(sorted(((x["utility"]["change"], x["target"]["change"]) for x in rows if x["settings"] == s["settings"]),
-                                      key=lambda p: p[0])), json.dumps(s["settings"])) for s in rows), key=lambda t: t[0] if t[0] is not None else -9)
+        curves: dict[str, list] = {}
+        for x in rows:
+            curves.setdefault(setting_name(x["settings"]), []).append((x["lambda"], x["utility"]["change"], x["target"]["change"]))
+        scored = [(at_budget([(u, t) for _, u, t in sorted(c)]), name) for name, c in curves.items()]
+        best = max((b for b in scored if b[0] is not None), default=(None, "-"))
         out += [f"### {r['task']} (`{LINK}/{rec.name}/`)", "",
                 f"Record: {r['forget_size']} relevant self-generated forget rows (mean relevance {r['forget_relevance']:.2f}), "
                 f"{r['retain_size']} keep-side retain rows, {sum(r['seconds'].values()):.0f} s. "
-                f"Best setting at +0.05 utility: `{best[1]}` -> target {_f(best[0])}.", "",
+                f"Best setting at +0.05 utility: {best[1]} -> target {_f(best[0])} nats/token.", "",
                 table(rec / "sweep.jsonl"), "", f"![pareto {r['task']}]({LINK}/{rec.name}/pareto.png)", ""]
         out += [notes[rec.name], ""] if rec.name in notes else []
     return out

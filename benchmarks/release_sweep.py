@@ -155,6 +155,11 @@ def at_budget(pts: list[tuple[float, float]], budget: float = 0.05) -> float | N
     return None
 
 
+def setting_name(settings: dict) -> str:
+    """``{"release.span_loss": "true"}`` -> ``span_loss=true`` (markdown-safe), or ``plain negation``."""
+    return (", ".join(f"{k.split('.')[-1]}={v}" for k, v in settings.items()) or "plain negation").replace("|", "\\|")
+
+
 def table(path: Path) -> str:
     """Markdown: one row per setting x lambda (paired changes +- SE on the dev probe), and per setting
     the target change at +0.05 nats/token of utility cost."""
@@ -164,7 +169,7 @@ def table(path: Path) -> str:
     best = []
     for key in dict.fromkeys(json.dumps(r["settings"]) for r in rows):
         mine = sorted((r for r in rows if json.dumps(r["settings"]) == key), key=lambda r: r["lambda"])
-        name = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in json.loads(key).items()) or "plain negation"
+        name = setting_name(json.loads(key))
         out += [f"| {name} | {r['lambda']:g} | {fmt(r['target'])} | {fmt(r['utility'])} | {fmt(r['selectivity'])} | {r['self_probe_ppl_ratio']:.3f} |"
                 for r in mine]
         t = at_budget([(r["utility"]["change"], r["target"]["change"]) for r in mine])
