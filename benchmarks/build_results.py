@@ -120,9 +120,11 @@ def sec_sweeps(notes: dict[str, str]) -> list[str]:
             curves.setdefault(setting_name(x["settings"]), []).append((x["lambda"], x["utility"]["change"], x["target"]["change"]))
         scored = [(at_budget([(u, t) for _, u, t in sorted(c)]), name) for name, c in curves.items()]
         best = max((b for b in scored if b[0] is not None), default=(None, "-"))
-        out += [f"### {r['task']} (`{LINK}/{rec.name}/`)", "",
-                f"Record: {r['forget_size']} relevant self-generated forget rows (mean relevance {r['forget_relevance']:.2f}), "
-                f"{r['retain_size']} keep-side retain rows, {sum(r['seconds'].values()):.0f} s. "
+        out += [f"### {r['task']}{' (real forget data: the pem-negation baseline)' if r.get('forget_source') else ''} (`{LINK}/{rec.name}/`)", "",
+                (f"Record: forget set = {r['forget_source']}; keep side and dev probe as in `{Path(r['copied_from']).name}`. "
+                 if r.get("forget_source") else
+                 f"Record: {r['forget_size']} relevant self-generated forget rows (mean relevance {r['forget_relevance']:.2f}), "
+                 f"{r['retain_size']} keep-side retain rows, {sum(r['seconds'].values()):.0f} s. ") +
                 f"Best setting at +0.05 utility: {best[1]} -> target {_f(best[0])} nats/token.", "",
                 table(rec / "sweep.jsonl"), "", f"![pareto {r['task']}]({LINK}/{rec.name}/pareto.png)", ""]
         out += [notes[rec.name], ""] if rec.name in notes else []

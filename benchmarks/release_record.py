@@ -37,7 +37,13 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--reprobe", type=int, metavar="N", help="only rescore an existing record's dev probe with N texts per group "
                                                              "(the probe is cheap; a larger one gives smaller SEs to the sweep)")
+    ap.add_argument("--real", type=int, metavar="N", help="with --like REC: a record whose forget set is N rows of the task's REAL "
+                                                          "forget data (the one-shot pem-negation baseline's input), the rest copied from REC")
+    ap.add_argument("--like", help="the self-generated record to copy the keep side, dev probe and cached retain PEMs from")
     args = ap.parse_args()
+    if args.real:
+        real_record(Path(args.like), Path(args.out), args.real)
+        return
     if args.reprobe:
         reprobe(Path(args.out), args.reprobe)
         return
@@ -73,6 +79,25 @@ def main() -> None:
     }, indent=1))
     print(f"recorded {len(rv.forget)} forget rows (relevance {rv.relevance:.3f}), {len(retain)} retain rows -> {out}/ "
           f"in {time.time() - t0:.0f} s")
+
+
+def real_record(like: Path, out: Path, n: int) -> None:
+    """Same keep side and dev probe as ``like``, forget set = real target data: revrel's Release and the
+    pem-negation baseline then differ only in where the forget data came from."""
+    import shutil
+
+    record = json.loads((like / "record.json").read_text())
+    rows = [dict(r, relevance=1.0) for r in get_task(record["task"]).real_forget(n)]
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "retain.jsonl", "probe.jsonl"):
+        shutil.copy2(like / name, out / name)
+    if (like / "retain_pems").is_dir() and not (out / "retain_pems").exists():
+        shutil.copytree(like / "retain_pems", out / "retain_pems")
+    write_jsonl(out / "forget.jsonl", rows)
+    record.update(forget_size=len(rows), forget_relevance=1.0, forget_source=f"real ({len(rows)} rows of the task's real forget data)",
+                  seconds={}, copied_from=str(like), revealed_relevance=None, generations=0)
+    (out / "record.json").write_text(json.dumps(record, indent=1))
+    print(f"real-data record: {len(rows)} rows -> {out}/")
 
 
 def reprobe(out: Path, n: int) -> None:
