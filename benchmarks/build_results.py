@@ -103,6 +103,17 @@ def sec_presets(notes: dict[str, str]) -> list[str]:
             ep = e.get("eval_probe") or {}
             out.append(f"| {e['round']} | {_f(e.get('revealed_relevance'))} | {e['forget_size']} | {e.get('lambda_neg', '-')} | "
                        f"{_f(e.get('probe_ppl_ratio'))} | {_pm(ep.get('target'))} | {_pm(ep.get('utility'))} | {e.get('seconds')} |")
+        if r.get("final_reveal"):
+            fr = r["final_reveal"]
+            out.append(f"| after {fr['after_round']} | {_f(fr.get('revealed_relevance'))} | - | - | - | - | - | {fr.get('seconds')} |")
+        att = r.get("attacks") or {}
+        names = [k for k, v in att.items() if isinstance(v, dict)]
+        if names:
+            out += ["", f"Attacks (`revrel attack --run runs/{d.name} --probe-only`): how much of the target probe's change "
+                    f"({_f(att.get('probe_target_change'))} nats/token) each takes back.", "",
+                    "| attack | target change after it | utility change after it | share taken back | seconds |", "| --- | --- | --- | --- | --- |"]
+            out += [f"| {k} | {_f(att[k].get('probe_target_change'))} | {_f(att[k].get('probe_utility_change'))} | "
+                    f"{_f(att[k].get('probe_recovered'))} | {att[k].get('seconds')} |" for k in names]
         out += ["", notes[d.name], ""] if d.name in notes else [""]
     return out
 
