@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from release_sweep import at_budget, setting_name, table  # noqa: E402
+from release_sweep import at_budget_by_setting, table  # noqa: E402
 
+from revrel.evaluation.report import pm_change, rounds_table  # noqa: E402
 from revrel.io import read_jsonl  # noqa: E402
 
 RES = Path(__file__).resolve().parent / "results"
@@ -37,8 +38,10 @@ def _ci(v, iv) -> str:
     return _f(v) + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
 
 
-def _pm(c: dict | None) -> str:
-    return "-" if not c or c.get("change") is None else f"{c['change']:+.3f} ± {c['se']:.3f}"
+def _load(name: str) -> dict | None:
+    """A results JSON file, or None when it is not there (its section is then left out)."""
+    path = RES / name
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _machine(m) -> str:
@@ -66,10 +69,9 @@ def probe_levels(p: dict) -> str:
 
 
 def sec_eval_profiles(notes: dict[str, str]) -> list[str]:
-    path = RES / "eval_profiles.json"
-    if not path.is_file():
+    data = _load("eval_profiles.json")
+    if data is None:
         return []
-    data = json.loads(path.read_text())
     out = ["## The original model: eval profiles", "",
            "`python benchmarks/eval_profile.py --tasks toxicity ner code --split test` (`eval_profiles.json`): the full profile, test split; "
            "sampled metrics with bootstrap 95% intervals over prompts, probes as mean NLL per token ± SE over texts.", "",
@@ -95,17 +97,9 @@ def sec_presets(notes: dict[str, str]) -> list[str]:
                 f"stopped early: {r.get('stopped') or 'no'}. Machine: {_machine(run.get('machine'))}.", "",
                 "| | before | after |", "| --- | --- | --- |",
                 f"| sampled | {sampled(b)} | {sampled(a)} |",
-                f"| probe target change | | {_pm(ch.get('target'))} |", f"| probe utility change | | {_pm(ch.get('utility'))} |"]
-        out += [f"| probe {g} change | | {_pm(c)} |" for g, c in (ch.get("groups") or {}).items()]
-        out += ["", "| round | revealed relevance | forget set | lambda | self-probe ratio | target change | utility change | seconds |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for e in r["rounds"]:
-            ep = e.get("eval_probe") or {}
-            out.append(f"| {e['round']} | {_f(e.get('revealed_relevance'))} | {e['forget_size']} | {e.get('lambda_neg', '-')} | "
-                       f"{_f(e.get('probe_ppl_ratio'))} | {_pm(ep.get('target'))} | {_pm(ep.get('utility'))} | {e.get('seconds')} |")
-        if r.get("final_reveal"):
-            fr = r["final_reveal"]
-            out.append(f"| after {fr['after_round']} | {_f(fr.get('revealed_relevance'))} | - | - | - | - | - | {fr.get('seconds')} |")
+                f"| probe target change | | {pm_change(ch.get('target'))} |", f"| probe utility change | | {pm_change(ch.get('utility'))} |"]
+        out += [f"| probe {g} change | | {pm_change(c)} |" for g, c in (ch.get("groups") or {}).items()]
+        out += [""] + rounds_table(r)
         att = r.get("attacks") or {}
         names = [k for k, v in att.items() if isinstance(v, dict)]
         if names:
@@ -126,11 +120,8 @@ def sec_sweeps(notes: dict[str, str]) -> list[str]:
     for rec in sorted(p for p in RES.glob("release_rec_*") if (p / "sweep.jsonl").is_file()):
         r = json.loads((rec / "record.json").read_text())
         rows = read_jsonl(rec / "sweep.jsonl", allow_empty=True)
-        curves: dict[str, list] = {}
-        for x in rows:
-            curves.setdefault(setting_name(x["settings"]), []).append((x["lambda"], x["utility"]["change"], x["target"]["change"]))
-        scored = [(at_budget([(u, t) for _, u, t in sorted(c)]), name) for name, c in curves.items()]
-        best = max((b for b in scored if b[0] is not None), default=(None, "-"))
+        scored = [(t, name) for name, t in at_budget_by_setting(rows).items() if t is not None]
+        best = max(scored, default=(None, "-"))
         out += [f"### {r['task']}{' (real forget data: the pem-negation baseline)' if r.get('forget_source') else ''} (`{LINK}/{rec.name}/`)", "",
                 (f"Record: forget set = {r['forget_source']}; keep side and dev probe as in `{Path(r['copied_from']).name}`. "
                  if r.get("forget_source") else
@@ -153,10 +144,9 @@ def sec_benches(notes: dict[str, str]) -> list[str]:
 
 
 def sec_end_to_end(notes: dict[str, str]) -> list[str]:
-    path = RES / "end_to_end.json"
-    if not path.is_file():
+    d = _load("end_to_end.json")
+    if d is None:
         return []
-    d = json.loads(path.read_text())
     out = ["## README main command vs NPO (`end_to_end.json`)", "", "| run | wall s | peak RSS GB | optimizer steps | train s |", "| --- | --- | --- | --- | --- |"]
     for k in ("revrel", "npo", "npo_no_retain"):
         if k in d:
@@ -166,10 +156,9 @@ def sec_end_to_end(notes: dict[str, str]) -> list[str]:
 
 
 def sec_perf(notes: dict[str, str]) -> list[str]:
-    path = RES / "perf.json"
-    if not path.is_file():
+    d = _load("perf.json")
+    if d is None:
         return []
-    d = json.loads(path.read_text())
     out = ["## Performance (`python benchmarks/perf.py`, `perf.json`)", "", "| measure | value |", "| --- | --- |"]
     for k, v in d.items():
         if k.startswith("generation_"):
@@ -183,9 +172,8 @@ def sec_perf(notes: dict[str, str]) -> list[str]:
 
 def sec_reveal(notes: dict[str, str]) -> list[str]:
     out = []
-    path = RES / "reveal_replay.json"
-    if path.is_file():
-        d = json.loads(path.read_text())
+    d = _load("reveal_replay.json")
+    if d is not None:
         out += ["## Reveal: NeuralUCB vs random picks on recorded pools (`reveal_replay.json`)", "",
                 f"{d['args']['runs']} replays per pool, budget {d['args']['budget']}; true relevance (mean over the pool's samples) "
                 "of what each picks; diff ± SE, and the share of replays NeuralUCB wins.", "",

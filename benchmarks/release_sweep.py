@@ -160,20 +160,29 @@ def setting_name(settings: dict) -> str:
     return (", ".join(f"{k.split('.')[-1]}={v}" for k, v in settings.items()) or "plain negation").replace("|", "\\|")
 
 
+def curves(rows: list[dict]) -> dict[str, list[dict]]:
+    """Sweep rows grouped by setting (in first-seen order), each sorted by lambda."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(setting_name(r["settings"]), []).append(r)
+    return {name: sorted(mine, key=lambda r: r["lambda"]) for name, mine in out.items()}
+
+
+def at_budget_by_setting(rows: list[dict], budget: float = 0.05) -> dict[str, float | None]:
+    """Per setting, the target change at ``budget`` nats/token of utility change (see :func:`at_budget`)."""
+    return {name: at_budget([(r["utility"]["change"], r["target"]["change"]) for r in mine], budget) for name, mine in curves(rows).items()}
+
+
 def table(path: Path) -> str:
     """Markdown: one row per setting x lambda (paired changes +- SE on the dev probe), and per setting
     the target change at +0.05 nats/token of utility cost."""
     rows = read_jsonl(path, allow_empty=True)
     fmt = lambda c: f"{c['change']:+.3f} ± {c['se']:.3f}"  # noqa: E731
     out = ["| setting | lambda | target change | utility change | selectivity | self-probe ppl ratio |", "| --- | --- | --- | --- | --- | --- |"]
-    best = []
-    for key in dict.fromkeys(json.dumps(r["settings"]) for r in rows):
-        mine = sorted((r for r in rows if json.dumps(r["settings"]) == key), key=lambda r: r["lambda"])
-        name = setting_name(json.loads(key))
+    for name, mine in curves(rows).items():
         out += [f"| {name} | {r['lambda']:g} | {fmt(r['target'])} | {fmt(r['utility'])} | {fmt(r['selectivity'])} | {r['self_probe_ppl_ratio']:.3f} |"
                 for r in mine]
-        t = at_budget([(r["utility"]["change"], r["target"]["change"]) for r in mine])
-        best.append(f"| {name} | {'-' if t is None else f'{t:+.3f}'} |")
+    best = [f"| {name} | {'-' if t is None else f'{t:+.3f}'} |" for name, t in at_budget_by_setting(rows).items()]
     return "\n".join(out + ["", "| setting | target change at utility +0.05 (interpolated) |", "| --- | --- |"] + best)
 
 

@@ -111,9 +111,13 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
     unknown = [a for a in attacks if a not in MODEL_ATTACKS + PROMPT_ATTACKS]
     if unknown:
         raise RevrelError(f"unknown attack(s) {', '.join(unknown)}; choose from {', '.join(MODEL_ATTACKS + PROMPT_ATTACKS)}")
+    from revrel.pipeline import round_prober
+
     ecfg = task.eval_config(cfg.eval)
     ref_items = report["before"].get("probe_items")
     unl_change = ((report["after"].get("probes") or {}).get("change") or {}).get("target", {}).get("change")
+    # the probe is built once and every attacked model is paired against the original, as after a round
+    score_probe = round_prober(task, cfg, base.tokenizer, ref_items) if ref_items is not None and unl_change is not None else None
     results: dict = {"metric": fkey, "original": before, "unlearned": after, "probe_target_change": unl_change}
     for name in attacks:
         if probe_only and name in PROMPT_ATTACKS:
@@ -136,12 +140,8 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
             m = task.evaluate(inference_view(loaded.model, cfg.gen_dtype), loaded.tokenizer, ecfg, oracle, seed=cfg.seed, wrap=wrap)
             value = m.get(fkey)
             res.update(value=value, recovered=_recovered(before, after, value) if None not in (before, after, value) else None)
-        if wrap is None and ref_items is not None and unl_change is not None:
-            from revrel.evaluation import probes
-            from revrel.pipeline import probe_items
-
-            prb, items = probe_items(loaded.model, loaded.tokenizer, task, ecfg)
-            ch = probes.compare(probes.items_from_json(ref_items), items, prb)
+        if wrap is None and score_probe is not None:
+            ch = score_probe(loaded.model)
             res.update(probe_target_change=ch["target"]["change"], probe_utility_change=ch["utility"]["change"],
                        probe_recovered=None if abs(unl_change) < 1e-9 else 1 - ch["target"]["change"] / unl_change)
         results[name] = dict(res, seconds=round(time.time() - t0, 1))

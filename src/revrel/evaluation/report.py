@@ -157,8 +157,26 @@ def write_report(dirs: list[str], out: str | None = None) -> Path:
     return report
 
 
-def _pm(change: dict | None) -> str:
+def pm_change(change: dict | None) -> str:
+    """A paired probe change as '+0.123 ± 0.010' ('-' when absent)."""
     return "-" if not change or change.get("change") is None else f"{change['change']:+.3f} ± {change['se']:.3f}"
+
+
+def rounds_table(r: dict) -> list[str]:
+    """Markdown: one row per round of a run's report (Reveal, negation, self-probe, task probe), plus
+    the final Reveal's row; shared by report.md and docs/results.md."""
+    lines = ["| round | revealed relevance | forget set | lambda | probe ppl ratio | target probe change | utility probe change | seconds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for e in r["rounds"]:
+        ratio = e.get("probe_ppl_ratio")
+        rel = e.get("revealed_relevance")
+        ep = e.get("eval_probe") or {}
+        lines.append(f"| {e['round']} | {'-' if rel is None else f'{rel:.3f}'} | {e['forget_size']} | {e.get('lambda_neg', '-')} | "
+                     f"{'-' if ratio is None else f'{ratio:.3f}'} | {pm_change(ep.get('target'))} | {pm_change(ep.get('utility'))} | {e.get('seconds', '-')} |")
+    if r.get("final_reveal"):
+        f = r["final_reveal"]
+        lines.append(f"| after {f['after_round']} | {f['revealed_relevance']:.3f} | - | - | - | - | - | {f['seconds']} |")
+    return lines
 
 
 def _run_sections(runs, h: str) -> list[str]:
@@ -175,17 +193,7 @@ def _run_sections(runs, h: str) -> list[str]:
         lines += ["| metric | before | after |", "| --- | --- | --- |"]
         lines += [f"| {k} | {b[k]:.4g} | {a[k]:.4g} |" for k in b if k in a]
         if r.get("rounds"):
-            lines += ["", "| round | revealed relevance | forget set | lambda | probe ppl ratio | target probe change | utility probe change | seconds |",
-                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-            for e in r["rounds"]:
-                ratio = e.get("probe_ppl_ratio")
-                rel = e.get("revealed_relevance")
-                ep = e.get("eval_probe") or {}
-                lines.append(f"| {e['round']} | {'-' if rel is None else f'{rel:.3f}'} | {e['forget_size']} | {e.get('lambda_neg', '-')} | "
-                             f"{'-' if ratio is None else f'{ratio:.3f}'} | {_pm(ep.get('target'))} | {_pm(ep.get('utility'))} | {e.get('seconds', '-')} |")
-            if r.get("final_reveal"):
-                f = r["final_reveal"]
-                lines.append(f"| after {f['after_round']} | {f['revealed_relevance']:.3f} | - | - | - | - | - | {f['seconds']} |")
+            lines += [""] + rounds_table(r)
             if any(e.get("eval_probe") for e in r["rounds"]):
                 lines += ["", "Target / utility probe change: the task's likelihood probe after each round, paired against the original "
                           "(nats/token ± SE; `eval.probe_rounds`, evaluation only)."]
