@@ -105,9 +105,11 @@ def sec_presets(notes: dict[str, str]) -> list[str]:
         if names:
             out += ["", f"Attacks (`revrel attack --run runs/{d.name} --probe-only`): how much of the target probe's change "
                     f"({_f(att.get('probe_target_change'))} nats/token) each takes back.", "",
-                    "| attack | target change after it | utility change after it | share taken back | seconds |", "| --- | --- | --- | --- | --- |"]
+                    "| attack | target change after it | utility change after it | share taken back | same quantization of the original: "
+                    "its target change | share taken back vs it | seconds |", "| --- | --- | --- | --- | --- | --- | --- |"]
             out += [f"| {k} | {_f(att[k].get('probe_target_change'))} | {_f(att[k].get('probe_utility_change'))} | "
-                    f"{_f(att[k].get('probe_recovered'))} | {att[k].get('seconds')} |" for k in names]
+                    f"{_f(att[k].get('probe_recovered'))} | {_f(att[k].get('probe_target_change_original_quantized'))} | "
+                    f"{_f(att[k].get('probe_recovered_vs_quantized'))} | {att[k].get('seconds')} |" for k in names]
         out += ["", notes[d.name], ""] if d.name in notes else [""]
     return out
 

@@ -48,6 +48,11 @@ def test_probe_only_attacks_measure_how_much_of_the_target_change_comes_back(tin
     assert "jailbreak" not in res and res["probe_target_change"] != 0
     for name in ("gguf-q8_0", "int4"):
         assert "value" not in res[name] and res[name]["probe_recovered"] is not None
+        r = res[name]  # like with like: the original quantized the same way
+        assert abs(r["probe_recovered_vs_quantized"] - (1 - (r["probe_target_change"] - r["probe_target_change_original_quantized"])
+                                                         / res["probe_target_change"])) < 1e-9
+    # the original really was quantized: 4-bit RTN moves it, and more than 8-bit GGUF does
+    assert abs(res["int4"]["probe_target_change_original_quantized"]) > abs(res["gguf-q8_0"]["probe_target_change_original_quantized"]) > 0
     loaded = load_run_model(str(out))
     back = gguf_round_trip(loaded.model, loaded.tokenizer, "f32")
     assert all(torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(), back.state_dict().values()))

@@ -53,6 +53,29 @@ def test_gradient_ascent_raises_forget_loss(tiny):
     assert info["steps"] == 5
 
 
+def test_on_step_hook_sees_every_checkpoint_of_one_training_run(tiny):
+    """A strength sweep scores checkpoints of one run: the hook gets the model as trained so far."""
+    from revrel.release.baselines import METHODS
+    from revrel.release.loop import Context
+
+    enc = encode_rows(tiny.tokenizer, FORGET[:1], 64)
+    seen: list[tuple[int, float, bool]] = []
+
+    def on_step(step, model):
+        lp, n = seq_logp(model, tiny.tokenizer, enc)
+        seen.append((step, float(-lp / n), model.training))
+
+    cfg = load_config(None, {"release": {"method": "npo", "baseline_steps": 4, "baseline_lr": 1e-2, "batch_size": 2}})
+    ctx = Context(loaded=tiny, task=None, oracle=None, embed=None, cfg=cfg, run=None, on_step=on_step)
+    METHODS["npo"](ctx, FORGET, FORGET[:0])
+    assert [s for s, _, _ in seen] == [1, 2, 3, 4]
+    assert not any(training for _, _, training in seen)  # scored in eval mode
+    assert seen[-1][1] > seen[0][1] + 0.1  # the forget NLL the hook saw rose over the run
+    with torch.no_grad():
+        lp, n = seq_logp(tiny.model, tiny.tokenizer, enc)
+    assert abs(float(-lp / n) - seen[-1][1]) < 1e-4  # the last checkpoint is the final model
+
+
 @pytest.mark.parametrize("method", ["ga", "graddiff", "npo", "simnpo", "pem-negation"])
 def test_each_baseline_runs_through_unlearn(tiny_dir, tmp_path, method):
     from revrel.pipeline import unlearn

@@ -9,6 +9,9 @@ For each, ``recovered`` = (attacked - unlearned) / (original - unlearned) on the
 forget metric: 0 means nothing came back, 1 means back to the original model. Where the run has
 likelihood probes, ``probe_recovered`` is the same fraction of the target probe's NLL change (the
 measurement that can see small effects); ``probe_only`` skips the sampled metrics and prompt attacks.
+A quantization also moves the original model, so for those attacks the original is quantized the same
+way and ``probe_recovered_vs_quantized`` compares like with like: 1 - (Q(unlearned) - Q(original)) /
+(unlearned - original) on the target probe. That is the share lost by a user who quantizes both.
 """
 
 from __future__ import annotations
@@ -80,12 +83,21 @@ def gguf_round_trip(model: torch.nn.Module, tokenizer, qtype: str) -> torch.nn.M
         return AutoModelForCausalLM.from_pretrained(tmp, gguf_file=path.name, dtype=next(model.parameters()).dtype).eval()
 
 
+def _quantize(name: str, loaded: LoadedModel) -> None:
+    """Apply quantization attack ``name`` to ``loaded`` in place (int8 / int4 RTN, gguf-* round trip)."""
+    if name in ("int8", "int4"):
+        quantize_rtn(loaded.model, 8 if name == "int8" else 4)
+    else:
+        loaded.model = gguf_round_trip(loaded.model, loaded.tokenizer, name.removeprefix("gguf-"))
+
+
 def _recovered(before: float, after: float, attacked: float) -> float | None:
     gap = before - after
     return None if abs(gap) < 1e-9 else (attacked - after) / gap
 
 
-MODEL_ATTACKS = ("int8", "int4", "gguf-q8_0", "gguf-q4_1", "relearn")
+QUANT_ATTACKS = ("int8", "int4", "gguf-q8_0", "gguf-q4_1")
+MODEL_ATTACKS = (*QUANT_ATTACKS, "relearn")
 PROMPT_ATTACKS = ("jailbreak", "paraphrase", "in-context")
 
 
@@ -118,6 +130,7 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
     unl_change = ((report["after"].get("probes") or {}).get("change") or {}).get("target", {}).get("change")
     # the probe is built once and every attacked model is paired against the original, as after a round
     score_probe = round_prober(task, cfg, base.tokenizer, ref_items) if ref_items is not None and unl_change is not None else None
+    original = None  # the original model, loaded on first need (quantized like the unlearned one)
     results: dict = {"metric": fkey, "original": before, "unlearned": after, "probe_target_change": unl_change}
     for name in attacks:
         if probe_only and name in PROMPT_ATTACKS:
@@ -125,10 +138,8 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
         t0 = time.time()
         loaded = LoadedModel(copy.deepcopy(base.model), base.tokenizer, base.spec, base.source)
         wrap = None
-        if name in ("int8", "int4"):
-            quantize_rtn(loaded.model, 8 if name == "int8" else 4)
-        elif name.startswith("gguf-"):
-            loaded.model = gguf_round_trip(loaded.model, loaded.tokenizer, name.removeprefix("gguf-"))
+        if name in QUANT_ATTACKS:
+            _quantize(name, loaded)
         elif name == "relearn":
             if not task.real_forget:
                 continue
@@ -144,6 +155,17 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
             ch = score_probe(loaded.model)
             res.update(probe_target_change=ch["target"]["change"], probe_utility_change=ch["utility"]["change"],
                        probe_recovered=None if abs(unl_change) < 1e-9 else 1 - ch["target"]["change"] / unl_change)
+            if name in QUANT_ATTACKS:
+                if original is None:
+                    from revrel.models.loading import load_model
+
+                    original = load_model(cfg.model, dtype=cfg.dtype)
+                q0 = LoadedModel(copy.deepcopy(original.model), original.tokenizer, original.spec, original.source)
+                _quantize(name, q0)
+                c0 = score_probe(q0.model)["target"]["change"]
+                del q0
+                res.update(probe_target_change_original_quantized=c0,
+                           probe_recovered_vs_quantized=None if abs(unl_change) < 1e-9 else 1 - (ch["target"]["change"] - c0) / unl_change)
         results[name] = dict(res, seconds=round(time.time() - t0, 1))
     report["attacks"] = results
     atomic_write_json(Path(run_dir) / "report.json", report)

@@ -53,7 +53,7 @@ def _optimise(ctx, forget, retain, loss_fn, *, needs_ref: bool = False) -> dict:
     r_it = itertools.cycle(batches(r_enc, s.batch_size, 10**6, ctx.cfg.seed + 1)) if r_enc else None
     model.train()
     losses, t0, tokens = [], time.time(), 0
-    for _ in progress_bar(range(s.baseline_steps), desc=f"{s.method}"):
+    for step in progress_bar(range(1, s.baseline_steps + 1), desc=f"{s.method}"):
         fb = next(f_it)
         with train_autocast(model, s.train_dtype):
             logp, n = seq_logp(model, ctx.tok, fb)
@@ -71,6 +71,11 @@ def _optimise(ctx, forget, retain, loss_fn, *, needs_ref: bool = False) -> dict:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(round(float(loss.detach()), 5))
+        if ctx.on_step is not None:
+            model.eval()
+            with torch.no_grad():
+                ctx.on_step(step, model)
+            model.train()
     model.eval()
     if s.baseline_lora:
         ctx.loaded.model = model.merge_and_unload()

@@ -44,6 +44,9 @@ class Context:
     # evaluation hook: called with the model after each kept round, its dict stored as the round's
     # ``eval_probe``. For reports only (real target text); no decision of the method reads it.
     after_round: Callable[[object], dict] | None = None
+    # evaluation hook of the gradient baselines: called as ``on_step(step, model)`` after each optimizer
+    # step, so a strength sweep scores every checkpoint of one training run instead of retraining per point
+    on_step: Callable[[int, object], None] | None = None
 
     @property
     def model(self):
