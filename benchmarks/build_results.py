@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from release_sweep import at_budget_by_setting, table  # noqa: E402
+from release_sweep import at_budget, at_budget_by_setting, curves, setting_name, table  # noqa: E402
 
 from revrel.evaluation.report import pm_change, rounds_table  # noqa: E402
 from revrel.io import read_jsonl  # noqa: E402
@@ -135,6 +135,91 @@ def sec_sweeps(notes: dict[str, str]) -> list[str]:
     return out
 
 
+def _family(rec_real: bool, settings: dict) -> str:
+    """Which unlearning method a sweep curve is: revrel's Release on Reveal's data, or a baseline on real data."""
+    if "method" in settings:
+        return f"{settings['method']} (real data)"
+    if not settings:  # plain negation of one PEM: the one-shot pem-negation baseline
+        return f"pem-negation ({'real' if rec_real else 'Reveal' + chr(39) + 's'} data)"
+    return "pem-negation (real data)" if rec_real else "revrel Release (Reveal's data)"
+
+
+def matched_rows(task: str, budget: float = 0.05) -> list[dict]:
+    """The best curve of each method on a task's dev sweeps (self-generated record and real-data record), with its
+    target change at ``budget`` nats/token of utility change; a curve that never reaches the budget keeps its
+    furthest point (and ranks below every curve that does)."""
+    out = []
+    for rec in (RES / f"release_rec_{task}", RES / f"release_rec_{task}_real"):
+        rows = read_jsonl(rec / "sweep.jsonl", allow_empty=True) if (rec / "sweep.jsonl").is_file() else []
+        for mine in curves(rows).values():
+            t = at_budget([(r["utility"]["change"], r["target"]["change"]) for r in mine], budget)
+            far = max(mine, key=lambda r: r["utility"]["change"])
+            settings = {k: v for k, v in mine[0]["settings"].items() if k != "method"}
+            out.append({"family": _family(rec.name.endswith("_real"), mine[0]["settings"]), "setting": setting_name(settings),
+                        "at_budget": t, "far": (far["utility"]["change"], far["target"]["change"]), "points": mine,
+                        "strength": "steps" if "method" in mine[0]["settings"] else "lambda"})
+    best: dict[str, dict] = {}
+    for r in sorted(out, key=_rank):
+        best.setdefault(r["family"], r)
+    return list(best.values())
+
+
+def _rank(r: dict) -> tuple:
+    return (r["at_budget"] is None, -(r["at_budget"] if r["at_budget"] is not None else r["far"][1]))
+
+
+def matched_plot(task: str, rows: list[dict], write: bool) -> Path:
+    """One task's best curve per method on one Pareto plot (drawn only when ``write``)."""
+    png = RES / f"matched_{task}.png"
+    if not write:
+        return png
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {}
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for r in rows:
+        c = colors.setdefault(r["family"], f"C{len(colors)}")
+        pts = sorted((p["utility"]["change"], p["target"]["change"]) for p in r["points"])
+        ax.plot([0] + [x for x, _ in pts], [0] + [y for _, y in pts], marker="o", ms=3, color=c, lw=1.2,
+                label=f"{r['family']}: {r['setting']}" if r["setting"] != "plain negation" else r["family"])
+    ax.axvline(0.05, ls="--", c="gray", lw=0.8)
+    top = max([p["target"]["change"] for r in rows for p in r["points"] if p["utility"]["change"] <= 0.3] + [0.1])
+    ax.set(xlim=(-0.02, 0.3), ylim=(-0.05, 1.1 * top), xlabel="utility NLL change (nats/token, dev)", ylabel="target NLL change (nats/token, dev)",
+           title=f"{task}: methods at matched utility cost (dev probe)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def sec_matched(notes: dict[str, str]) -> list[str]:
+    tasks = sorted({p.name.removeprefix("release_rec_").removesuffix("_real") for p in RES.glob("release_rec_*_real")})
+    if not tasks:
+        return []
+    out = ["## Methods at matched utility cost (dev probe)", "",
+           "For each task, every method's strength curve on the same dev probe and keep side: revrel's Release on the forget set "
+           "Reveal generated (one recorded round, `release_rec_T`), and on the task's real forget data (`release_rec_T_real`, "
+           "`release_record.py --real`) the one-shot pem-negation baseline (`release_sweep.py`) and NPO / GradDiff "
+           "(`baseline_sweep.py`, full parameters, lr 1e-5, retain term on the keep side, strength = optimizer steps). "
+           "The number is the target change at +0.05 nats/token of utility change, interpolated; a curve that never reaches "
+           "+0.05 shows its furthest point instead. One row per method: its best setting on dev (every setting is in the sweep "
+           "tables above). Dev only: the test split is for the presets.", ""]
+    for task in tasks:
+        rows = matched_rows(task)
+        png = matched_plot(task, rows, PLOTS)
+        out += [f"### {task}", "", "| method | best setting | target change at utility +0.05 | strengths swept |", "| --- | --- | --- | --- |"]
+        out += [f"| {r['family']} | {r['setting']} | "
+                + (_f(r["at_budget"]) if r["at_budget"] is not None else f"not reached (furthest: utility {r['far'][0]:+.3f}, target {r['far'][1]:+.3f})")
+                + f" | {r['strength']} " + ", ".join(f"{p['lambda']:g}" for p in r["points"]) + " |" for r in rows]
+        out += ["", f"![matched {task}]({LINK}/{png.name})", ""]
+    return out
+
+
 def sec_benches(notes: dict[str, str]) -> list[str]:
     out = []
     for d in sorted(p for p in RES.glob("bench_*") if (p / "bench.md").is_file()):
@@ -188,8 +273,11 @@ def sec_reveal(notes: dict[str, str]) -> list[str]:
     return out
 
 
-SECTIONS = {"eval_profiles": sec_eval_profiles, "presets": sec_presets, "release_sweeps": sec_sweeps, "benches": sec_benches,
+SECTIONS = {"eval_profiles": sec_eval_profiles, "presets": sec_presets, "release_sweeps": sec_sweeps, "matched": sec_matched, "benches": sec_benches,
             "end_to_end": sec_end_to_end, "perf": sec_perf, "reveal": sec_reveal}
+
+
+PLOTS = False  # build() draws the plots only for ``main`` (the --check mode and the tests read, never write)
 
 
 def build() -> str:
@@ -214,6 +302,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
+    global PLOTS
+    PLOTS = not args.check
     text = build()
     if args.check:
         sys.exit(0 if DOC.is_file() and DOC.read_text() == text else "docs/results.md is out of date: python benchmarks/build_results.py")
