@@ -81,3 +81,47 @@ def test_cli_export_and_refusal(tiny_dir, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err and out.stat().st_size == size  # the existing file is untouched
     assert main(["export", "--model", str(tiny_dir), "--gguf", "q2", "--out", str(tmp_path / "x.gguf"), "-q"]) != 0
     assert "must be one of" in capsys.readouterr().err
+
+
+def _q4_1_round_trip(arr):
+    import numpy as np
+    from gguf import GGMLQuantizationType, quants
+
+    return quants.dequantize(quants.quantize(np.ascontiguousarray(arr), GGMLQuantizationType.Q4_1), GGMLQuantizationType.Q4_1)
+
+
+def test_stochastic_rounding_keeps_small_edits_that_nearest_rounds_away():
+    """A model dequantized from Q4_1 (like the default), edited by a fifth of a grid step: nearest rounding
+    gives the original back; stochastic rounding keeps the edit on average and leaves unedited blocks alone."""
+    import numpy as np
+
+    from revrel.models.gguf_export import snap_q4_1_stochastic
+
+    rng = np.random.default_rng(0)
+    w0 = _q4_1_round_trip(rng.normal(size=(64, 256)).astype(np.float32))  # on the Q4_1 grid
+    step = (w0.reshape(-1, 32).max(1) - w0.reshape(-1, 32).min(1)) / 15
+    edit = np.zeros_like(w0)
+    edit[:32] = 0.2 * step.reshape(64, 8)[:32].repeat(32, axis=1)  # half the rows: + a fifth of their block's step
+    blocks = w0.reshape(-1, 32)
+    inner = (blocks > blocks.min(1, keepdims=True)) & (blocks < blocks.max(1, keepdims=True))  # keep each block's grid
+    edit *= inner.reshape(w0.shape)
+    w = w0 + edit
+    nearest = _q4_1_round_trip(w)
+    assert np.abs(nearest - w0).max() < 1e-3 * step.max()  # the whole edit rounded away
+    snapped = snap_q4_1_stochastic(w, np.random.default_rng(1))
+    kept = (snapped - w0)[:32].sum() / edit[:32].sum()
+    assert 0.8 < kept < 1.2  # unbiased: the edit survives in expectation
+    assert np.abs(snapped[32:] - w0[32:]).max() < 1e-5  # unedited: untouched
+    back = _q4_1_round_trip(snapped)
+    assert np.abs(back - snapped).max() < 2e-3 * step.max()  # Q4_1's own quantizer reproduces the snapped values
+
+
+def test_stochastic_export_needs_q4_1(tiny_dir, tmp_path):
+    model, tok = _load(tiny_dir)
+    with pytest.raises(RevrelError, match="stochastic needs --gguf q4_1"):
+        export_gguf(model, tok, tmp_path / "m.gguf", "q8_0", rounding="stochastic")
+    info = export_gguf(model, tok, tmp_path / "m.gguf", "q4_1", rounding="stochastic")
+    assert info["rounding"] == "stochastic" and "Q4_1" in info["tensor_types"]
+    back, _ = _read(tmp_path / "m.gguf")
+    w, wq = model.model.layers[0].mlp.up_proj.weight, back.model.layers[0].mlp.up_proj.weight
+    assert 0 < ((w - wq).norm() / w.norm()).item() < 0.35

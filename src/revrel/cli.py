@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true")
     a = sub.add_parser("attack", help="quantization, relearning and prompt attacks on a finished run")
     a.add_argument("--run", required=True, help="run folder (with model/ and report.json)")
-    a.add_argument("--attacks", default="int8,int4,gguf-q8_0,gguf-q4_1,relearn,jailbreak,paraphrase,in-context")
+    a.add_argument("--attacks", default="int8,int4,gguf-q8_0,gguf-q4_1,gguf-q4_1-stochastic,relearn,jailbreak,paraphrase,in-context")
     a.add_argument("--probe-only", action="store_true", help="score only the likelihood probe (fast; skips the sampled metrics and prompt attacks)")
     a.add_argument("--relearn-steps", type=int, default=8)
     a.add_argument("-q", "--quiet", action="store_true")
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--model", required=True, help="a model folder, a run folder (its model/ is used), a .gguf file or the default's name")
     x.add_argument("--gguf", required=True, metavar="TYPE", help="f32 | f16 | q8_0 | q4_0 | q4_1 (the default model ships as q4_1)")
     x.add_argument("--out", required=True, help="the .gguf file to write")
+    x.add_argument("--rounding", default="nearest", help="nearest (llama.cpp's) | stochastic (q4_1 only: keeps edits smaller than "
+                                                          "half a grid step in expectation instead of rounding them away)")
     x.add_argument("--overwrite", action="store_true")
     x.add_argument("-q", "--quiet", action="store_true")
     sub.add_parser("tasks", help="list tasks and their oracles")
@@ -223,11 +225,13 @@ def cmd_attack(args) -> int:
 def cmd_export(args) -> int:
     from pathlib import Path
 
-    from revrel.models.gguf_export import QTYPES, export_gguf
+    from revrel.models.gguf_export import QTYPES, ROUNDINGS, export_gguf
     from revrel.models.loading import load_model
 
     if args.gguf not in QTYPES:  # before loading anything
         raise RevrelError(f"--gguf must be one of {', '.join(QTYPES)} (got {args.gguf!r})")
+    if args.rounding not in ROUNDINGS or (args.rounding == "stochastic" and args.gguf != "q4_1"):
+        raise RevrelError(f"--rounding must be one of {', '.join(ROUNDINGS)}, and stochastic needs --gguf q4_1")
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise RevrelError(f"{out} exists; pass --overwrite to replace it")
@@ -235,8 +239,8 @@ def cmd_export(args) -> int:
     if (spec / "report.json").is_file() and (spec / "model").is_dir():
         spec = spec / "model"
     loaded = load_model(str(spec))
-    info = export_gguf(loaded.model, loaded.tokenizer, out, args.gguf)
-    print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, {args.gguf}; tensors: "
+    info = export_gguf(loaded.model, loaded.tokenizer, out, args.gguf, rounding=args.rounding)
+    print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, {args.gguf}, {args.rounding} rounding; tensors: "
           + ", ".join(f"{n} {k}" for k, n in sorted(info["tensor_types"].items())) + ")")
     return 0
 

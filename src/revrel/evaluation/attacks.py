@@ -68,7 +68,7 @@ def relearn(loaded: LoadedModel, rows: list[dict], steps: int, lr: float, seed: 
         p.requires_grad_(False)
 
 
-def gguf_round_trip(model: torch.nn.Module, tokenizer, qtype: str) -> torch.nn.Module:
+def gguf_round_trip(model: torch.nn.Module, tokenizer, qtype: str, rounding: str = "nearest") -> torch.nn.Module:
     """Export ``model`` as a ``qtype`` GGUF and read it back (dequantized), as llama.cpp users would get it."""
     import tempfile
     from pathlib import Path
@@ -79,7 +79,7 @@ def gguf_round_trip(model: torch.nn.Module, tokenizer, qtype: str) -> torch.nn.M
 
     with tempfile.TemporaryDirectory(prefix="revrel-gguf-") as tmp:
         path = Path(tmp) / f"model.{qtype}.gguf"
-        export_gguf(model, tokenizer, path, qtype)
+        export_gguf(model, tokenizer, path, qtype, rounding=rounding)
         return AutoModelForCausalLM.from_pretrained(tmp, gguf_file=path.name, dtype=next(model.parameters()).dtype).eval()
 
 
@@ -87,8 +87,9 @@ def _quantize(name: str, loaded: LoadedModel) -> None:
     """Apply quantization attack ``name`` to ``loaded`` in place (int8 / int4 RTN, gguf-* round trip)."""
     if name in ("int8", "int4"):
         quantize_rtn(loaded.model, 8 if name == "int8" else 4)
-    else:
-        loaded.model = gguf_round_trip(loaded.model, loaded.tokenizer, name.removeprefix("gguf-"))
+    else:  # gguf-q4_1, or gguf-q4_1-stochastic: revrel export's stochastic rounding
+        qtype, _, rounding = name.removeprefix("gguf-").partition("-")
+        loaded.model = gguf_round_trip(loaded.model, loaded.tokenizer, qtype, rounding or "nearest")
 
 
 def _recovered(before: float, after: float, attacked: float) -> float | None:
@@ -96,13 +97,13 @@ def _recovered(before: float, after: float, attacked: float) -> float | None:
     return None if abs(gap) < 1e-9 else (attacked - after) / gap
 
 
-QUANT_ATTACKS = ("int8", "int4", "gguf-q8_0", "gguf-q4_1")
+QUANT_ATTACKS = ("int8", "int4", "gguf-q8_0", "gguf-q4_1", "gguf-q4_1-stochastic")
 MODEL_ATTACKS = (*QUANT_ATTACKS, "relearn")
 PROMPT_ATTACKS = ("jailbreak", "paraphrase", "in-context")
 
 
 def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5, n_relearn: int = 16,
-               attacks: tuple[str, ...] = ("int8", "int4", "gguf-q8_0", "gguf-q4_1", "relearn", "jailbreak", "paraphrase", "in-context"),
+               attacks: tuple[str, ...] = ("int8", "int4", "gguf-q8_0", "gguf-q4_1", "gguf-q4_1-stochastic", "relearn", "jailbreak", "paraphrase", "in-context"),
                probe_only: bool = False) -> dict:
     """Run the attacks on ``run_dir/model`` and add an ``attacks`` section to its report.json."""
     from pathlib import Path
@@ -167,7 +168,8 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
                 res.update(probe_target_change_original_quantized=c0,
                            probe_recovered_vs_quantized=None if abs(unl_change) < 1e-9 else 1 - (ch["target"]["change"] - c0) / unl_change)
         results[name] = dict(res, seconds=round(time.time() - t0, 1))
-    report["attacks"] = results
+    # attacks run again replace their own entries; the others (an earlier run's) stay
+    report["attacks"] = {**(report.get("attacks") or {}), **results}
     atomic_write_json(Path(run_dir) / "report.json", report)
     return results
 

@@ -10,6 +10,13 @@ Q and K rows permuted to llama.cpp's rotary layout (transformers undoes it on lo
 F32, and for 4-bit types the token embedding in Q8_0 (as in the shipped Q4_1 file). The tokenizer
 is written as a GPT-2 style byte-level BPE (tokens, types, merges, special ids, chat template),
 which is what SmolLM2 and the test models use.
+
+``rounding="stochastic"`` snaps Q4_1 weights onto their block's grid by unbiased stochastic rounding
+before the quantizer runs (which then reproduces them exactly). Round-to-nearest sends every edit
+smaller than half a grid step back to the value it came from; when the model was itself dequantized
+from Q4_1 (the default is), that is most of an unlearning edit. Stochastic rounding keeps each
+edit in expectation (an edit of a tenth of a step moves a tenth of such weights one whole step),
+and leaves a weight that was not edited where it was.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 from revrel.errors import RevrelError
 
 QTYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
+ROUNDINGS = ("nearest", "stochastic")
 _NAMES = {
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
     "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
@@ -65,6 +73,21 @@ def _tensor_type(name: str, arr: np.ndarray, qtype: str):
     return {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}[qtype]
 
 
+def snap_q4_1_stochastic(arr: np.ndarray, rng: np.random.Generator, block: int = 32) -> np.ndarray:
+    """``arr`` (rows a multiple of ``block`` long) on the Q4_1 grid of each block (min + k * (max - min) / 15),
+    rounded up with probability equal to the fractional position: unbiased, and exact at the block's min
+    and max, so Q4_1's own quantizer finds the same grid and reproduces the values."""
+    b = arr.reshape(-1, block).astype(np.float32)
+    lo, hi = b.min(axis=1, keepdims=True), b.max(axis=1, keepdims=True)
+    d = (hi - lo) / 15
+    x = np.where(d > 0, (b - lo) / np.where(d > 0, d, 1), 0)
+    k = np.floor(x)
+    frac = x - k
+    frac[frac < 1e-4] = 0.0  # a weight already on the grid (float error) stays put
+    q = np.clip(k + (rng.random(b.shape, dtype=np.float32) < frac), 0, 15)
+    return (q * d + lo).reshape(arr.shape).astype(np.float32)
+
+
 def _tokenizer_fields(writer, tok, vocab_size: int) -> None:
     from gguf import TokenType
 
@@ -94,7 +117,8 @@ def _tokenizer_fields(writer, tok, vocab_size: int) -> None:
         writer.add_chat_template(tok.chat_template)
 
 
-def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: str = "revrel-unlearned") -> dict:
+def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: str = "revrel-unlearned", rounding: str = "nearest",
+                seed: int = 0) -> dict:
     """Write ``model`` (a transformers ``LlamaForCausalLM``) and its tokenizer to ``out`` as GGUF.
 
     The file is written next to ``out`` and renamed into place, so an interrupted export leaves
@@ -104,6 +128,9 @@ def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: st
 
     if qtype not in QTYPES:
         raise RevrelError(f"--gguf must be one of {', '.join(QTYPES)} (got {qtype!r})")
+    if rounding not in ROUNDINGS or (rounding == "stochastic" and qtype != "q4_1"):
+        raise RevrelError(f"--rounding must be one of {', '.join(ROUNDINGS)}, and stochastic needs --gguf q4_1 (got {rounding!r}, {qtype!r})")
+    rng = np.random.default_rng(seed)
     cfg = model.config
     if getattr(cfg, "model_type", None) != "llama":
         raise RevrelError(f"GGUF export supports Llama-architecture models (SmolLM2 is one); this model is {cfg.model_type!r}")
@@ -140,6 +167,8 @@ def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: st
             elif gname.endswith("attn_k.weight"):
                 arr = permute_rows(arr, cfg.num_key_value_heads)
             t = _tensor_type(gname, arr, qtype)
+            if rounding == "stochastic" and t.name == "Q4_1":
+                arr = snap_q4_1_stochastic(arr, rng)
             data = quants.quantize(np.ascontiguousarray(arr), t)
             writer.add_tensor(gname, data, raw_dtype=t)
             types[t.name] = types.get(t.name, 0) + 1
@@ -150,4 +179,4 @@ def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: st
     finally:
         writer.close()
     os.replace(tmp, out)
-    return {"path": str(out), "bytes": out.stat().st_size, "qtype": qtype, "tensor_types": types}
+    return {"path": str(out), "bytes": out.stat().st_size, "qtype": qtype, "rounding": rounding, "tensor_types": types}
