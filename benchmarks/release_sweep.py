@@ -178,7 +178,7 @@ def table(path: Path) -> str:
     the target change at +0.05 nats/token of utility cost."""
     rows = read_jsonl(path, allow_empty=True)
     fmt = lambda c: f"{c['change']:+.3f} ± {c['se']:.3f}"  # noqa: E731
-    out = ["| setting | lambda | target change | utility change | selectivity | self-probe ppl ratio |", "| --- | --- | --- | --- | --- | --- |"]
+    out = ["| setting | lambda (steps for a gradient method) | target change | utility change | selectivity | self-probe ppl ratio |", "| --- | --- | --- | --- | --- | --- |"]
     for name, mine in curves(rows).items():
         out += [f"| {name} | {r['lambda']:g} | {fmt(r['target'])} | {fmt(r['utility'])} | {fmt(r['selectivity'])} | {r['self_probe_ppl_ratio']:.3f} |"
                 for r in mine]
