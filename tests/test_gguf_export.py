@@ -125,3 +125,36 @@ def test_stochastic_export_needs_q4_1(tiny_dir, tmp_path):
     back, _ = _read(tmp_path / "m.gguf")
     w, wq = model.model.layers[0].mlp.up_proj.weight, back.model.layers[0].mlp.up_proj.weight
     assert 0 < ((w - wq).norm() / w.norm()).item() < 0.35
+
+
+def test_gptq_rounding_keeps_layer_outputs_closer_than_stochastic_and_reproduces_exactly():
+    """On activations with a few dominant directions (as real ones have), GPTQ rounding of an edited
+    on-grid matrix keeps W x closer to the edited W x than stochastic rounding, keeps more of the edit's
+    effect than nearest rounding, and Q4_1's own quantizer reproduces it (each block keeps its min/max)."""
+    import numpy as np
+
+    from revrel.models.gguf_export import snap_q4_1_stochastic
+    from revrel.models.gptq_q4_1 import gptq_round_q4_1
+
+    rng = np.random.default_rng(0)
+    w0 = _q4_1_round_trip(rng.normal(size=(64, 128)).astype(np.float32))
+    x = rng.normal(size=(4000, 6)) @ rng.normal(size=(6, 128)) + 0.05 * rng.normal(size=(4000, 128))  # low-rank inputs
+    blocks = w0.reshape(-1, 32)
+    inner = ((blocks > blocks.min(1, keepdims=True)) & (blocks < blocks.max(1, keepdims=True))).reshape(w0.shape)
+    w = w0 + 0.03 * rng.normal(size=(64, 1)) @ rng.normal(size=(1, 128)) * inner  # a small rank-1 edit
+    h = torch.tensor(x.T @ x)
+    g = gptq_round_q4_1(torch.tensor(w, dtype=torch.float32), h).numpy()
+    err = lambda q: np.linalg.norm((q - w) @ x.T)  # noqa: E731
+    assert err(g) < 0.5 * err(snap_q4_1_stochastic(w.astype(np.float32), np.random.default_rng(1)))
+    assert err(g) < err(_q4_1_round_trip(w))
+    assert np.abs(_q4_1_round_trip(g) - g).max() < 0.02 * np.abs(g).max()  # fp16 scale / min: the only loss
+
+
+def test_gptq_export_needs_calibration(tiny_dir, tmp_path):
+    from revrel.cli import main
+
+    model, tok = _load(tiny_dir)
+    with pytest.raises(RevrelError, match="calibration"):
+        export_gguf(model, tok, tmp_path / "m.gguf", "q4_1", rounding="gptq")
+    assert main(["export", "--model", str(tiny_dir), "--gguf", "q4_1", "--rounding", "gptq", "--out", str(tmp_path / "x.gguf"), "-q"]) != 0
+    assert not (tmp_path / "x.gguf").exists()

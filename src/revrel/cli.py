@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true")
     a = sub.add_parser("attack", help="quantization, relearning and prompt attacks on a finished run")
     a.add_argument("--run", required=True, help="run folder (with model/ and report.json)")
-    a.add_argument("--attacks", default="int8,int4,gguf-q8_0,gguf-q4_1,gguf-q4_1-stochastic,relearn,jailbreak,paraphrase,in-context")
+    a.add_argument("--attacks", default="int8,int4,gguf-q8_0,gguf-q4_1,gguf-q4_1-stochastic,gguf-q4_1-gptq,relearn,jailbreak,paraphrase,in-context")
     a.add_argument("--probe-only", action="store_true", help="score only the likelihood probe (fast; skips the sampled metrics and prompt attacks)")
     a.add_argument("--relearn-steps", type=int, default=8)
     a.add_argument("-q", "--quiet", action="store_true")
@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--model", required=True, help="a model folder, a run folder (its model/ is used), a .gguf file or the default's name")
     x.add_argument("--gguf", required=True, metavar="TYPE", help="f32 | f16 | q8_0 | q4_0 | q4_1 (the default model ships as q4_1)")
     x.add_argument("--out", required=True, help="the .gguf file to write")
-    x.add_argument("--rounding", default="nearest", help="nearest (llama.cpp's) | stochastic (q4_1 only: keeps edits smaller than "
-                                                          "half a grid step in expectation instead of rounding them away)")
+    x.add_argument("--rounding", default="nearest", help="nearest (llama.cpp's) | stochastic | gptq (q4_1 only; both keep edits smaller "
+                                                          "than half a grid step that nearest rounds away; gptq calibrates on a run's "
+                                                          "own retain and forget text, so --model must be a run folder)")
     x.add_argument("--overwrite", action="store_true")
     x.add_argument("-q", "--quiet", action="store_true")
     sub.add_parser("tasks", help="list tasks and their oracles")
@@ -230,16 +231,26 @@ def cmd_export(args) -> int:
 
     if args.gguf not in QTYPES:  # before loading anything
         raise RevrelError(f"--gguf must be one of {', '.join(QTYPES)} (got {args.gguf!r})")
-    if args.rounding not in ROUNDINGS or (args.rounding == "stochastic" and args.gguf != "q4_1"):
-        raise RevrelError(f"--rounding must be one of {', '.join(ROUNDINGS)}, and stochastic needs --gguf q4_1")
+    if args.rounding not in ROUNDINGS or (args.rounding != "nearest" and args.gguf != "q4_1"):
+        raise RevrelError(f"--rounding must be one of {', '.join(ROUNDINGS)}, and {args.rounding} needs --gguf q4_1")
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise RevrelError(f"{out} exists; pass --overwrite to replace it")
-    spec = Path(args.model)
+    spec = run = Path(args.model)
     if (spec / "report.json").is_file() and (spec / "model").is_dir():
         spec = spec / "model"
+    calib = None
+    if args.rounding == "gptq":
+        from revrel.models.gptq_q4_1 import run_calibration_texts
+
+        calib = run_calibration_texts(run)  # before the slow load: a folder without them fails now
     loaded = load_model(str(spec))
-    info = export_gguf(loaded.model, loaded.tokenizer, out, args.gguf, rounding=args.rounding)
+    hessians = None
+    if calib:
+        from revrel.models.gptq_q4_1 import input_hessians
+
+        hessians = input_hessians(loaded.model, loaded.tokenizer, calib)
+    info = export_gguf(loaded.model, loaded.tokenizer, out, args.gguf, rounding=args.rounding, hessians=hessians)
     print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, {args.gguf}, {args.rounding} rounding; tensors: "
           + ", ".join(f"{n} {k}" for k, n in sorted(info["tensor_types"].items())) + ")")
     return 0

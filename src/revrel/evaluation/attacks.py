@@ -68,7 +68,7 @@ def relearn(loaded: LoadedModel, rows: list[dict], steps: int, lr: float, seed: 
         p.requires_grad_(False)
 
 
-def gguf_round_trip(model: torch.nn.Module, tokenizer, qtype: str, rounding: str = "nearest") -> torch.nn.Module:
+def gguf_round_trip(model: torch.nn.Module, tokenizer, qtype: str, rounding: str = "nearest", hessians: dict | None = None) -> torch.nn.Module:
     """Export ``model`` as a ``qtype`` GGUF and read it back (dequantized), as llama.cpp users would get it."""
     import tempfile
     from pathlib import Path
@@ -79,17 +79,23 @@ def gguf_round_trip(model: torch.nn.Module, tokenizer, qtype: str, rounding: str
 
     with tempfile.TemporaryDirectory(prefix="revrel-gguf-") as tmp:
         path = Path(tmp) / f"model.{qtype}.gguf"
-        export_gguf(model, tokenizer, path, qtype, rounding=rounding)
+        export_gguf(model, tokenizer, path, qtype, rounding=rounding, hessians=hessians)
         return AutoModelForCausalLM.from_pretrained(tmp, gguf_file=path.name, dtype=next(model.parameters()).dtype).eval()
 
 
-def _quantize(name: str, loaded: LoadedModel) -> None:
-    """Apply quantization attack ``name`` to ``loaded`` in place (int8 / int4 RTN, gguf-* round trip)."""
+def _quantize(name: str, loaded: LoadedModel, calib: list[str] | None = None) -> None:
+    """Apply quantization attack ``name`` to ``loaded`` in place (int8 / int4 RTN, gguf-* round trip;
+    gguf-q4_1-stochastic / -gptq use revrel export's roundings, gptq calibrated on ``calib``)."""
     if name in ("int8", "int4"):
         quantize_rtn(loaded.model, 8 if name == "int8" else 4)
-    else:  # gguf-q4_1, or gguf-q4_1-stochastic: revrel export's stochastic rounding
-        qtype, _, rounding = name.removeprefix("gguf-").partition("-")
-        loaded.model = gguf_round_trip(loaded.model, loaded.tokenizer, qtype, rounding or "nearest")
+        return
+    qtype, _, rounding = name.removeprefix("gguf-").partition("-")
+    hessians = None
+    if rounding == "gptq":
+        from revrel.models.gptq_q4_1 import input_hessians
+
+        hessians = input_hessians(loaded.model, loaded.tokenizer, calib or [])
+    loaded.model = gguf_round_trip(loaded.model, loaded.tokenizer, qtype, rounding or "nearest", hessians)
 
 
 def _recovered(before: float, after: float, attacked: float) -> float | None:
@@ -97,13 +103,13 @@ def _recovered(before: float, after: float, attacked: float) -> float | None:
     return None if abs(gap) < 1e-9 else (attacked - after) / gap
 
 
-QUANT_ATTACKS = ("int8", "int4", "gguf-q8_0", "gguf-q4_1", "gguf-q4_1-stochastic")
+QUANT_ATTACKS = ("int8", "int4", "gguf-q8_0", "gguf-q4_1", "gguf-q4_1-stochastic", "gguf-q4_1-gptq")
 MODEL_ATTACKS = (*QUANT_ATTACKS, "relearn")
 PROMPT_ATTACKS = ("jailbreak", "paraphrase", "in-context")
 
 
 def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5, n_relearn: int = 16,
-               attacks: tuple[str, ...] = ("int8", "int4", "gguf-q8_0", "gguf-q4_1", "gguf-q4_1-stochastic", "relearn", "jailbreak", "paraphrase", "in-context"),
+               attacks: tuple[str, ...] = ("int8", "int4", "gguf-q8_0", "gguf-q4_1", "gguf-q4_1-stochastic", "gguf-q4_1-gptq", "relearn", "jailbreak", "paraphrase", "in-context"),
                probe_only: bool = False) -> dict:
     """Run the attacks on ``run_dir/model`` and add an ``attacks`` section to its report.json."""
     from pathlib import Path
@@ -132,6 +138,9 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
     # the probe is built once and every attacked model is paired against the original, as after a round
     score_probe = round_prober(task, cfg, base.tokenizer, ref_items) if ref_items is not None and unl_change is not None else None
     original = None  # the original model, loaded on first need (quantized like the unlearned one)
+    from revrel.models.gptq_q4_1 import run_calibration_texts
+
+    calib = run_calibration_texts(run_dir) if any(a.endswith("-gptq") for a in attacks) else None
     results: dict = {"metric": fkey, "original": before, "unlearned": after, "probe_target_change": unl_change}
     for name in attacks:
         if probe_only and name in PROMPT_ATTACKS:
@@ -140,7 +149,7 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
         loaded = LoadedModel(copy.deepcopy(base.model), base.tokenizer, base.spec, base.source)
         wrap = None
         if name in QUANT_ATTACKS:
-            _quantize(name, loaded)
+            _quantize(name, loaded, calib)
         elif name == "relearn":
             if not task.real_forget:
                 continue
@@ -162,7 +171,7 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
 
                     original = load_model(cfg.model, dtype=cfg.dtype)
                 q0 = LoadedModel(copy.deepcopy(original.model), original.tokenizer, original.spec, original.source)
-                _quantize(name, q0)
+                _quantize(name, q0, calib)
                 c0 = score_probe(q0.model)["target"]["change"]
                 del q0
                 res.update(probe_target_change_original_quantized=c0,

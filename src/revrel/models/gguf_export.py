@@ -16,7 +16,9 @@ before the quantizer runs (which then reproduces them exactly). Round-to-nearest
 smaller than half a grid step back to the value it came from; when the model was itself dequantized
 from Q4_1 (the default is), that is most of an unlearning edit. Stochastic rounding keeps each
 edit in expectation (an edit of a tenth of a step moves a tenth of such weights one whole step),
-and leaves a weight that was not edited where it was.
+and leaves a weight that was not edited where it was, but adds independent noise to every edited
+weight. ``rounding="gptq"`` (``hessians`` from :func:`revrel.models.gptq_q4_1.input_hessians`) picks
+the rounding that keeps each layer's outputs on calibration text close instead (see that module).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 from revrel.errors import RevrelError
 
 QTYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
-ROUNDINGS = ("nearest", "stochastic")
+ROUNDINGS = ("nearest", "stochastic", "gptq")
 _NAMES = {
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
     "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
@@ -118,7 +120,7 @@ def _tokenizer_fields(writer, tok, vocab_size: int) -> None:
 
 
 def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: str = "revrel-unlearned", rounding: str = "nearest",
-                seed: int = 0) -> dict:
+                seed: int = 0, hessians: dict | None = None) -> dict:
     """Write ``model`` (a transformers ``LlamaForCausalLM``) and its tokenizer to ``out`` as GGUF.
 
     The file is written next to ``out`` and renamed into place, so an interrupted export leaves
@@ -128,8 +130,10 @@ def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: st
 
     if qtype not in QTYPES:
         raise RevrelError(f"--gguf must be one of {', '.join(QTYPES)} (got {qtype!r})")
-    if rounding not in ROUNDINGS or (rounding == "stochastic" and qtype != "q4_1"):
-        raise RevrelError(f"--rounding must be one of {', '.join(ROUNDINGS)}, and stochastic needs --gguf q4_1 (got {rounding!r}, {qtype!r})")
+    if rounding not in ROUNDINGS or (rounding != "nearest" and qtype != "q4_1"):
+        raise RevrelError(f"--rounding must be one of {', '.join(ROUNDINGS)}, and {rounding} needs --gguf q4_1 (got {rounding!r}, {qtype!r})")
+    if rounding == "gptq" and not hessians:
+        raise RevrelError("--rounding gptq needs calibration hessians (revrel.models.gptq_q4_1.input_hessians)")
     rng = np.random.default_rng(seed)
     cfg = model.config
     if getattr(cfg, "model_type", None) != "llama":
@@ -162,6 +166,10 @@ def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: st
                 continue
             gname = gguf_name(hf_name)
             arr = p.detach().to(torch.float32).cpu().numpy()
+            if rounding == "gptq" and hf_name in hessians and _tensor_type(gname, arr, qtype).name == "Q4_1":
+                from revrel.models.gptq_q4_1 import gptq_round_q4_1
+
+                arr = gptq_round_q4_1(torch.from_numpy(arr), hessians[hf_name]).numpy()  # before the Q/K row permutation
             if gname.endswith("attn_q.weight"):
                 arr = permute_rows(arr, cfg.num_attention_heads)
             elif gname.endswith("attn_k.weight"):
