@@ -155,7 +155,7 @@ def matched_rows(task: str, budget: float = 0.05) -> list[dict]:
             t = at_budget([(r["utility"]["change"], r["target"]["change"]) for r in mine], budget)
             far = max(mine, key=lambda r: r["utility"]["change"])
             settings = {k: v for k, v in mine[0]["settings"].items() if k != "method"}
-            out.append({"family": _family(rec.name.endswith("_real"), mine[0]["settings"]), "setting": setting_name(settings),
+            out.append({"family": _family(rec.name.endswith("_real"), mine[0]["settings"]), "setting": setting_name(settings) if settings or "method" not in mine[0]["settings"] else "defaults (full parameters, lr 1e-5, retain term)",
                         "at_budget": t, "far": (far["utility"]["change"], far["target"]["change"]), "points": mine,
                         "strength": "steps" if "method" in mine[0]["settings"] else "lambda"})
     best: dict[str, dict] = {}
