@@ -226,13 +226,10 @@ def cmd_attack(args) -> int:
 def cmd_export(args) -> int:
     from pathlib import Path
 
-    from revrel.models.gguf_export import QTYPES, ROUNDINGS, export_gguf
+    from revrel.models.gguf_export import check_format, export_gguf
     from revrel.models.loading import load_model
 
-    if args.gguf not in QTYPES:  # before loading anything
-        raise RevrelError(f"--gguf must be one of {', '.join(QTYPES)} (got {args.gguf!r})")
-    if args.rounding not in ROUNDINGS or (args.rounding != "nearest" and args.gguf != "q4_1"):
-        raise RevrelError(f"--rounding must be one of {', '.join(ROUNDINGS)}, and {args.rounding} needs --gguf q4_1")
+    check_format(args.gguf, args.rounding)  # before loading anything
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise RevrelError(f"{out} exists; pass --overwrite to replace it")
@@ -245,12 +242,7 @@ def cmd_export(args) -> int:
 
         calib = run_calibration_texts(run)  # before the slow load: a folder without them fails now
     loaded = load_model(str(spec))
-    hessians = None
-    if calib:
-        from revrel.models.gptq_q4_1 import input_hessians
-
-        hessians = input_hessians(loaded.model, loaded.tokenizer, calib)
-    info = export_gguf(loaded.model, loaded.tokenizer, out, args.gguf, rounding=args.rounding, hessians=hessians)
+    info = export_gguf(loaded.model, loaded.tokenizer, out, args.gguf, rounding=args.rounding, calibration=calib)
     print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, {args.gguf}, {args.rounding} rounding; tensors: "
           + ", ".join(f"{n} {k}" for k, n in sorted(info["tensor_types"].items())) + ")")
     return 0

@@ -68,7 +68,7 @@ def relearn(loaded: LoadedModel, rows: list[dict], steps: int, lr: float, seed: 
         p.requires_grad_(False)
 
 
-def gguf_round_trip(model: torch.nn.Module, tokenizer, qtype: str, rounding: str = "nearest", hessians: dict | None = None) -> torch.nn.Module:
+def gguf_round_trip(model: torch.nn.Module, tokenizer, qtype: str, rounding: str = "nearest", calibration: list[str] | None = None) -> torch.nn.Module:
     """Export ``model`` as a ``qtype`` GGUF and read it back (dequantized), as llama.cpp users would get it."""
     import tempfile
     from pathlib import Path
@@ -79,7 +79,7 @@ def gguf_round_trip(model: torch.nn.Module, tokenizer, qtype: str, rounding: str
 
     with tempfile.TemporaryDirectory(prefix="revrel-gguf-") as tmp:
         path = Path(tmp) / f"model.{qtype}.gguf"
-        export_gguf(model, tokenizer, path, qtype, rounding=rounding, hessians=hessians)
+        export_gguf(model, tokenizer, path, qtype, rounding=rounding, calibration=calibration)
         return AutoModelForCausalLM.from_pretrained(tmp, gguf_file=path.name, dtype=next(model.parameters()).dtype).eval()
 
 
@@ -90,12 +90,13 @@ def _quantize(name: str, loaded: LoadedModel, calib: list[str] | None = None) ->
         quantize_rtn(loaded.model, 8 if name == "int8" else 4)
         return
     qtype, _, rounding = name.removeprefix("gguf-").partition("-")
-    hessians = None
-    if rounding == "gptq":
-        from revrel.models.gptq_q4_1 import input_hessians
+    loaded.model = gguf_round_trip(loaded.model, loaded.tokenizer, qtype, rounding or "nearest", calib)
 
-        hessians = input_hessians(loaded.model, loaded.tokenizer, calib or [])
-    loaded.model = gguf_round_trip(loaded.model, loaded.tokenizer, qtype, rounding or "nearest", hessians)
+
+def _probe_back(change: float, unlearned_change: float, base: float = 0.0) -> float | None:
+    """Share of the unlearned model's target-probe change that an attacked model lost, measured from
+    ``base`` (the same attack's change on the original model; 0 when the original is not attacked)."""
+    return None if abs(unlearned_change) < 1e-9 else 1 - (change - base) / unlearned_change
 
 
 def _recovered(before: float, after: float, attacked: float) -> float | None:
@@ -164,7 +165,7 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
         if wrap is None and score_probe is not None:
             ch = score_probe(loaded.model)
             res.update(probe_target_change=ch["target"]["change"], probe_utility_change=ch["utility"]["change"],
-                       probe_recovered=None if abs(unl_change) < 1e-9 else 1 - ch["target"]["change"] / unl_change)
+                       probe_recovered=_probe_back(ch["target"]["change"], unl_change))
             if name in QUANT_ATTACKS:
                 if original is None:
                     from revrel.models.loading import load_model
@@ -175,7 +176,7 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
                 c0 = score_probe(q0.model)["target"]["change"]
                 del q0
                 res.update(probe_target_change_original_quantized=c0,
-                           probe_recovered_vs_quantized=None if abs(unl_change) < 1e-9 else 1 - (ch["target"]["change"] - c0) / unl_change)
+                           probe_recovered_vs_quantized=_probe_back(ch["target"]["change"], unl_change, c0))
         results[name] = dict(res, seconds=round(time.time() - t0, 1))
     # attacks run again replace their own entries; the others (an earlier run's) stay
     report["attacks"] = {**(report.get("attacks") or {}), **results}

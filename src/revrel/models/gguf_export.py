@@ -17,8 +17,8 @@ smaller than half a grid step back to the value it came from; when the model was
 from Q4_1 (the default is), that is most of an unlearning edit. Stochastic rounding keeps each
 edit in expectation (an edit of a tenth of a step moves a tenth of such weights one whole step),
 and leaves a weight that was not edited where it was, but adds independent noise to every edited
-weight. ``rounding="gptq"`` (``hessians`` from :func:`revrel.models.gptq_q4_1.input_hessians`) picks
-the rounding that keeps each layer's outputs on calibration text close instead (see that module).
+weight. ``rounding="gptq"`` (with ``calibration`` text) picks the rounding that keeps each layer's
+outputs on that text close instead (see :mod:`revrel.models.gptq_q4_1`).
 """
 
 from __future__ import annotations
@@ -75,6 +75,14 @@ def _tensor_type(name: str, arr: np.ndarray, qtype: str):
     return {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}[qtype]
 
 
+def check_format(qtype: str, rounding: str = "nearest") -> None:
+    """One-line errors for a bad ``--gguf`` / ``--rounding`` pair (the CLI calls this before loading a model)."""
+    if qtype not in QTYPES:
+        raise RevrelError(f"--gguf must be one of {', '.join(QTYPES)} (got {qtype!r})")
+    if rounding not in ROUNDINGS or (rounding != "nearest" and qtype != "q4_1"):
+        raise RevrelError(f"--rounding must be one of {', '.join(ROUNDINGS)}, and {rounding} needs --gguf q4_1 (got {rounding!r}, {qtype!r})")
+
+
 def snap_q4_1_stochastic(arr: np.ndarray, rng: np.random.Generator, block: int = 32) -> np.ndarray:
     """``arr`` (rows a multiple of ``block`` long) on the Q4_1 grid of each block (min + k * (max - min) / 15),
     rounded up with probability equal to the fractional position: unbiased, and exact at the block's min
@@ -120,7 +128,7 @@ def _tokenizer_fields(writer, tok, vocab_size: int) -> None:
 
 
 def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: str = "revrel-unlearned", rounding: str = "nearest",
-                seed: int = 0, hessians: dict | None = None) -> dict:
+                seed: int = 0, calibration: list[str] | None = None) -> dict:
     """Write ``model`` (a transformers ``LlamaForCausalLM``) and its tokenizer to ``out`` as GGUF.
 
     The file is written next to ``out`` and renamed into place, so an interrupted export leaves
@@ -128,12 +136,9 @@ def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: st
     """
     from gguf import GGUFWriter, quants
 
-    if qtype not in QTYPES:
-        raise RevrelError(f"--gguf must be one of {', '.join(QTYPES)} (got {qtype!r})")
-    if rounding not in ROUNDINGS or (rounding != "nearest" and qtype != "q4_1"):
-        raise RevrelError(f"--rounding must be one of {', '.join(ROUNDINGS)}, and {rounding} needs --gguf q4_1 (got {rounding!r}, {qtype!r})")
-    if rounding == "gptq" and not hessians:
-        raise RevrelError("--rounding gptq needs calibration hessians (revrel.models.gptq_q4_1.input_hessians)")
+    check_format(qtype, rounding)
+    if rounding == "gptq" and not calibration:
+        raise RevrelError("--rounding gptq needs calibration text (revrel.models.gptq_q4_1.run_calibration_texts)")
     rng = np.random.default_rng(seed)
     cfg = model.config
     if getattr(cfg, "model_type", None) != "llama":
@@ -158,6 +163,11 @@ def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: st
     writer.add_vocab_size(int(cfg.vocab_size))
     writer.add_rope_dimension_count(int(head_dim))
     _tokenizer_fields(writer, tokenizer, int(cfg.vocab_size))
+    hessians = {}
+    if rounding == "gptq":
+        from revrel.models.gptq_q4_1 import gptq_round_q4_1, input_hessians
+
+        hessians = input_hessians(model, tokenizer, calibration)
     types: dict[str, int] = {}
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     with torch.no_grad():
@@ -166,15 +176,13 @@ def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: st
                 continue
             gname = gguf_name(hf_name)
             arr = p.detach().to(torch.float32).cpu().numpy()
-            if rounding == "gptq" and hf_name in hessians and _tensor_type(gname, arr, qtype).name == "Q4_1":
-                from revrel.models.gptq_q4_1 import gptq_round_q4_1
-
+            t = _tensor_type(gname, arr, qtype)  # the row permutation below keeps the shape, so the type too
+            if t.name == "Q4_1" and hf_name in hessians:
                 arr = gptq_round_q4_1(torch.from_numpy(arr), hessians[hf_name]).numpy()  # before the Q/K row permutation
             if gname.endswith("attn_q.weight"):
                 arr = permute_rows(arr, cfg.num_attention_heads)
             elif gname.endswith("attn_k.weight"):
                 arr = permute_rows(arr, cfg.num_key_value_heads)
-            t = _tensor_type(gname, arr, qtype)
             if rounding == "stochastic" and t.name == "Q4_1":
                 arr = snap_q4_1_stochastic(arr, rng)
             data = quants.quantize(np.ascontiguousarray(arr), t)
