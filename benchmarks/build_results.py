@@ -139,9 +139,9 @@ def _family(rec_real: bool, settings: dict) -> str:
     """Which unlearning method a sweep curve is: revrel's Release on Reveal's data, or a baseline on real data."""
     if "method" in settings:
         return f"{settings['method']} (real data)"
-    if not settings:  # plain negation of one PEM: the one-shot pem-negation baseline
-        return f"pem-negation ({'real' if rec_real else 'Reveal' + chr(39) + 's'} data)"
-    return "pem-negation (real data)" if rec_real else "revrel Release (Reveal's data)"
+    if rec_real:
+        return "pem-negation (real data)"
+    return "revrel Release (Reveal's data)" if settings else "pem-negation (Reveal's data)"  # no setting: one PEM negated whole
 
 
 def matched_rows(task: str, budget: float = 0.05) -> list[dict]:
@@ -154,10 +154,12 @@ def matched_rows(task: str, budget: float = 0.05) -> list[dict]:
         for mine in curves(rows).values():
             t = at_budget([(r["utility"]["change"], r["target"]["change"]) for r in mine], budget)
             far = max(mine, key=lambda r: r["utility"]["change"])
+            gradient = "method" in mine[0]["settings"]
             settings = {k: v for k, v in mine[0]["settings"].items() if k != "method"}
-            out.append({"family": _family(rec.name.endswith("_real"), mine[0]["settings"]), "setting": setting_name(settings) if settings or "method" not in mine[0]["settings"] else "defaults (full parameters, lr 1e-5, retain term)",
+            setting = "defaults (full parameters, lr 1e-5, retain term)" if gradient and not settings else setting_name(settings)
+            out.append({"family": _family(rec.name.endswith("_real"), mine[0]["settings"]), "setting": setting,
                         "at_budget": t, "far": (far["utility"]["change"], far["target"]["change"]), "points": mine,
-                        "strength": "steps" if "method" in mine[0]["settings"] else "lambda"})
+                        "strength": "steps" if gradient else "lambda"})
     best: dict[str, dict] = {}
     for r in sorted(out, key=_rank):
         best.setdefault(r["family"], r)
@@ -168,11 +170,15 @@ def _rank(r: dict) -> tuple:
     return (r["at_budget"] is None, -(r["at_budget"] if r["at_budget"] is not None else r["far"][1]))
 
 
-def matched_plot(task: str, rows: list[dict], write: bool) -> Path:
-    """One task's best curve per method on one Pareto plot (drawn only when ``write``)."""
+def matched_tasks() -> list[str]:
+    """Tasks with a real-data record, i.e. with something to compare revrel against."""
+    return sorted({p.name.removeprefix("release_rec_").removesuffix("_real") for p in RES.glob("release_rec_*_real")})
+
+
+def matched_plot(task: str) -> Path:
+    """One task's best curve per method on one Pareto plot, ``matched_TASK.png``."""
     png = RES / f"matched_{task}.png"
-    if not write:
-        return png
+    rows = matched_rows(task)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,7 +204,7 @@ def matched_plot(task: str, rows: list[dict], write: bool) -> Path:
 
 
 def sec_matched(notes: dict[str, str]) -> list[str]:
-    tasks = sorted({p.name.removeprefix("release_rec_").removesuffix("_real") for p in RES.glob("release_rec_*_real")})
+    tasks = matched_tasks()
     if not tasks:
         return []
     out = ["## Methods at matched utility cost (dev probe)", "",
@@ -211,12 +217,11 @@ def sec_matched(notes: dict[str, str]) -> list[str]:
            "tables above). Dev only: the test split is for the presets.", ""]
     for task in tasks:
         rows = matched_rows(task)
-        png = matched_plot(task, rows, PLOTS)
         out += [f"### {task}", "", "| method | best setting | target change at utility +0.05 | strengths swept |", "| --- | --- | --- | --- |"]
         out += [f"| {r['family']} | {r['setting']} | "
                 + (_f(r["at_budget"]) if r["at_budget"] is not None else f"not reached (furthest: utility {r['far'][0]:+.3f}, target {r['far'][1]:+.3f})")
                 + f" | {r['strength']} " + ", ".join(f"{p['lambda']:g}" for p in r["points"]) + " |" for r in rows]
-        out += ["", f"![matched {task}]({LINK}/{png.name})", ""]
+        out += ["", f"![matched {task}]({LINK}/matched_{task}.png)", ""]
     return out
 
 
@@ -277,9 +282,6 @@ SECTIONS = {"eval_profiles": sec_eval_profiles, "presets": sec_presets, "release
             "end_to_end": sec_end_to_end, "perf": sec_perf, "reveal": sec_reveal}
 
 
-PLOTS = False  # build() draws the plots only for ``main`` (the --check mode and the tests read, never write)
-
-
 def build() -> str:
     notes = findings()
     lines = ["# Measured results", "",
@@ -302,11 +304,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
-    global PLOTS
-    PLOTS = not args.check
-    text = build()
+    text = build()  # text only: --check and the tests read, never write
     if args.check:
         sys.exit(0 if DOC.is_file() and DOC.read_text() == text else "docs/results.md is out of date: python benchmarks/build_results.py")
+    for task in matched_tasks():
+        matched_plot(task)
     DOC.write_text(text)
     print(f"wrote {DOC} ({len(text.splitlines())} lines)")
 
