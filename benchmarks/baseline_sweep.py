@@ -23,9 +23,7 @@ from pathlib import Path
 import yaml
 
 from revrel.config import load_config, parse_set
-from revrel.evaluation import probes
 from revrel.io import read_jsonl
-from revrel.models.generation import perplexity, sequence_logprobs
 from revrel.models.loading import load_model
 from revrel.release.baselines import METHODS
 from revrel.release.checkpoint import RunDir
@@ -33,7 +31,7 @@ from revrel.release.loop import Context
 from revrel.tasks import get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from release_sweep import _merge, plot, probe_ratio  # noqa: E402
+from release_sweep import DevAxes, _merge, append_row, plot  # noqa: E402
 
 
 def main() -> None:
@@ -52,18 +50,13 @@ def main() -> None:
     if not todo:
         print(f"{settings}: every step already in {out}")
         return
-    record = json.loads((rec / "record.json").read_text())
+    record = json.loads((rec / "record.json").read_text())  # for forget_source
     over = parse_set(args.set)
     over.setdefault("release", {}).update(method=args.method, baseline_steps=max(todo))
     cfg = load_config(None, _merge(yaml.safe_load((rec / "config.yaml").read_text()), over))
-    forget, retain, probe_rows = (read_jsonl(rec / f"{n}.jsonl", allow_empty=True) for n in ("forget", "retain", "probe"))
+    forget, retain = (read_jsonl(rec / f"{n}.jsonl", allow_empty=True) for n in ("forget", "retain"))
     loaded = load_model(cfg.model, dtype=cfg.dtype)
-    task = get_task(cfg.task)
-    ecfg = task.eval_config(cfg.eval)
-    prb = task.probe(ecfg.split, ecfg.probe_items, loaded.tokenizer, ecfg.dataset)
-    items0 = probes.items_from_json(record["dev_probe_items"])
-    ppl0 = perplexity(sequence_logprobs(loaded.model, loaded.tokenizer, [r["instruction"] for r in probe_rows],
-                                        [r["response"] for r in probe_rows], batch_size=16))
+    axes = DevAxes(rec, cfg, loaded)
     t_score = 0.0
     t0 = time.time()
 
@@ -72,21 +65,16 @@ def main() -> None:
         if step not in todo:
             return
         t1 = time.time()
-        ch = probes.compare(items0, probes.score(model, loaded.tokenizer, prb, batch_size=ecfg.batch_size), prb)
-        row = {"settings": settings, "lambda": step, "target": ch["target"], "utility": ch["utility"], "selectivity": ch["selectivity"],
-               "groups": ch["groups"], "self_probe_ppl_ratio": round(probe_ratio(model, loaded.tokenizer, probe_rows, ppl0), 4),
+        row = {"settings": settings, "lambda": step, **axes.score(model),
                "train": {"steps": step, "lr": cfg.release.baseline_lr, "batch_size": cfg.release.batch_size,
                          "retain_weight": cfg.release.retain_weight, "lora": cfg.release.baseline_lora},
                "train_seconds": round(t1 - t0 - t_score, 1), "score_seconds": round(time.time() - t1, 1),
                "forget_rows": len(forget), "forget_source": record.get("forget_source", "self-generated (Reveal)")}
         t_score += time.time() - t1
-        with open(out, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
-        print(f"{settings} steps={step}: target {ch['target']['change']:+.3f} utility {ch['utility']['change']:+.3f} "
-              f"selectivity {ch['selectivity']['change']:+.3f} self-probe ratio {row['self_probe_ppl_ratio']:.3f}", flush=True)
+        append_row(out, row, f"{settings} steps={step}")
 
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = Context(loaded=loaded, task=task, oracle=None, embed=None, cfg=cfg, run=RunDir(Path(tmp)), on_step=on_step)
+        ctx = Context(loaded=loaded, task=get_task(cfg.task), oracle=None, embed=None, cfg=cfg, run=RunDir(Path(tmp)), on_step=on_step)
         METHODS[args.method](ctx, forget, retain)
     plot(out)
 

@@ -54,6 +54,33 @@ def probe_ratio(model, tok, rows: list[dict], ppl0: float) -> float:
     return perplexity(sequence_logprobs(model, tok, [r["instruction"] for r in rows], [r["response"] for r in rows], batch_size=16)) / ppl0
 
 
+class DevAxes:
+    """What every sweep point is scored on: a record's dev probe (paired against the original's per-text
+    sums in record.json) and its self-generated retain probe (as a perplexity ratio to the original)."""
+
+    def __init__(self, rec: Path, cfg, loaded) -> None:
+        record = json.loads((rec / "record.json").read_text())
+        task = get_task(cfg.task)
+        self.tok, self.ecfg = loaded.tokenizer, task.eval_config(cfg.eval)
+        self.probe = task.probe(self.ecfg.split, self.ecfg.probe_items, self.tok, self.ecfg.dataset)
+        self.items0 = probes.items_from_json(record["dev_probe_items"])
+        self.probe_rows = read_jsonl(rec / "probe.jsonl", allow_empty=True)
+        self.ppl0 = probe_ratio(loaded.model, self.tok, self.probe_rows, 1.0)
+
+    def score(self, model) -> dict:
+        """The sweep row's measurement fields for ``model``; also prints them."""
+        ch = probes.compare(self.items0, probes.score(model, self.tok, self.probe, batch_size=self.ecfg.batch_size), self.probe)
+        return {"target": ch["target"], "utility": ch["utility"], "selectivity": ch["selectivity"], "groups": ch["groups"],
+                "self_probe_ppl_ratio": round(probe_ratio(model, self.tok, self.probe_rows, self.ppl0), 4)}
+
+
+def append_row(out: Path, row: dict, label: str) -> None:
+    with open(out, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+    print(f"{label}: target {row['target']['change']:+.3f} utility {row['utility']['change']:+.3f} "
+          f"selectivity {row['selectivity']['change']:+.3f} self-probe ratio {row['self_probe_ppl_ratio']:.3f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rec", required=True)
@@ -67,18 +94,13 @@ def main() -> None:
     if args.table:
         print(table(Path(args.out or rec / "sweep.jsonl")))
         return
-    record = json.loads((rec / "record.json").read_text())
     base_cfg = yaml.safe_load((rec / "config.yaml").read_text())
-    forget, retain, probe_rows = (read_jsonl(rec / f"{n}.jsonl", allow_empty=True) for n in ("forget", "retain", "probe"))
+    forget, retain = (read_jsonl(rec / f"{n}.jsonl", allow_empty=True) for n in ("forget", "retain"))
     out = Path(args.out or rec / "sweep.jsonl")
     done = {(json.dumps(r["settings"]), r["lambda"]) for r in read_jsonl(out, allow_empty=True)} if out.is_file() else set()
     loaded = load_model(base_cfg["model"], dtype=base_cfg["dtype"])
     task = get_task(base_cfg["task"])
-    ecfg = task.eval_config(load_config(None, {"task": base_cfg["task"], "eval": base_cfg["eval"]}).eval)
-    prb = task.probe(ecfg.split, ecfg.probe_items, loaded.tokenizer, ecfg.dataset)
-    items0 = probes.items_from_json(record["dev_probe_items"])
-    ppl0 = perplexity(sequence_logprobs(loaded.model, loaded.tokenizer, [r["instruction"] for r in probe_rows],
-                                        [r["response"] for r in probe_rows], batch_size=16))
+    axes = DevAxes(rec, load_config(None, base_cfg), loaded)
     retain_cache: dict[str, Path] = {}
     for point in grid_points(args.grid):
         cfg = load_config(None, _merge(base_cfg, parse_set([kv for kv in args.set + point if not kv.startswith("sweep.")])))
@@ -123,16 +145,10 @@ def main() -> None:
         t_train = time.time() - t0
         for lam in todo:
             t1 = time.time()
-            model = sweep.set(lam)
-            ch = probes.compare(items0, probes.score(model, loaded.tokenizer, prb, batch_size=ecfg.batch_size), prb)
-            row = {"settings": settings, "lambda": lam, "target": ch["target"], "utility": ch["utility"], "selectivity": ch["selectivity"],
-                   "groups": ch["groups"], "self_probe_ppl_ratio": round(probe_ratio(model, loaded.tokenizer, probe_rows, ppl0), 4),
+            row = {"settings": settings, "lambda": lam, **axes.score(sweep.set(lam)),
                    "train": tsum, "train_seconds": round(t_train, 1), "score_seconds": round(time.time() - t1, 1),
                    "ext_sub": ext, "negate_only": only, "span_loss": span_info, "forget_rows": len(rows)}
-            with open(out, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print(f"{settings} lambda={lam:g}: target {ch['target']['change']:+.3f} utility {ch['utility']['change']:+.3f} "
-                  f"selectivity {ch['selectivity']['change']:+.3f} self-probe ratio {row['self_probe_ppl_ratio']:.3f}", flush=True)
+            append_row(out, row, f"{settings} lambda={lam:g}")
         loaded.model = sweep.set(0.0)
     plot(out)
 
