@@ -225,6 +225,60 @@ def sec_matched(notes: dict[str, str]) -> list[str]:
     return out
 
 
+def matched_test_plot(m: dict) -> Path:
+    """A task's test-split points per method (and the preset's), ``matched_test_TASK.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for i, r in enumerate(m["methods"]):
+        pts = sorted((q["utility"]["change"], q["target"]["change"]) for q in r["points"])
+        ax.plot([0] + [x for x, _ in pts], [0] + [y for _, y in pts], marker="o", ms=3, color=f"C{i}", lw=1.2, label=f"{r['family']}: {r['setting']}")
+    if m.get("preset"):
+        ax.plot([m["preset"]["utility"]["change"]], [m["preset"]["target"]["change"]], marker="*", ms=12, ls="", color="k", label=m["preset"]["family"])
+    ax.axvline(m["budget"], ls="--", c="gray", lw=0.8)
+    ax.set(xlabel="utility NLL change (nats/token, test)", ylabel="target NLL change (nats/token, test)",
+           title=f"{m['task']}: methods at matched utility cost (test probe)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    png = RES / f"matched_test_{m['task']}.png"
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def matched_test_results() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RES.glob("matched_test_*/matched.json"))]
+
+
+def sec_matched_test(notes: dict[str, str]) -> list[str]:
+    results = matched_test_results()
+    if not results:
+        return []
+    out = ["## Methods at matched utility cost (test split: `benchmarks/matched_test.py --task T`)", "",
+           "Each method of the dev table above at its best dev setting, rebuilt at the strengths whose dev points bracket +0.05 "
+           "nats/token of utility change, and scored on the task's **test** probe (the preset's probe). The number is the target "
+           "change at +0.05 interpolated on the test points themselves; nothing is chosen on test. Wall time and peak memory are "
+           "the method's own subprocess (rebuilding from the dev sweep's saved PEMs, or training a gradient baseline again, plus "
+           "the test scoring); the preset row is the full `revrel unlearn` run.", ""]
+    for m in results:
+        out += [f"### {m['task']} (`{LINK}/matched_test_{m['task']}/`; test probe: {m['probe']['probe_items']} texts per group)", "",
+                "| method | setting | target change at utility +0.05 (test) | dev prediction | test points: strength -> target / utility | wall s | peak RSS GB |",
+                "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in sorted(m["methods"], key=lambda r: -(r["test_at_budget"] if r["test_at_budget"] is not None else -9)):
+            pts = "; ".join(f"{q['strength']:g} -> {pm_change(q['target'])} / {pm_change(q['utility'])}" for q in sorted(r["points"], key=lambda q: q["strength"]))
+            test = _f(r["test_at_budget"]) if r["test_at_budget"] is not None else "not reached"
+            out.append(f"| {r['family']} | {r['setting']} | {test} | {_f(r['dev_at_budget'])} | {r['strength']} {pts} | {r.get('wall_s', '-')} | {r.get('peak_rss_GB', '-')} |")
+        if m.get("preset"):
+            p = m["preset"]
+            out.append(f"| {p['family']} | {p['setting']} | at its own cost: {pm_change(p['target'])} / {pm_change(p['utility'])} | - | - | {p.get('wall_s', '-')} | {p.get('peak_rss_GB', '-')} |")
+        out += ["", f"![matched test {m['task']}]({LINK}/matched_test_{m['task']}.png)", ""]
+    return out
+
+
 def sec_benches(notes: dict[str, str]) -> list[str]:
     out = []
     for d in sorted(p for p in RES.glob("bench_*") if (p / "bench.md").is_file()):
@@ -278,7 +332,7 @@ def sec_reveal(notes: dict[str, str]) -> list[str]:
     return out
 
 
-SECTIONS = {"eval_profiles": sec_eval_profiles, "presets": sec_presets, "release_sweeps": sec_sweeps, "matched": sec_matched, "benches": sec_benches,
+SECTIONS = {"eval_profiles": sec_eval_profiles, "presets": sec_presets, "release_sweeps": sec_sweeps, "matched": sec_matched, "matched_test": sec_matched_test, "benches": sec_benches,
             "end_to_end": sec_end_to_end, "perf": sec_perf, "reveal": sec_reveal}
 
 
@@ -309,6 +363,8 @@ def main() -> None:
         sys.exit(0 if DOC.is_file() and DOC.read_text() == text else "docs/results.md is out of date: python benchmarks/build_results.py")
     for task in matched_tasks():
         matched_plot(task)
+    for m in matched_test_results():
+        matched_test_plot(m)
     DOC.write_text(text)
     print(f"wrote {DOC} ({len(text.splitlines())} lines)")
 

@@ -63,8 +63,7 @@ def main() -> None:
     cands = build_candidates(ctx.gen_model(), ctx.tok, task, cfg.reveal, cfg.seed)
     rv = reveal(ctx.gen_model(), ctx.tok, task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=1, candidates=cands)
     t_reveal = time.time()
-    ecfg = task.eval_config(cfg.eval)
-    prb, items = probe_items(loaded.model, loaded.tokenizer, task, ecfg)
+    dev = dev_probe_fields(loaded, task, cfg)
     write_jsonl(out / "forget.jsonl", rv.forget)
     write_jsonl(out / "retain.jsonl", retain)
     write_jsonl(out / "probe.jsonl", probe)
@@ -75,10 +74,17 @@ def main() -> None:
         "revealed_relevance": rv.relevance, "generations": rv.generations,
         "forget_relevance": sum(r["relevance"] for r in rv.forget) / max(len(rv.forget), 1),
         "seconds": {"retain": round(t_retain - t0, 1), "reveal": round(t_reveal - t_retain, 1), "probe": round(time.time() - t_reveal, 1)},
-        "dev_probe": summarize(items, prb), "dev_probe_items": items_to_json(items), "eval": {"split": ecfg.split, "probe_items": ecfg.probe_items},
+        **dev,
     }, indent=1))
     print(f"recorded {len(rv.forget)} forget rows (relevance {rv.relevance:.3f}), {len(retain)} retain rows -> {out}/ "
           f"in {time.time() - t0:.0f} s")
+
+
+def dev_probe_fields(loaded, task, cfg) -> dict:
+    """The original model on the task's dev probe: the summary, the per-text sums a sweep pairs against, and its size."""
+    ecfg = task.eval_config(cfg.eval)
+    prb, items = probe_items(loaded.model, loaded.tokenizer, task, ecfg)
+    return {"dev_probe": summarize(items, prb), "dev_probe_items": items_to_json(items), "eval": {"split": ecfg.split, "probe_items": ecfg.probe_items}}
 
 
 def real_record(like: Path, out: Path, n: int) -> None:
@@ -108,11 +114,9 @@ def reprobe(out: Path, n: int) -> None:
     cfg = load_config(None, base)
     task = get_task(cfg.task)
     loaded = load_model(cfg.model, dtype=cfg.dtype)
-    ecfg = task.eval_config(cfg.eval)
     t0 = time.time()
-    prb, items = probe_items(loaded.model, loaded.tokenizer, task, ecfg)
     record = json.loads((out / "record.json").read_text())
-    record.update(dev_probe=summarize(items, prb), dev_probe_items=items_to_json(items), eval={"split": ecfg.split, "probe_items": n})
+    record.update(dev_probe_fields(loaded, task, cfg))
     record["seconds"]["probe"] = round(time.time() - t0, 1)
     (out / "record.json").write_text(json.dumps(record, indent=1))
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

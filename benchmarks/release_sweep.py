@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -103,54 +104,75 @@ def main() -> None:
     axes = DevAxes(rec, load_config(None, base_cfg), loaded)
     retain_cache: dict[str, Path] = {}
     for point in grid_points(args.grid):
-        cfg = load_config(None, _merge(base_cfg, parse_set([kv for kv in args.set + point if not kv.startswith("sweep.")])))
-        s = cfg.release
         settings = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in args.set + point}
         todo = [lam for lam in args.lambdas if (json.dumps(settings), lam) not in done]
         if not todo:
             continue
-        t0 = time.time()
-        prev_A, retain_dir = None, None
-        if s.retain_pem and (s.lambda_orth > 0 or s.ext_sub != "none" or "sweep.retain_contrast" in settings):
-            key = json.dumps({k: getattr(s, k) for k in RETAIN_KEYS})
-            if key not in retain_cache:  # one retain PEM per retain-relevant setting, kept on disk across sweeps
-                retain_cache[key] = rec / "retain_pems" / hashlib.sha1(key.encode()).hexdigest()[:12]
-                if not (retain_cache[key] / "key.json").is_file():
-                    pm, _ = train_pem(loaded.model, loaded.tokenizer, retain, s, seed=cfg.seed + 7, desc="retain PEM")
-                    save_adapter(pm, retain_cache[key])
-                    (retain_cache[key] / "key.json").write_text(key)
-                    loaded.model = pm.unload()
-            retain_dir = retain_cache[key]
-            prev_A = stack_previous([load_adapter_A(retain_dir)]) if s.lambda_orth > 0 else None
-        rows, span_info = with_target_spans(task, forget) if s.span_loss else (forget, None)
-        # ext_sub, negate_only and retain_contrast act after training: one forget PEM for all of them, kept on disk
-        fkey = json.dumps({k: v for k, v in sorted(settings.items()) if k not in ("release.ext_sub", "release.negate_only", "sweep.retain_contrast")})
-        fdir = rec / "forget_pems" / hashlib.sha1(fkey.encode()).hexdigest()[:12]
-        if (fdir / "train.json").is_file():
-            from peft import PeftModel
-
-            pm, tsum = PeftModel.from_pretrained(loaded.model, str(fdir)), json.loads((fdir / "train.json").read_text())
-        else:
-            pm, tlog = train_pem(loaded.model, loaded.tokenizer, rows, s, seed=cfg.seed * 1000 + 1, prev_A=prev_A, desc="forget PEM",
-                                 anchor_rows=retain if s.retain_anchor > 0 else None)
-            tsum = tlog.summary()
-            save_adapter(pm, fdir)
-            (fdir / "train.json").write_text(json.dumps(dict(tsum, key=fkey)))
-        ext = None
-        if s.ext_sub != "none":
-            ext = extract(pm, retain_subspaces(retain_dir), s.ext_sub)
-        only = negate_only(pm, s.negate_only) if s.negate_only else None
-        mu = float(settings.get("sweep.retain_contrast", 0))  # sweep-only knob: negate delta_forget - mu * delta_retain
-        sweep = NegationSweep(pm, minus=adapter_deltas(retain_dir) if mu else None, mu=mu)
-        t_train = time.time() - t0
+        p = negation_point(rec, base_cfg, args.set + point, loaded, task, forget, retain, retain_cache)
         for lam in todo:
             t1 = time.time()
-            row = {"settings": settings, "lambda": lam, **axes.score(sweep.set(lam)),
-                   "train": tsum, "train_seconds": round(t_train, 1), "score_seconds": round(time.time() - t1, 1),
-                   "ext_sub": ext, "negate_only": only, "span_loss": span_info, "forget_rows": len(rows)}
+            row = {"settings": settings, "lambda": lam, **axes.score(p.sweep.set(lam)),
+                   "train": p.train, "train_seconds": p.train_seconds, "score_seconds": round(time.time() - t1, 1),
+                   "ext_sub": p.ext_sub, "negate_only": p.negate_only, "span_loss": p.span_loss, "forget_rows": p.forget_rows}
             append_row(out, row, f"{settings} lambda={lam:g}")
-        loaded.model = sweep.set(0.0)
+        loaded.model = p.sweep.set(0.0)
     plot(out)
+
+
+@dataclass
+class Point:
+    """One sweep setting's trained forget PEM, ready to be negated at any strength (``sweep.set(lam)``)."""
+
+    sweep: NegationSweep
+    train: dict
+    train_seconds: float
+    ext_sub: dict | None
+    negate_only: dict | None
+    span_loss: dict | None
+    forget_rows: int
+
+
+def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forget: list[dict], retain: list[dict],
+                   retain_cache: dict[str, Path]) -> Point:
+    """The forget PEM of one setting (``kvs``: --set strings; ``sweep.*`` keys are sweep-only knobs) on a record's
+    data, with its retain PEM, Ext-Sub and negate-only applied as a Release round would. Both PEMs are kept on
+    disk under the record (keyed by the settings that shape them), so a second sweep or the test-split bench
+    reloads them instead of training again. ``loaded.model`` must be the original model."""
+    cfg = load_config(None, _merge(base_cfg, parse_set([kv for kv in kvs if not kv.startswith("sweep.")])))
+    s = cfg.release
+    settings = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in kvs}
+    t0 = time.time()
+    prev_A, retain_dir = None, None
+    if s.retain_pem and (s.lambda_orth > 0 or s.ext_sub != "none" or "sweep.retain_contrast" in settings):
+        key = json.dumps({k: getattr(s, k) for k in RETAIN_KEYS})
+        if key not in retain_cache:  # one retain PEM per retain-relevant setting, kept on disk across sweeps
+            retain_cache[key] = rec / "retain_pems" / hashlib.sha1(key.encode()).hexdigest()[:12]
+            if not (retain_cache[key] / "key.json").is_file():
+                pm, _ = train_pem(loaded.model, loaded.tokenizer, retain, s, seed=cfg.seed + 7, desc="retain PEM")
+                save_adapter(pm, retain_cache[key])
+                (retain_cache[key] / "key.json").write_text(key)
+                loaded.model = pm.unload()
+        retain_dir = retain_cache[key]
+        prev_A = stack_previous([load_adapter_A(retain_dir)]) if s.lambda_orth > 0 else None
+    rows, span_info = with_target_spans(task, forget) if s.span_loss else (forget, None)
+    # ext_sub, negate_only and retain_contrast act after training: one forget PEM for all of them, kept on disk
+    fkey = json.dumps({k: v for k, v in sorted(settings.items()) if k not in ("release.ext_sub", "release.negate_only", "sweep.retain_contrast")})
+    fdir = rec / "forget_pems" / hashlib.sha1(fkey.encode()).hexdigest()[:12]
+    if (fdir / "train.json").is_file():
+        from peft import PeftModel
+
+        pm, tsum = PeftModel.from_pretrained(loaded.model, str(fdir)), json.loads((fdir / "train.json").read_text())
+    else:
+        pm, tlog = train_pem(loaded.model, loaded.tokenizer, rows, s, seed=cfg.seed * 1000 + 1, prev_A=prev_A, desc="forget PEM",
+                             anchor_rows=retain if s.retain_anchor > 0 else None)
+        tsum = tlog.summary()
+        save_adapter(pm, fdir)
+        (fdir / "train.json").write_text(json.dumps(dict(tsum, key=fkey)))
+    ext = extract(pm, retain_subspaces(retain_dir), s.ext_sub) if s.ext_sub != "none" else None
+    only = negate_only(pm, s.negate_only) if s.negate_only else None
+    mu = float(settings.get("sweep.retain_contrast", 0))  # sweep-only knob: negate delta_forget - mu * delta_retain
+    sweep = NegationSweep(pm, minus=adapter_deltas(retain_dir) if mu else None, mu=mu)
+    return Point(sweep, tsum, round(time.time() - t0, 1), ext, only, span_info, len(rows))
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -25,3 +25,35 @@ def test_findings_sections_name_sources_the_builder_knows():
     known = set(build_results.SECTIONS) | {"summary"} | {p.name for p in (ROOT / "benchmarks" / "results").iterdir() if p.is_dir()}
     unknown = set(build_results.findings()) - known
     assert not unknown, f"FINDINGS.md sections with no matching results: {sorted(unknown)}"
+
+
+def _matched_test():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import matched_test
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return matched_test
+
+
+def _pts(pairs, key="lambda"):
+    return [{key: s, "utility": {"change": u}, "target": {"change": 2 * u}} for s, u in pairs]
+
+
+def test_matched_test_brackets_the_dev_crossing_and_never_reads_test_to_choose():
+    mt = _matched_test()
+    curve = _pts([(0.5, 0.01), (1, 0.03), (2, 0.07), (4, 0.2), (8, 0.9)])
+    assert mt.chosen_strengths(curve, 0.05, continuous=True) == [1, 2, 4]  # last below, first above, one more
+    assert mt.chosen_strengths(_pts([(1, 0.01), (2, 0.02)]), 0.05, continuous=True) == [1, 2]  # never reached: its furthest two
+    # the first point already past the budget: a continuous strength adds half of it, a step count cannot
+    assert mt.chosen_strengths(_pts([(8, 0.1), (16, 0.3)]), 0.05, continuous=True) == [4, 8, 16]
+    assert mt.chosen_strengths(_pts([(4, 0.1), (8, 0.3)]), 0.05, continuous=False) == [4, 8]
+
+
+def test_matched_test_samples_where_test_utility_reaches_the_budget():
+    mt = _matched_test()
+    pts = _pts([(1, 0.03), (2, 0.07), (4, 0.2)], key="strength")
+    assert abs(mt.matched_strength(pts, continuous=True) - 1.5) < 1e-9  # 0.03 -> 0.07 crosses 0.05 half way
+    assert mt.matched_strength(_pts([(4, 0.03), (8, 0.2)], key="strength"), continuous=False) == 4  # the nearer of the two steps
+    assert mt.matched_strength(_pts([(4, 0.01), (8, 0.06)], key="strength"), continuous=False) == 8
+    assert mt.matched_strength(_pts([(1, 0.01), (2, 0.02)], key="strength"), continuous=True) == 2  # never reached: the strongest
