@@ -128,16 +128,20 @@ def score_original(task_name: str, out: Path, n_sampled: int = 0) -> None:
     task = get_task(task_name)
     loaded = load_model(cfg.model, dtype=cfg.dtype)
     ecfg = task.eval_config(cfg.eval)
-    prb, items = probe_items(loaded.model, loaded.tokenizer, task, ecfg)
-    res = {"eval": {"split": ecfg.split, "probe_items": ecfg.probe_items}, "probe": summarize(items, prb), "items": items_to_json(items)}
+    f = out / "original.json"
+    res = json.loads(f.read_text()) if f.is_file() else {}  # rerun only for what is missing (the sampled metrics)
+    if not res:
+        prb, items = probe_items(loaded.model, loaded.tokenizer, task, ecfg)
+        res = {"eval": {"split": ecfg.split, "probe_items": ecfg.probe_items}, "probe": summarize(items, prb), "items": items_to_json(items)}
     if n_sampled:
         res["sampled"] = sampled_metrics(task_name, loaded.model, loaded.tokenizer, None, n_sampled)
-    (out / "original.json").write_text(json.dumps(res))
+    f.write_text(json.dumps(res))
 
 
-def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0) -> None:
+def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0, attacks: tuple[str, ...] = ()) -> None:
     """Rebuild one method at its chosen strengths and score each on the test probe; with ``n_sampled``, also its
-    sampled metrics at the strength where its test utility change reaches the budget."""
+    sampled metrics at the strength where its test utility change reaches the budget, and with ``attacks``,
+    how much of its target change each model attack takes back there."""
     import copy
 
     from revrel.io import read_jsonl
@@ -149,8 +153,14 @@ def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0) -> None:
     forget, retain = (read_jsonl(rec / f"{n}.jsonl", allow_empty=True) for n in ("forget", "retain"))
     loaded = load_model(base_cfg["model"], dtype=base_cfg["dtype"])
     axes = TestAxes(task_name, loaded, out)
-    reference = copy.deepcopy(loaded.model) if n_sampled else None
-    points, t0, states = [], time.time(), {}
+    reference = copy.deepcopy(loaded.model) if n_sampled or attacks else None
+    need_model = bool(n_sampled or attacks)
+    f = out / f"method_{m['slug']}.json"
+    prior = json.loads(f.read_text()) if f.is_file() else {}
+    known = prior.get("strengths") == m["strengths"]  # test points already scored: only the sampled metrics / attacks are missing
+    prior = prior if known else {}
+    points, t0, states = prior["points"] if known else [], time.time(), {}
+    at = matched_strength(points, continuous=m["strength"] == "lambda") if known else None
     if m["strength"] == "steps":
         import tempfile
 
@@ -161,17 +171,17 @@ def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0) -> None:
 
         kvs = [f"{k}={v}" for k, v in m["settings"].items() if k != "method"]
         over = parse_set(kvs)
-        over.setdefault("release", {}).update(method=m["settings"]["method"], baseline_steps=int(max(m["strengths"])))
+        over.setdefault("release", {}).update(method=m["settings"]["method"], baseline_steps=int(at if known else max(m["strengths"])))
         cfg = load_config(None, _merge(base_cfg, over))
         t_score = 0.0
 
         def on_step(step: int, model) -> None:
             nonlocal t_score
-            if step in m["strengths"]:
+            if need_model and (step == at if known else step in m["strengths"]):  # which step is sampled is known once all are scored
+                states[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if step in m["strengths"] and not known:
                 t1 = time.time()
                 points.append({"strength": step, **axes.score(model), "train_seconds": round(t1 - t0 - t_score, 1)})
-                if n_sampled:  # the sampled point is known only once every step is scored
-                    states[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 t_score += time.time() - t1
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -179,19 +189,54 @@ def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0) -> None:
             METHODS[m["settings"]["method"]](ctx, forget, retain)
         model = ctx.loaded.model
         at = matched_strength(points, continuous=False)
-        if n_sampled:
+        if need_model:
             model.load_state_dict(states[at])
     else:
         p = negation_point(rec, base_cfg, [f"{k}={v}" for k, v in m["settings"].items()], loaded, get_task(task_name), forget, retain, {})
-        for lam in m["strengths"]:
+        for lam in [] if known else m["strengths"]:
             points.append({"strength": lam, **axes.score(p.sweep.set(lam)), "train_seconds": p.train_seconds})
         at = matched_strength(points, continuous=True)
         model = p.sweep.set(at)
     test_at = at_budget([(q["utility"]["change"], q["target"]["change"]) for q in sorted(points, key=lambda q: q["strength"])], BUDGET)
-    res = dict(m, points=points, test_at_budget=test_at)
-    if n_sampled:
+    res = dict(prior, **m, points=points, test_at_budget=test_at)
+    if n_sampled and "sampled" not in prior:
         res.update(sampled_at=at, sampled=sampled_metrics(task_name, model, loaded.tokenizer, reference, n_sampled))
-    (out / f"method_{m['slug']}.json").write_text(json.dumps(res, indent=1))
+    if attacks:
+        res["attacks"] = dict(prior.get("attacks") or {}, **attack_point(task_name, model, loaded, reference, axes, at, points,
+                                                                        [a for a in attacks if a not in (prior.get("attacks") or {})], out))
+    f.write_text(json.dumps(res, indent=1))
+
+
+def attack_point(task_name: str, model, loaded, reference, axes: TestAxes, at: float, points: list[dict], attacks: list[str], out: Path) -> dict:
+    """Each model attack on the method's model at its matched strength: the test target change after it and the
+    share of the unattacked change it takes back; a quantization is also applied to the original (cached in
+    ``original_attacks.json``), and the share is measured from there too, as ``revrel attack`` does."""
+    from revrel.evaluation.attacks import QUANT_ATTACKS, attacked_copy, probe_back
+    from revrel.models.loading import LoadedModel
+    from revrel.tasks import get_task
+
+    if not attacks:
+        return {}
+    base = next((q for q in points if q["strength"] == at), None) or axes.score(model)  # an interpolated lambda is scored here
+    unl = base["target"]["change"]
+    me = LoadedModel(model, loaded.tokenizer, loaded.spec, loaded.source)
+    orig_file = out / "original_attacks.json"
+    orig = json.loads(orig_file.read_text()) if orig_file.is_file() else {}
+    task, res = get_task(task_name), {}
+    for name in attacks:
+        t0 = time.time()
+        rows = task.real_forget(16) if name == "relearn" else None
+        ch = axes.score(attacked_copy(name, me, relearn_rows=rows).model)
+        r = {"target": ch["target"]["change"], "utility": ch["utility"]["change"], "unattacked_target": unl, "back": probe_back(ch["target"]["change"], unl)}
+        if name in QUANT_ATTACKS:
+            if name not in orig:
+                c0 = axes.score(attacked_copy(name, LoadedModel(reference, loaded.tokenizer, loaded.spec, loaded.source)).model)
+                orig[name] = {"target": c0["target"]["change"], "utility": c0["utility"]["change"]}
+                orig_file.write_text(json.dumps(orig, indent=1))
+            r.update(original_quantized_target=orig[name]["target"], back_vs_quantized=probe_back(ch["target"]["change"], unl, orig[name]["target"]))
+        res[name] = dict(r, seconds=round(time.time() - t0, 1))
+        print(f"{name}: target {r['target']:+.3f} (unattacked {unl:+.3f}) back {r['back']}", flush=True)
+    return res
 
 
 def preset_point(task: str) -> dict | None:
@@ -210,26 +255,39 @@ def main() -> None:
     ap.add_argument("--task", required=True, choices=["code", "ner", "toxicity"])
     ap.add_argument("--sampled", type=int, default=0, metavar="N",
                     help="also the sampled metrics (N test prompts, bootstrap intervals) of the original and of each method at its matched point")
+    ap.add_argument("--attacks", default="", help="model attacks on each method at its matched point, e.g. int8,gguf-q4_1,relearn")
+    ap.add_argument("--attack-methods", default="", help="only these method slugs face the attacks (default: all)")
     ap.add_argument("--only", help=argparse.SUPPRESS)  # child: 'original' or a method slug
     args = ap.parse_args()
     out = RES / f"matched_test_{args.task}"
     out.mkdir(parents=True, exist_ok=True)
     methods = plan(args.task, BUDGET)
+
+    def attacks_for(slug: str) -> tuple[str, ...]:
+        wanted = [a for a in args.attacks.split(",") if a]
+        return tuple(wanted) if not args.attack_methods or slug in args.attack_methods.split(",") else ()
+
+    attacks = attacks_for(args.only or "")
     if args.only == "original":
         score_original(args.task, out, args.sampled)
         return
     if args.only:
-        run_method(args.task, next(m for m in methods if m["slug"] == args.only), out, args.sampled)
+        run_method(args.task, next(m for m in methods if m["slug"] == args.only), out, args.sampled, attacks)
         return
-    me = [sys.executable, str(Path(__file__).resolve()), "--task", args.task, "--sampled", str(args.sampled), "--only"]
+    me = [sys.executable, str(Path(__file__).resolve()), "--task", args.task, "--sampled", str(args.sampled), "--attacks", args.attacks,
+          "--attack-methods", args.attack_methods, "--only"]
     cost = json.loads((out / "cost.json").read_text()) if (out / "cost.json").is_file() else {}
     for slug in ["original"] + [m["slug"] for m in methods]:
         f = out / ("original.json" if slug == "original" else f"method_{slug}.json")
-        if f.is_file() and (not args.sampled or "sampled" in json.loads(f.read_text())):
+        done = json.loads(f.read_text()) if f.is_file() else None
+        if done and (not args.sampled or "sampled" in done) and (slug == "original" or set(attacks_for(slug)) <= set(done.get("attacks") or {})):
             continue
         print(f"== {time.strftime('%X')} {args.task}: {slug}", flush=True)
         t = timed_run(me + [slug])
-        cost[slug] = {"wall_s": t["wall_s"], "peak_rss_GB": t["peak_rss_GB"]}
+        if slug in cost:  # a rerun that only adds sampled metrics or attacks: its time is kept apart
+            cost[slug].update(rerun_wall_s=t["wall_s"], peak_rss_GB=max(cost[slug]["peak_rss_GB"] or 0, t["peak_rss_GB"] or 0))
+        else:
+            cost[slug] = {"wall_s": t["wall_s"], "peak_rss_GB": t["peak_rss_GB"]}
         (out / "cost.json").write_text(json.dumps(cost, indent=1))
     rows = []
     for m in methods:

@@ -93,7 +93,21 @@ def _quantize(name: str, loaded: LoadedModel, calib: list[str] | None = None) ->
     loaded.model = gguf_round_trip(loaded.model, loaded.tokenizer, qtype, rounding or "nearest", calib)
 
 
-def _probe_back(change: float, unlearned_change: float, base: float = 0.0) -> float | None:
+def attacked_copy(name: str, loaded: LoadedModel, *, calib: list[str] | None = None, relearn_rows: list[dict] | None = None,
+                  relearn_steps: int = 8, relearn_lr: float = 2e-5, seed: int = 0) -> LoadedModel:
+    """A copy of ``loaded`` under model attack ``name`` (a quantization of :data:`QUANT_ATTACKS`, or ``relearn``
+    on ``relearn_rows``); ``loaded`` itself is left as it was, so one model can face every attack in turn."""
+    out = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.spec, loaded.source)
+    if name in QUANT_ATTACKS:
+        _quantize(name, out, calib)
+    elif name == "relearn":
+        relearn(out, relearn_rows or [], relearn_steps, relearn_lr, seed)
+    else:
+        raise RevrelError(f"'{name}' is not a model attack; choose from {', '.join(MODEL_ATTACKS)}")
+    return out
+
+
+def probe_back(change: float, unlearned_change: float, base: float = 0.0) -> float | None:
     """Share of the unlearned model's target-probe change that an attacked model lost, measured from
     ``base`` (the same attack's change on the original model; 0 when the original is not attacked)."""
     return None if abs(unlearned_change) < 1e-9 else 1 - (change - base) / unlearned_change
@@ -147,16 +161,11 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
         if probe_only and name in PROMPT_ATTACKS:
             continue
         t0 = time.time()
-        loaded = LoadedModel(copy.deepcopy(base.model), base.tokenizer, base.spec, base.source)
-        wrap = None
-        if name in QUANT_ATTACKS:
-            _quantize(name, loaded, calib)
-        elif name == "relearn":
-            if not task.real_forget:
-                continue
-            relearn(loaded, task.real_forget(n_relearn), relearn_steps, relearn_lr, cfg.seed)
-        else:
-            wrap = wraps[name]
+        if name == "relearn" and not task.real_forget:
+            continue
+        wrap = wraps.get(name)
+        loaded = base if wrap else attacked_copy(name, base, calib=calib, relearn_rows=task.real_forget(n_relearn) if name == "relearn" else None,
+                                                 relearn_steps=relearn_steps, relearn_lr=relearn_lr, seed=cfg.seed)
         res: dict = {}
         if not probe_only:
             m = task.evaluate(inference_view(loaded.model, cfg.gen_dtype), loaded.tokenizer, ecfg, oracle, seed=cfg.seed, wrap=wrap)
@@ -165,18 +174,17 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
         if wrap is None and score_probe is not None:
             ch = score_probe(loaded.model)
             res.update(probe_target_change=ch["target"]["change"], probe_utility_change=ch["utility"]["change"],
-                       probe_recovered=_probe_back(ch["target"]["change"], unl_change))
+                       probe_recovered=probe_back(ch["target"]["change"], unl_change))
             if name in QUANT_ATTACKS:
                 if original is None:
                     from revrel.models.loading import load_model
 
                     original = load_model(cfg.model, dtype=cfg.dtype)
-                q0 = LoadedModel(copy.deepcopy(original.model), original.tokenizer, original.spec, original.source)
-                _quantize(name, q0, calib)
+                q0 = attacked_copy(name, original, calib=calib)
                 c0 = score_probe(q0.model)["target"]["change"]
                 del q0
                 res.update(probe_target_change_original_quantized=c0,
-                           probe_recovered_vs_quantized=_probe_back(ch["target"]["change"], unl_change, c0))
+                           probe_recovered_vs_quantized=probe_back(ch["target"]["change"], unl_change, c0))
         results[name] = dict(res, seconds=round(time.time() - t0, 1))
     # attacks run again replace their own entries; the others (an earlier run's) stay
     report["attacks"] = {**(report.get("attacks") or {}), **results}
