@@ -266,15 +266,29 @@ def sec_matched_test(notes: dict[str, str]) -> list[str]:
            "the test scoring); the preset row is the full `revrel unlearn` run.", ""]
     for m in results:
         out += [f"### {m['task']} (`{LINK}/matched_test_{m['task']}/`; test probe: {m['probe']['probe_items']} texts per group)", "",
-                "| method | setting | target change at utility +0.05 (test) | dev prediction | test points: strength -> target / utility | wall s | peak RSS GB |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
+                "| method | setting | target change at utility +0.05 (test) | dev prediction | test points: strength -> target / utility "
+                "| sampled metrics at the matched point | wall s | peak RSS GB |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        if m.get("original_sampled"):
+            out.append(f"| original | | 0 | 0 | | {sampled(m['original_sampled'])} ({m['original_sampled']['n_prompts']} prompts) | "
+                       f"{(m.get('original_cost') or {}).get('wall_s', '-')} | {(m.get('original_cost') or {}).get('peak_rss_GB', '-')} |")
         for r in sorted(m["methods"], key=lambda r: -(r["test_at_budget"] if r["test_at_budget"] is not None else -9)):
             pts = "; ".join(f"{q['strength']:g} -> {pm_change(q['target'])} / {pm_change(q['utility'])}" for q in sorted(r["points"], key=lambda q: q["strength"]))
             test = _f(r["test_at_budget"]) if r["test_at_budget"] is not None else "not reached"
-            out.append(f"| {r['family']} | {r['setting']} | {test} | {_f(r['dev_at_budget'])} | {r['strength']} {pts} | {r.get('wall_s', '-')} | {r.get('peak_rss_GB', '-')} |")
+            samp = f"at {r['strength']} {r['sampled_at']:.3g}: {sampled(r['sampled'])}" if r.get("sampled") else "-"
+            out.append(f"| {r['family']} | {r['setting']} | {test} | {_f(r['dev_at_budget']) if r['dev_at_budget'] is not None else 'not reached on dev'} | {r['strength']} {pts} | {samp} | "
+                       f"{r.get('wall_s', '-')} | {r.get('peak_rss_GB', '-')} |")
         if m.get("preset"):
             p = m["preset"]
-            out.append(f"| {p['family']} | {p['setting']} | at its own cost: {pm_change(p['target'])} / {pm_change(p['utility'])} | - | - | {p.get('wall_s', '-')} | {p.get('peak_rss_GB', '-')} |")
+            out.append(f"| {p['family']} | {p['setting']} | at its own cost: {pm_change(p['target'])} / {pm_change(p['utility'])} | - | - | "
+                       f"see Presets | {p.get('wall_s', '-')} | {p.get('peak_rss_GB', '-')} |")
+        att = [(r, k, v) for r in m["methods"] for k, v in (r.get("attacks") or {}).items()]
+        if att:
+            out += ["", "Attacks at the matched point (test probe): the target change after each, and the share of the method's own change it "
+                    "takes back (for a quantization, also measured from the original quantized the same way).", "",
+                    "| method | attack | target change (unattacked) | after the attack | utility change after | share taken back | "
+                    "vs the original quantized the same way |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            out += [f"| {r['family']} | {k} | {_f(v['unattacked_target'])} | {_f(v['target'])} | {_f(v['utility'])} | {_f(v['back'])} | "
+                    f"{_f(v.get('back_vs_quantized'))} |" for r, k, v in att]
         out += ["", f"![matched test {m['task']}]({LINK}/matched_test_{m['task']}.png)", ""]
     return out
 
