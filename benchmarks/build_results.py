@@ -157,7 +157,7 @@ def matched_rows(task: str, budget: float = 0.05) -> list[dict]:
             gradient = "method" in mine[0]["settings"]
             settings = {k: v for k, v in mine[0]["settings"].items() if k != "method"}
             setting = "defaults (full parameters, lr 1e-5, retain term)" if gradient and not settings else setting_name(settings)
-            out.append({"family": _family(rec.name.endswith("_real"), mine[0]["settings"]), "setting": setting,
+            out.append({"family": _family(rec.name.endswith("_real"), mine[0]["settings"]), "setting": setting, "rec": rec,
                         "at_budget": t, "far": (far["utility"]["change"], far["target"]["change"]), "points": mine,
                         "strength": "steps" if gradient else "lambda"})
     best: dict[str, dict] = {}

@@ -51,49 +51,38 @@ def chosen_strengths(points: list[dict], budget: float, continuous: bool) -> lis
 def plan(task: str, budget: float) -> list[dict]:
     out = []
     for r in matched_rows(task, budget):
-        settings = r["points"][0]["settings"]
-        rec = next(p for p in (RES / f"release_rec_{task}", RES / f"release_rec_{task}_real")
-                   if (p / "sweep.jsonl").is_file() and any(json.loads(ln)["settings"] == settings
-                                                            for ln in (p / "sweep.jsonl").read_text().splitlines())
-                   and p.name.endswith("_real") == ("real data" in r["family"]))
         slug = re.sub(r"[^a-z0-9]+", "_", r["family"].lower()).strip("_")
-        out.append({"slug": slug, "family": r["family"], "setting": r["setting"], "rec": str(rec.relative_to(ROOT)), "settings": settings,
+        out.append({"slug": slug, "family": r["family"], "setting": r["setting"], "rec": str(r["rec"].relative_to(ROOT)),
+                    "settings": r["points"][0]["settings"],
                     "strength": r["strength"], "dev_at_budget": r["at_budget"], "dev_far": r["far"],
                     "strengths": chosen_strengths(r["points"], budget, r["strength"] == "lambda"),
                     "dev_points": [{"strength": p["lambda"], "target": p["target"]["change"], "utility": p["utility"]["change"]} for p in r["points"]]})
     return out
 
 
-class TestAxes:
-    """The task's test likelihood probe as the preset evaluates it, paired against the original's per-text sums."""
+def test_config(task_name: str, **eval_over):
+    """The preset's config (``configs/T.yaml``) on the test split: its eval section is what the preset reports."""
+    from revrel.config import load_config
 
-    def __init__(self, task_name: str, loaded, out: Path) -> None:
-        from revrel.config import load_config
-        from revrel.evaluation import probes
-        from revrel.tasks import get_task
+    return load_config(str(ROOT / "configs" / f"{task_name}.yaml"), {"eval": {"split": "test", **eval_over}})
 
-        cfg = load_config(str(ROOT / "configs" / f"{task_name}.yaml"), {"eval": {"split": "test"}})
-        self.task, self.tok = get_task(task_name), loaded.tokenizer
-        self.ecfg = self.task.eval_config(cfg.eval)
-        self.probe = self.task.probe(self.ecfg.split, self.ecfg.probe_items, self.tok, self.ecfg.dataset)
-        self.items0 = probes.items_from_json(json.loads((out / "original.json").read_text())["items"])
 
-    def score(self, model) -> dict:
-        from revrel.evaluation import probes
+def test_prober(task_name: str, tok, out: Path):
+    """Scores a model on the preset's test probe, paired against the original's per-text sums (``original.json``)."""
+    from revrel.pipeline import round_prober
+    from revrel.tasks import get_task
 
-        ch = probes.compare(self.items0, probes.score(model, self.tok, self.probe, batch_size=self.ecfg.batch_size), self.probe)
-        return {"target": ch["target"], "utility": ch["utility"], "selectivity": ch["selectivity"], "groups": ch["groups"]}
+    return round_prober(get_task(task_name), test_config(task_name), tok, json.loads((out / "original.json").read_text())["items"])
 
 
 def sampled_metrics(task_name: str, model, tok, reference, n: int) -> dict:
     """The task's sampled metrics on ``n`` test prompts (GSM8K problems too, for code), with bootstrap intervals;
     fluency is scored under ``reference`` (the original). Smaller than the preset's evaluation: it is run for
     every method, so its intervals are wider."""
-    from revrel.config import load_config
     from revrel.models.loading import inference_view
     from revrel.tasks import get_task
 
-    cfg = load_config(str(ROOT / "configs" / f"{task_name}.yaml"), {"eval": {"split": "test", "n_prompts": n, "n_math": n}})
+    cfg = test_config(task_name, n_prompts=n, n_math=n)
     task = get_task(task_name)
     t0 = time.time()
     m = task.evaluate(inference_view(model, cfg.gen_dtype), tok, task.eval_config(cfg.eval), task.oracle(cfg.reveal.oracle), seed=cfg.seed,
@@ -118,13 +107,12 @@ def matched_strength(points: list[dict], continuous: bool) -> float:
 
 
 def score_original(task_name: str, out: Path, n_sampled: int = 0) -> None:
-    from revrel.config import load_config
     from revrel.evaluation.probes import items_to_json, summarize
     from revrel.models.loading import load_model
     from revrel.pipeline import probe_items
     from revrel.tasks import get_task
 
-    cfg = load_config(str(ROOT / "configs" / f"{task_name}.yaml"), {"eval": {"split": "test"}})
+    cfg = test_config(task_name)
     task = get_task(task_name)
     loaded = load_model(cfg.model, dtype=cfg.dtype)
     ecfg = task.eval_config(cfg.eval)
@@ -152,7 +140,7 @@ def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0, attacks: 
     base_cfg = yaml.safe_load((rec / "config.yaml").read_text())
     forget, retain = (read_jsonl(rec / f"{n}.jsonl", allow_empty=True) for n in ("forget", "retain"))
     loaded = load_model(base_cfg["model"], dtype=base_cfg["dtype"])
-    axes = TestAxes(task_name, loaded, out)
+    score = test_prober(task_name, loaded.tokenizer, out)
     reference = copy.deepcopy(loaded.model) if n_sampled or attacks else None
     need_model = bool(n_sampled or attacks)
     f = out / f"method_{m['slug']}.json"
@@ -181,7 +169,7 @@ def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0, attacks: 
                 states[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if step in m["strengths"] and not known:
                 t1 = time.time()
-                points.append({"strength": step, **axes.score(model), "train_seconds": round(t1 - t0 - t_score, 1)})
+                points.append({"strength": step, **score(model), "train_seconds": round(t1 - t0 - t_score, 1)})
                 t_score += time.time() - t1
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -194,7 +182,7 @@ def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0, attacks: 
     else:
         p = negation_point(rec, base_cfg, [f"{k}={v}" for k, v in m["settings"].items()], loaded, get_task(task_name), forget, retain, {})
         for lam in [] if known else m["strengths"]:
-            points.append({"strength": lam, **axes.score(p.sweep.set(lam)), "train_seconds": p.train_seconds})
+            points.append({"strength": lam, **score(p.sweep.set(lam)), "train_seconds": p.train_seconds})
         at = matched_strength(points, continuous=True)
         model = p.sweep.set(at)
     test_at = at_budget([(q["utility"]["change"], q["target"]["change"]) for q in sorted(points, key=lambda q: q["strength"])], BUDGET)
@@ -202,12 +190,12 @@ def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0, attacks: 
     if n_sampled and "sampled" not in prior:
         res.update(sampled_at=at, sampled=sampled_metrics(task_name, model, loaded.tokenizer, reference, n_sampled))
     if attacks:
-        res["attacks"] = dict(prior.get("attacks") or {}, **attack_point(task_name, model, loaded, reference, axes, at, points,
+        res["attacks"] = dict(prior.get("attacks") or {}, **attack_point(task_name, model, loaded, reference, score, at, points,
                                                                         [a for a in attacks if a not in (prior.get("attacks") or {})], out))
     f.write_text(json.dumps(res, indent=1))
 
 
-def attack_point(task_name: str, model, loaded, reference, axes: TestAxes, at: float, points: list[dict], attacks: list[str], out: Path) -> dict:
+def attack_point(task_name: str, model, loaded, reference, score, at: float, points: list[dict], attacks: list[str], out: Path) -> dict:
     """Each model attack on the method's model at its matched strength: the test target change after it and the
     share of the unattacked change it takes back; a quantization is also applied to the original (cached in
     ``original_attacks.json``), and the share is measured from there too, as ``revrel attack`` does."""
@@ -217,7 +205,7 @@ def attack_point(task_name: str, model, loaded, reference, axes: TestAxes, at: f
 
     if not attacks:
         return {}
-    base = next((q for q in points if q["strength"] == at), None) or axes.score(model)  # an interpolated lambda is scored here
+    base = next((q for q in points if q["strength"] == at), None) or score(model)  # an interpolated lambda is scored here
     unl = base["target"]["change"]
     me = LoadedModel(model, loaded.tokenizer, loaded.spec, loaded.source)
     orig_file = out / "original_attacks.json"
@@ -226,11 +214,11 @@ def attack_point(task_name: str, model, loaded, reference, axes: TestAxes, at: f
     for name in attacks:
         t0 = time.time()
         rows = task.real_forget(16) if name == "relearn" else None
-        ch = axes.score(attacked_copy(name, me, relearn_rows=rows).model)
+        ch = score(attacked_copy(name, me, relearn_rows=rows).model)
         r = {"target": ch["target"]["change"], "utility": ch["utility"]["change"], "unattacked_target": unl, "back": probe_back(ch["target"]["change"], unl)}
         if name in QUANT_ATTACKS:
             if name not in orig:
-                c0 = axes.score(attacked_copy(name, LoadedModel(reference, loaded.tokenizer, loaded.spec, loaded.source)).model)
+                c0 = score(attacked_copy(name, LoadedModel(reference, loaded.tokenizer, loaded.spec, loaded.source)).model)
                 orig[name] = {"target": c0["target"]["change"], "utility": c0["utility"]["change"]}
                 orig_file.write_text(json.dumps(orig, indent=1))
             r.update(original_quantized_target=orig[name]["target"], back_vs_quantized=probe_back(ch["target"]["change"], unl, orig[name]["target"]))

@@ -26,10 +26,10 @@ from pathlib import Path
 import yaml
 
 from revrel.config import load_config, parse_set
-from revrel.evaluation import probes
 from revrel.io import read_jsonl
 from revrel.models.generation import perplexity, sequence_logprobs
 from revrel.models.loading import load_model
+from revrel.pipeline import round_prober
 from revrel.release.checkpoint import load_adapter_A, save_adapter
 from revrel.release.ext_sub import adapter_deltas, extract, retain_subspaces
 from revrel.release.loop import with_target_spans
@@ -61,18 +61,14 @@ class DevAxes:
 
     def __init__(self, rec: Path, cfg, loaded) -> None:
         record = json.loads((rec / "record.json").read_text())
-        task = get_task(cfg.task)
-        self.tok, self.ecfg = loaded.tokenizer, task.eval_config(cfg.eval)
-        self.probe = task.probe(self.ecfg.split, self.ecfg.probe_items, self.tok, self.ecfg.dataset)
-        self.items0 = probes.items_from_json(record["dev_probe_items"])
+        self.tok = loaded.tokenizer
+        self.dev = round_prober(get_task(cfg.task), cfg, self.tok, record["dev_probe_items"])
         self.probe_rows = read_jsonl(rec / "probe.jsonl", allow_empty=True)
         self.ppl0 = probe_ratio(loaded.model, self.tok, self.probe_rows, 1.0)
 
     def score(self, model) -> dict:
-        """The sweep row's measurement fields for ``model``; also prints them."""
-        ch = probes.compare(self.items0, probes.score(model, self.tok, self.probe, batch_size=self.ecfg.batch_size), self.probe)
-        return {"target": ch["target"], "utility": ch["utility"], "selectivity": ch["selectivity"], "groups": ch["groups"],
-                "self_probe_ppl_ratio": round(probe_ratio(model, self.tok, self.probe_rows, self.ppl0), 4)}
+        """The sweep row's measurement fields for ``model``."""
+        return self.dev(model) | {"self_probe_ppl_ratio": round(probe_ratio(model, self.tok, self.probe_rows, self.ppl0), 4)}
 
 
 def append_row(out: Path, row: dict, label: str) -> None:
