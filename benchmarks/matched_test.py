@@ -30,7 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_results import matched_rows  # noqa: E402
 from end_to_end import timed_run  # noqa: E402
-from release_sweep import _merge, at_budget, negation_point  # noqa: E402
+from release_sweep import at_budget, negation_point  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RES = ROOT / "benchmarks" / "results"
@@ -152,7 +152,7 @@ def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0, attacks: 
     if m["strength"] == "steps":
         import tempfile
 
-        from revrel.config import load_config, parse_set
+        from revrel.config import load_config, merge_dicts, parse_set
         from revrel.release.baselines import METHODS
         from revrel.release.checkpoint import RunDir
         from revrel.release.loop import Context
@@ -160,7 +160,7 @@ def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0, attacks: 
         kvs = [f"{k}={v}" for k, v in m["settings"].items() if k != "method"]
         over = parse_set(kvs)
         over.setdefault("release", {}).update(method=m["settings"]["method"], baseline_steps=int(at if known else max(m["strengths"])))
-        cfg = load_config(None, _merge(base_cfg, over))
+        cfg = load_config(None, merge_dicts(base_cfg, over))
         t_score = 0.0
 
         def on_step(step: int, model) -> None:

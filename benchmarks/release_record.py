@@ -39,10 +39,14 @@ def main() -> None:
                                                              "(the probe is cheap; a larger one gives smaller SEs to the sweep)")
     ap.add_argument("--real", type=int, metavar="N", help="with --like REC: a record whose forget set is N rows of the task's REAL "
                                                           "forget data (the one-shot pem-negation baseline's input), the rest copied from REC")
-    ap.add_argument("--like", help="the self-generated record to copy the keep side, dev probe and cached retain PEMs from")
+    ap.add_argument("--like", help="the self-generated record to copy the keep side, dev probe and cached retain PEMs from; "
+                                   "without --real, Reveal runs again with --set's overrides (e.g. another oracle)")
     args = ap.parse_args()
     if args.real:
         real_record(Path(args.like), Path(args.out), args.real)
+        return
+    if args.like:
+        reveal_record(Path(args.like), Path(args.out), parse_set(args.set))
         return
     if args.reprobe:
         reprobe(Path(args.out), args.reprobe)
@@ -90,20 +94,47 @@ def dev_probe_fields(loaded, task, cfg) -> dict:
 def real_record(like: Path, out: Path, n: int) -> None:
     """Same keep side and dev probe as ``like``, forget set = real target data: revrel's Release and the
     pem-negation baseline then differ only in where the forget data came from."""
-    import shutil
-
-    record = json.loads((like / "record.json").read_text())
+    record = copy_keep_side(like, out)
     rows = [dict(r, relevance=1.0) for r in get_task(record["task"]).real_forget(n)]
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "retain.jsonl", "probe.jsonl"):
-        shutil.copy2(like / name, out / name)
-    if (like / "retain_pems").is_dir() and not (out / "retain_pems").exists():
-        shutil.copytree(like / "retain_pems", out / "retain_pems")
     write_jsonl(out / "forget.jsonl", rows)
     record.update(forget_size=len(rows), forget_relevance=1.0, forget_source=f"real ({len(rows)} rows of the task's real forget data)",
                   seconds={}, copied_from=str(like), revealed_relevance=None, generations=0)
     (out / "record.json").write_text(json.dumps(record, indent=1))
     print(f"real-data record: {len(rows)} rows -> {out}/")
+
+
+def copy_keep_side(like: Path, out: Path) -> dict:
+    """The keep side, dev probe and cached retain PEMs of ``like`` into ``out``; returns like's record."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "retain.jsonl", "probe.jsonl"):
+        shutil.copy2(like / name, out / name)
+    if (like / "retain_pems").is_dir() and not (out / "retain_pems").exists():
+        shutil.copytree(like / "retain_pems", out / "retain_pems")
+    return json.loads((like / "record.json").read_text())
+
+
+def reveal_record(like: Path, out: Path, over: dict) -> None:
+    """Reveal again with other settings (``over``), on the same keep side and dev probe as ``like``: two records
+    that differ only in Reveal's forget set, so a sweep on each compares what Reveal hands to Release."""
+    record = copy_keep_side(like, out)
+    cfg = load_config(like / "config.yaml", over)
+    task = get_task(cfg.task)
+    loaded = load_model(cfg.model, dtype=cfg.dtype)
+    ctx = Context(loaded=loaded, task=task, oracle=task.oracle(cfg.reveal.oracle), embed=None, cfg=cfg, run=RunDir(out))
+    ctx.embed = make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer)
+    t0 = time.time()
+    cands = build_candidates(ctx.gen_model(), ctx.tok, task, cfg.reveal, cfg.seed)
+    rv = reveal(ctx.gen_model(), ctx.tok, task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=1, candidates=cands)
+    write_jsonl(out / "forget.jsonl", rv.forget)
+    write_jsonl(out / "reveal.jsonl", rv.evaluated)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    record.update(forget_size=len(rv.forget), revealed_relevance=rv.relevance, generations=rv.generations,
+                  forget_relevance=sum(r["relevance"] for r in rv.forget) / max(len(rv.forget), 1),
+                  seconds={"reveal": round(time.time() - t0, 1)}, copied_from=str(like), reveal_overrides=over)
+    (out / "record.json").write_text(json.dumps(record, indent=1))
+    print(f"recorded {len(rv.forget)} forget rows (relevance {rv.relevance:.3f}) on {like}'s keep side -> {out}/")
 
 
 def reprobe(out: Path, n: int) -> None:

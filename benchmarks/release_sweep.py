@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from revrel.config import load_config, parse_set
+from revrel.config import load_config, merge_dicts, parse_set
 from revrel.io import read_jsonl
 from revrel.models.generation import perplexity, sequence_logprobs
 from revrel.models.loading import load_model
@@ -134,7 +134,7 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
     data, with its retain PEM, Ext-Sub and negate-only applied as a Release round would. Both PEMs are kept on
     disk under the record (keyed by the settings that shape them), so a second sweep or the test-split bench
     reloads them instead of training again. ``loaded.model`` must be the original model."""
-    cfg = load_config(None, _merge(base_cfg, parse_set([kv for kv in kvs if not kv.startswith("sweep.")])))
+    cfg = load_config(None, merge_dicts(base_cfg, parse_set([kv for kv in kvs if not kv.startswith("sweep.")])))
     s = cfg.release
     settings = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in kvs}
     t0 = time.time()
@@ -169,13 +169,6 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
     mu = float(settings.get("sweep.retain_contrast", 0))  # sweep-only knob: negate delta_forget - mu * delta_retain
     sweep = NegationSweep(pm, minus=adapter_deltas(retain_dir) if mu else None, mu=mu)
     return Point(sweep, tsum, round(time.time() - t0, 1), ext, only, span_info, len(rows))
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def at_budget(pts: list[tuple[float, float]], budget: float = 0.05) -> float | None:

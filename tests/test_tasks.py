@@ -42,6 +42,17 @@ def test_person_oracle_ranks_names_high():
     assert names > 0.9 and places < 0.1 and nothing == 0.0
 
 
+def test_person_prose_oracle_prefers_running_text_to_lists():
+    pytest.importorskip("spacy")
+    oracle = get_task("ner").oracle("spacy-person-prose")
+    listed, prose, half, places = oracle([
+        "1. Albert Einstein\n2. Marie Curie\n3. Isaac Newton",
+        "On Monday, Barack Obama met Angela Merkel in Berlin.",
+        "Albert Einstein worked at Princeton University. The university is in New Jersey.",
+        "Paris is the capital of France."])
+    assert listed == 0.0 and prose == 1.0 and half == 0.5 and places == 0.0
+
+
 def test_report_plots_from_runs(tmp_path):
     import json
 

@@ -259,10 +259,11 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**{k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()})
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_dicts(base: dict, extra: dict) -> dict:
+    """``extra`` laid over ``base``, nested mappings merged key by key (neither is modified)."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -310,7 +311,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise RevrelError(f"config file {p} must be a YAML mapping (key: value), got {type(loaded).__name__}")
         data = loaded
     if overrides:
-        data = _merge(data, overrides)
+        data = merge_dicts(data, overrides)
     if not all(isinstance(k, str) for k in data):
         raise RevrelError("config keys must be strings")
     return _build(RunConfig, data).validate()

