@@ -124,9 +124,13 @@ def sec_sweeps(notes: dict[str, str]) -> list[str]:
         rows = read_jsonl(rec / "sweep.jsonl", allow_empty=True)
         scored = [(t, name) for name, t in at_budget_by_setting(rows).items() if t is not None]
         best = max(scored, default=(None, "-"))
-        out += [f"### {r['task']}{' (real forget data: the pem-negation baseline)' if r.get('forget_source') else ''} (`{LINK}/{rec.name}/`)", "",
+        kind = " (real forget data: the pem-negation baseline)" if r.get("forget_source") else f" ({reveal_variant(rec)})" if reveal_variant(rec) else ""
+        out += [f"### {r['task']}{kind} (`{LINK}/{rec.name}/`)", "",
                 (f"Record: forget set = {r['forget_source']}; keep side and dev probe as in `{Path(r['copied_from']).name}`. "
                  if r.get("forget_source") else
+                 f"Record: {r['forget_size']} relevant self-generated forget rows (mean relevance {r['forget_relevance']:.2f}) from "
+                 f"{reveal_variant(rec)} (`release_record.py --like`); keep side and dev probe as in `{Path(r['copied_from']).name}`. "
+                 if r.get("copied_from") else
                  f"Record: {r['forget_size']} relevant self-generated forget rows (mean relevance {r['forget_relevance']:.2f}), "
                  f"{r['retain_size']} keep-side retain rows, {sum(r['seconds'].values()):.0f} s. ") +
                 f"Best setting at +0.05 utility: {best[1]} -> target {_f(best[0])} nats/token.", "",
@@ -149,14 +153,16 @@ def matched_rows(task: str, budget: float = 0.05) -> list[dict]:
     target change at ``budget`` nats/token of utility change; a curve that never reaches the budget keeps its
     furthest point (and ranks below every curve that does)."""
     out = []
-    for rec in (RES / f"release_rec_{task}", RES / f"release_rec_{task}_real"):
+    for rec in task_records(task):
         rows = read_jsonl(rec / "sweep.jsonl", allow_empty=True) if (rec / "sweep.jsonl").is_file() else []
+        reveal = reveal_variant(rec)
         for mine in curves(rows).values():
             t = at_budget([(r["utility"]["change"], r["target"]["change"]) for r in mine], budget)
             far = max(mine, key=lambda r: r["utility"]["change"])
             gradient = "method" in mine[0]["settings"]
             settings = {k: v for k, v in mine[0]["settings"].items() if k != "method"}
             setting = "defaults (full parameters, lr 1e-5, retain term)" if gradient and not settings else setting_name(settings)
+            setting = f"{reveal}; {setting}" if reveal else setting
             out.append({"family": _family(rec.name.endswith("_real"), mine[0]["settings"]), "setting": setting, "rec": rec,
                         "at_budget": t, "far": (far["utility"]["change"], far["target"]["change"]), "points": mine,
                         "strength": "steps" if gradient else "lambda"})
@@ -164,6 +170,19 @@ def matched_rows(task: str, budget: float = 0.05) -> list[dict]:
     for r in sorted(out, key=_rank):
         best.setdefault(r["family"], r)
     return list(best.values())
+
+
+def task_records(task: str) -> list[Path]:
+    """A task's dev records: the self-generated one, Reveal variants of it (``release_rec_T_<variant>``), the real-data one."""
+    variants = sorted(p for p in RES.glob(f"release_rec_{task}_*") if p.name != f"release_rec_{task}_real")
+    return [RES / f"release_rec_{task}", *variants, RES / f"release_rec_{task}_real"]
+
+
+def reveal_variant(rec: Path) -> str:
+    """``Reveal oracle=...`` for a record whose Reveal ran with other settings (``release_record.py --like --set``), else ''."""
+    f = rec / "record.json"
+    over = json.loads(f.read_text()).get("reveal_overrides") if f.is_file() else None
+    return "Reveal " + ", ".join(f"{k}={v}" for k, v in (over or {}).get("reveal", {}).items()) if over else ""
 
 
 def _rank(r: dict) -> tuple:
