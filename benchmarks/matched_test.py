@@ -48,6 +48,11 @@ def chosen_strengths(points: list[dict], budget: float, continuous: bool) -> lis
     return [keep[0] / 2] + keep if i == 0 and continuous else keep
 
 
+def same_plan(done: dict, m: dict) -> bool:
+    """Whether a saved method result was built from the plan ``m`` (same record, setting and strengths)."""
+    return all(done.get(k) == m[k] for k in ("rec", "settings", "strengths"))
+
+
 def plan(task: str, budget: float) -> list[dict]:
     out = []
     for r in matched_rows(task, budget):
@@ -145,7 +150,7 @@ def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0, attacks: 
     need_model = bool(n_sampled or attacks)
     f = out / f"method_{m['slug']}.json"
     prior = json.loads(f.read_text()) if f.is_file() else {}
-    known = prior.get("strengths") == m["strengths"]  # test points already scored: only the sampled metrics / attacks are missing
+    known = same_plan(prior, m)  # test points already scored: only the sampled metrics / attacks are missing
     prior = prior if known else {}
     points, t0, states = prior["points"] if known else [], time.time(), {}
     at = matched_strength(points, continuous=m["strength"] == "lambda") if known else None
@@ -265,9 +270,13 @@ def main() -> None:
     me = [sys.executable, str(Path(__file__).resolve()), "--task", args.task, "--sampled", str(args.sampled), "--attacks", args.attacks,
           "--attack-methods", args.attack_methods, "--only"]
     cost = json.loads((out / "cost.json").read_text()) if (out / "cost.json").is_file() else {}
-    for slug in ["original"] + [m["slug"] for m in methods]:
+    plans = {m["slug"]: m for m in methods}
+    for slug in ["original"] + list(plans):
         f = out / ("original.json" if slug == "original" else f"method_{slug}.json")
         done = json.loads(f.read_text()) if f.is_file() else None
+        if done and slug != "original" and not same_plan(done, plans[slug]):
+            done = None  # the dev sweeps now pick another setting or strengths for this method: rebuild it
+            cost.pop(slug, None)
         if done and (not args.sampled or "sampled" in done) and (slug == "original" or set(attacks_for(slug)) <= set(done.get("attacks") or {})):
             continue
         print(f"== {time.strftime('%X')} {args.task}: {slug}", flush=True)
