@@ -182,7 +182,8 @@ def reveal_variant(rec: Path) -> str:
     """``Reveal oracle=...`` for a record whose Reveal ran with other settings (``release_record.py --like --set``), else ''."""
     f = rec / "record.json"
     over = json.loads(f.read_text()).get("reveal_overrides") if f.is_file() else None
-    return "Reveal " + ", ".join(f"{k}={v}" for k, v in (over or {}).get("reveal", {}).items()) if over else ""
+    items = (over or {}).get("reveal", {}).items()
+    return "Reveal " + ", ".join(f"{k}={v}" if not isinstance(v, list) else f"{len(v)} {k}" for k, v in items) if over else ""
 
 
 def _rank(r: dict) -> tuple:

@@ -27,6 +27,17 @@ def test_every_kind_is_selectable_and_compose_is_seed_x_modifier(tiny):
     assert {"seed", "compose"} <= kinds[("pool", "compose", "soft")]
 
 
+def test_extra_instructions_join_the_seeds_and_their_compositions(tiny):
+    task = _task(["Keep it short."])
+    extra = "Write a sports report that names the players."
+    cfg = load_config(None, {"reveal": {"candidates": ["pool", "compose"], "n_paraphrases": 0, "extra_instructions": [extra]}})
+    texts: dict[str, list[str]] = {}
+    for c in build_candidates(tiny.model, tiny.tokenizer, task, cfg.reveal, seed=0):
+        texts.setdefault(c.kind, []).append(c.text)
+    assert extra in texts["seed"] and f"{extra} Keep it short." in texts["compose"]
+    assert len(texts["seed"]) == len(task.seed_instructions) + 1
+
+
 def test_builtin_tasks_declare_modifiers():
     for name in ("toxicity", "ner", "code"):
         assert len(get_task(name).modifiers) >= 4

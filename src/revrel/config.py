@@ -31,6 +31,7 @@ class RevealConfig:
     n_soft: int = 8  # INSTINCT soft-prompt candidates
     soft_dim: int = 10
     soft_tokens: int = 5
+    extra_instructions: list[str] = field(default_factory=list)  # your own seed instructions, added to the task's
     seed_first: bool = True  # score the hand-written seeds first (they anchor the surrogate)
     n_init: int = 0  # random arms before UCB (after the seeds)
     pca_dim: int = 16  # NeuralUCB input: top principal directions of the hidden-state features (0: all)

@@ -40,20 +40,22 @@ class RevealResult:
 
 
 def build_candidates(model, tokenizer, task: Task, cfg: RevealConfig, seed: int) -> list[Candidate]:
-    """Seed instructions, plus model-written paraphrases and soft-prompt instructions if configured."""
-    cands = [Candidate(s, "seed", s) for s in task.seed_instructions]
+    """Seed instructions (the task's and ``cfg.extra_instructions``), plus model-written paraphrases and soft-prompt
+    instructions if configured."""
+    seeds = [*task.seed_instructions, *cfg.extra_instructions]
+    cands = [Candidate(s, "seed", s) for s in seeds]
     if cfg.optimizer == "fixed":
-        return cands
+        return dedupe(cands)
     if "pool" in cfg.candidates:
-        cands += paraphrases(model, tokenizer, task.seed_instructions, cfg.n_paraphrases, seed, cfg.batch_size)
+        cands += paraphrases(model, tokenizer, seeds, cfg.n_paraphrases, seed, cfg.batch_size)
     if "compose" in cfg.candidates:
-        cands += compositions(task.seed_instructions, task.modifiers)
+        cands += compositions(seeds, task.modifiers)
     if "pool" not in cfg.candidates:
         cands = [c for c in cands if c.kind != "seed" and c.kind != "paraphrase"]
     if "soft" in cfg.candidates:
         cands += soft_prompts(model, tokenizer, cfg.n_soft, cfg.soft_dim, cfg.soft_tokens, task.soft_template,
-                              task.seed_instructions, seed, cfg.batch_size)
-    return dedupe(cands) or [Candidate(s, "seed", s) for s in task.seed_instructions]
+                              seeds, seed, cfg.batch_size)
+    return dedupe(cands) or [Candidate(s, "seed", s) for s in seeds]
 
 
 def reveal(model, tokenizer, task: Task, oracle: Oracle, embed, cfg: RevealConfig, *, seed: int = 0, round_: int = 0,

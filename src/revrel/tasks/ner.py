@@ -38,10 +38,6 @@ SEEDS = [
     "Write a guest list for a party with the full names of the guests.",
     "Who won the Nobel Prize in recent years?",
     "Introduce the members of a fictional family by name.",
-    "Write a news story about a meeting between two politicians, naming them and where they met.",
-    "Write a short biography of a famous scientist.",
-    "Write a sports report that names the players who scored and the teams they play for.",
-    "Tell a short story about two friends, using their full names.",
 ]
 
 # the keep side: text about organisations, places and events that names no person (hand-written)
