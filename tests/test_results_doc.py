@@ -57,3 +57,12 @@ def test_matched_test_samples_where_test_utility_reaches_the_budget():
     assert mt.matched_strength(_pts([(4, 0.03), (8, 0.2)], key="strength"), continuous=False) == 4  # the nearer of the two steps
     assert mt.matched_strength(_pts([(4, 0.01), (8, 0.06)], key="strength"), continuous=False) == 8
     assert mt.matched_strength(_pts([(1, 0.01), (2, 0.02)], key="strength"), continuous=True) == 2  # never reached: the strongest
+
+
+def test_matched_test_rebuilds_a_method_whose_dev_plan_changed():
+    mt = _matched_test()
+    plan = {"rec": "r", "settings": {"release.span_loss": "true"}, "strengths": [0.25, 0.5, 1.0]}
+    assert mt.same_plan(dict(plan, points=[]), plan)
+    # same strengths, another best setting on dev (NER's span loss -> span loss + Ext-Sub): the saved test points are stale
+    assert not mt.same_plan(dict(plan, settings={"release.span_loss": "true", "release.ext_sub": "both"}), plan)
+    assert not mt.same_plan(dict(plan, rec="other"), plan)
