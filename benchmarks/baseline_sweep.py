@@ -20,9 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from revrel.config import load_config, merge_dicts, parse_set
+from revrel.config import load_config, parse_set
 from revrel.io import read_jsonl
 from revrel.models.loading import load_model
 from revrel.release.baselines import METHODS
@@ -53,7 +51,7 @@ def main() -> None:
     record = json.loads((rec / "record.json").read_text())  # for forget_source
     over = parse_set(args.set)
     over.setdefault("release", {}).update(method=args.method, baseline_steps=max(todo))
-    cfg = load_config(None, merge_dicts(yaml.safe_load((rec / "config.yaml").read_text()), over))
+    cfg = load_config(rec / "config.yaml", over)
     forget, retain = (read_jsonl(rec / f"{n}.jsonl", allow_empty=True) for n in ("forget", "retain"))
     loaded = load_model(cfg.model, dtype=cfg.dtype)
     axes = DevAxes(rec, cfg, loaded)

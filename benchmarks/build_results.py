@@ -124,12 +124,13 @@ def sec_sweeps(notes: dict[str, str]) -> list[str]:
         rows = read_jsonl(rec / "sweep.jsonl", allow_empty=True)
         scored = [(t, name) for name, t in at_budget_by_setting(rows).items() if t is not None]
         best = max(scored, default=(None, "-"))
-        kind = " (real forget data: the pem-negation baseline)" if r.get("forget_source") else f" ({reveal_variant(rec)})" if reveal_variant(rec) else ""
+        variant = reveal_variant(rec)
+        kind = " (real forget data: the pem-negation baseline)" if r.get("forget_source") else f" ({variant})" if variant else ""
         out += [f"### {r['task']}{kind} (`{LINK}/{rec.name}/`)", "",
                 (f"Record: forget set = {r['forget_source']}; keep side and dev probe as in `{Path(r['copied_from']).name}`. "
                  if r.get("forget_source") else
                  f"Record: {r['forget_size']} relevant self-generated forget rows (mean relevance {r['forget_relevance']:.2f}) from "
-                 f"{reveal_variant(rec)} (`release_record.py --like`); keep side and dev probe as in `{Path(r['copied_from']).name}`. "
+                 f"{variant} (`release_record.py --like`); keep side and dev probe as in `{Path(r['copied_from']).name}`. "
                  if r.get("copied_from") else
                  f"Record: {r['forget_size']} relevant self-generated forget rows (mean relevance {r['forget_relevance']:.2f}), "
                  f"{r['retain_size']} keep-side retain rows, {sum(r['seconds'].values()):.0f} s. ") +

@@ -58,21 +58,14 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    task = get_task(cfg.task)
-    loaded = load_model(cfg.model, dtype=cfg.dtype)
-    ctx = Context(loaded=loaded, task=task, oracle=task.oracle(cfg.reveal.oracle), embed=None, cfg=cfg, run=RunDir(out))
-    ctx.embed = make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer)
+    ctx = reveal_context(cfg, out)
     retain, probe = self_generated_retain(ctx)
     t_retain = time.time()
-    cands = build_candidates(ctx.gen_model(), ctx.tok, task, cfg.reveal, cfg.seed)
-    rv = reveal(ctx.gen_model(), ctx.tok, task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=1, candidates=cands)
+    rv = reveal_round1(ctx, out)
     t_reveal = time.time()
-    dev = dev_probe_fields(loaded, task, cfg)
-    write_jsonl(out / "forget.jsonl", rv.forget)
+    dev = dev_probe_fields(ctx.loaded, ctx.task, cfg)
     write_jsonl(out / "retain.jsonl", retain)
     write_jsonl(out / "probe.jsonl", probe)
-    write_jsonl(out / "reveal.jsonl", rv.evaluated)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     (out / "record.json").write_text(json.dumps({
         "task": cfg.task, "model": cfg.model, "forget_size": len(rv.forget), "retain_size": len(retain), "probe_size": len(probe),
         "revealed_relevance": rv.relevance, "generations": rv.generations,
@@ -82,6 +75,26 @@ def main() -> None:
     }, indent=1))
     print(f"recorded {len(rv.forget)} forget rows (relevance {rv.relevance:.3f}), {len(retain)} retain rows -> {out}/ "
           f"in {time.time() - t0:.0f} s")
+
+
+def reveal_context(cfg, out: Path) -> Context:
+    """The original model with the task's oracle and Reveal's embedder, as round 1 of ``revrel unlearn`` has them."""
+    task = get_task(cfg.task)
+    loaded = load_model(cfg.model, dtype=cfg.dtype)
+    ctx = Context(loaded=loaded, task=task, oracle=task.oracle(cfg.reveal.oracle), embed=None, cfg=cfg, run=RunDir(out))
+    ctx.embed = make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer)
+    return ctx
+
+
+def reveal_round1(ctx: Context, out: Path):
+    """Round 1's Reveal (candidates, then the search); writes its forget set, its scored pulls and the config."""
+    cfg = ctx.cfg
+    cands = build_candidates(ctx.gen_model(), ctx.tok, ctx.task, cfg.reveal, cfg.seed)
+    rv = reveal(ctx.gen_model(), ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=1, candidates=cands)
+    write_jsonl(out / "forget.jsonl", rv.forget)
+    write_jsonl(out / "reveal.jsonl", rv.evaluated)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return rv
 
 
 def dev_probe_fields(loaded, task, cfg) -> dict:
@@ -119,17 +132,9 @@ def reveal_record(like: Path, out: Path, over: dict) -> None:
     """Reveal again with other settings (``over``), on the same keep side and dev probe as ``like``: two records
     that differ only in Reveal's forget set, so a sweep on each compares what Reveal hands to Release."""
     record = copy_keep_side(like, out)
-    cfg = load_config(like / "config.yaml", over)
-    task = get_task(cfg.task)
-    loaded = load_model(cfg.model, dtype=cfg.dtype)
-    ctx = Context(loaded=loaded, task=task, oracle=task.oracle(cfg.reveal.oracle), embed=None, cfg=cfg, run=RunDir(out))
-    ctx.embed = make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer)
+    ctx = reveal_context(load_config(like / "config.yaml", over), out)
     t0 = time.time()
-    cands = build_candidates(ctx.gen_model(), ctx.tok, task, cfg.reveal, cfg.seed)
-    rv = reveal(ctx.gen_model(), ctx.tok, task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=1, candidates=cands)
-    write_jsonl(out / "forget.jsonl", rv.forget)
-    write_jsonl(out / "reveal.jsonl", rv.evaluated)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    rv = reveal_round1(ctx, out)
     record.update(forget_size=len(rv.forget), revealed_relevance=rv.relevance, generations=rv.generations,
                   forget_relevance=sum(r["relevance"] for r in rv.forget) / max(len(rv.forget), 1),
                   seconds={"reveal": round(time.time() - t0, 1)}, copied_from=str(like), reveal_overrides=over)
