@@ -280,6 +280,8 @@ def sec_matched_test(notes: dict[str, str]) -> list[str]:
     if not results:
         return []
     out = ["## Methods at matched utility cost (test split: `benchmarks/matched_test.py --task T`)", "",
+           "All of it, from the Reveal record to this table, is one resumable command: `revrel bench --task T --preset full` "
+           "(`benchmarks/full_bench.py`; `--dry-run` lists its steps and which are done).", "",
            "Each method of the dev table above at its best dev setting, rebuilt at the strengths whose dev points bracket +0.05 "
            "nats/token of utility change, and scored on the task's **test** probe (the preset's probe). The number is the target "
            "change at +0.05 interpolated on the test points themselves; nothing is chosen on test. Wall time and peak memory are "

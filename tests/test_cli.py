@@ -35,6 +35,7 @@ def test_malformed_yaml_one_line_exit_2(tmp_path):
     (["unlearn", "--set", "release.lr=-1", "--out", "x"], "release.lr"),
     (["unlearn", "--set", "reveal.k", "--out", "x"], "section.key=value"),
     (["eval", "--task", "toxicity", "--set", "reveal.oracle=nope"], "no oracle 'nope'"),
+    (["bench", "--task", "code"], "needs --out DIR"),
 ])
 def test_user_errors_exit_2(capsys, args, needle):
     assert main(args) == 2

@@ -66,3 +66,65 @@ def test_matched_test_rebuilds_a_method_whose_dev_plan_changed():
     # same strengths, another best setting on dev (NER's span loss -> span loss + Ext-Sub): the saved test points are stale
     assert not mt.same_plan(dict(plan, settings={"release.span_loss": "true", "release.ext_sub": "both"}), plan)
     assert not mt.same_plan(dict(plan, rec="other"), plan)
+
+
+def _full_bench():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import full_bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return full_bench
+
+
+def test_full_bench_sweeps_every_setting_the_matched_bench_compares():
+    """`revrel bench --preset full` must rebuild, from nothing, each curve the matched table uses (same record,
+    same settings, the strengths it brackets the budget with): else its tables could not be reproduced."""
+    fb, mt = _full_bench(), _matched_test()
+    for task, plan in fb.PLANS.items():
+        for m in mt.plan(task, mt.BUDGET):
+            real = m["rec"].endswith("_real")
+            s = next((s for s in plan.sweeps if s.real == real and s.settings() == m["settings"]), None)
+            assert s is not None, f"{task}: no full-bench sweep makes {m['family']} {m['settings']}"
+            halved = {min(s.strengths) / 2} if not s.method else set()  # matched_test's extra point below a first crossing
+            assert set(m["strengths"]) <= set(s.strengths) | halved, (task, m["family"], m["strengths"], s.strengths)
+
+
+def test_full_bench_resumes_from_what_the_results_hold(tmp_path):
+    """Run as a copied checkout: nothing recorded -> every step runs; a record and one finished curve -> those are done,
+    a curve with a missing strength is not."""
+    import json
+    import shutil
+    import subprocess
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    shutil.copy(ROOT / "benchmarks" / "full_bench.py", tmp_path / "benchmarks")
+    script = [sys.executable, str(tmp_path / "benchmarks" / "full_bench.py"), "--task", "toxicity", "--dry-run"]
+
+    def marks() -> list[str]:
+        out = subprocess.run(script, capture_output=True, text=True, check=True).stdout
+        return [ln.split()[1] for ln in out.splitlines() if ln.startswith("[")]
+
+    assert set(marks()) == {"run"}
+    rec = tmp_path / "benchmarks" / "results" / "release_rec_toxicity"
+    rec.mkdir()
+    (rec / "record.json").write_text(json.dumps({"forget_size": 7}))
+    rows = [{"settings": {}, "lambda": lam} for lam in (1.0, 2.0, 4.0, 8.0)]
+    rows += [{"settings": {"release.span_loss": "true", "release.negate_only": "mlp"}, "lambda": lam} for lam in (2.0, 4.0, 8.0)]
+    (rec / "sweep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = marks()
+    assert m[:4] == ["done", "run", "done", "run"]  # record, real record, pem-negation curve, revrel's curve (lambda 16 missing)
+    assert set(m[4:]) == {"run"}
+    out = subprocess.run(script, capture_output=True, text=True, check=True).stdout
+    assert "--real 7 " in out  # the real-data record is as large as Reveal's forget set
+
+
+def test_bench_full_needs_a_checkout_and_quick_needs_out(tmp_path):
+    import pytest
+
+    from revrel.errors import RevrelError
+    from revrel.evaluation.bench import full_bench_script
+
+    with pytest.raises(RevrelError, match="source checkout"):
+        full_bench_script(tmp_path)
+    assert full_bench_script(ROOT) == ROOT / "benchmarks" / "full_bench.py"

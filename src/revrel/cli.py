@@ -52,8 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="folder for report.md and plots (default: the first run)")
     b = sub.add_parser("bench", help="run several methods side by side; one table + trade-off plot")
     b.add_argument("--task", required=True)
+    b.add_argument("--preset", choices=["quick", "full"], default="quick",
+                   help="quick: each method once, in one run (--out); full: the matched-utility bench (dev sweeps of every method's "
+                        "strength, then the test split at equal utility cost, attacks, docs/results.md), run from a source checkout")
+    b.add_argument("--dry-run", action="store_true", help="with --preset full: list its steps, marking those already done")
     b.add_argument("--methods", default="revrel,ga,graddiff,npo,simnpo,pem-negation")
-    b.add_argument("--out", required=True)
+    b.add_argument("--out", help="the quick bench's folder")
     b.add_argument("--config")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--model")
@@ -205,8 +209,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from revrel.evaluation.bench import bench
+    from revrel.evaluation.bench import bench, full_bench
 
+    if args.preset == "full":
+        return full_bench(args.task, dry_run=args.dry_run)
+    if not args.out:
+        raise RevrelError("revrel bench --preset quick needs --out DIR (the folder for the methods' runs and the table)")
     extra = [x for kv in args.set for x in ("--set", kv)] + (["--config", args.config] if args.config else [])
     extra += ["--model", args.model] if args.model else []
     path = bench(args.task, [m.strip() for m in args.methods.split(",") if m.strip()], args.out, extra)

@@ -88,3 +88,21 @@ def bench(task: str, methods: list[str], out: str, extra: list[str]) -> Path:
     lines += ["![trade-off](tradeoff.png)", "![before/after](before_after.png)"]
     atomic_write_text(root / "bench.md", "\n".join(lines) + "\n")
     return root / "bench.md"
+
+
+def full_bench_script(start: Path | None = None) -> Path:
+    """``benchmarks/full_bench.py`` of the source checkout: under the working directory, or beside an editable install."""
+    here = Path(__file__).resolve()
+    for root in (start or Path.cwd(), *([] if start else [here.parents[3]])):
+        f = root / "benchmarks" / "full_bench.py"
+        if f.is_file():
+            return f
+    raise RevrelError("revrel bench --preset full runs the benchmark scripts of a revrel source checkout (benchmarks/full_bench.py); "
+                      "run it from the repository root, or use --preset quick --out DIR")
+
+
+def full_bench(task: str, dry_run: bool = False) -> int:
+    """The matched-utility bench of ``task`` (``benchmarks/full_bench.py``): records, dev sweeps, test at equal utility
+    cost, attacks, docs. It is resumable: a rerun does only the steps and points not done yet."""
+    script = full_bench_script()
+    return subprocess.call([sys.executable, str(script), "--task", task, *(["--dry-run"] if dry_run else [])], cwd=script.parents[1])

@@ -1,0 +1,152 @@
+"""The full matched-utility bench of one task, as one resumable command (``revrel bench --task T --preset full``).
+
+    python benchmarks/full_bench.py --task code            # or: revrel bench --task code --preset full
+    python benchmarks/full_bench.py --task code --dry-run  # what is done and what would run
+
+It chains the benchmark scripts, each of which skips the work it finds done, so a rerun after an
+interruption, or on the committed results, only does what is missing:
+
+1. ``release_record.py``: round 1's Reveal on the original model (forget set, keep side, dev probe), and
+   a second record with the same keep side whose forget set is the task's real data (as many rows);
+2. ``release_sweep.py``: negation-strength curves on the dev probe, for one-shot pem-negation (defaults)
+   on both records and for revrel's Release at the task's preset settings on the self-generated one;
+3. ``baseline_sweep.py``: NPO and GradDiff (with their retain term) on the real-data record, by steps;
+4. ``matched_test.py``: every method rebuilt at the dev strengths around +0.05 nats/token of utility
+   change and scored on the TEST probe, its sampled metrics there, and model attacks on revrel and NPO;
+5. ``build_results.py``: docs/results.md.
+
+The sweeps below are the settings each method is compared at (chosen on dev; FINDINGS.md says how):
+a step list is data, so a new setting or method is one more line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RES = HERE / "results"
+ATTACKS = "int8,gguf-q4_1,relearn"
+ATTACKED = "revrel_release_reveal_s_data,npo_real_data"  # matched_test.py's slugs for revrel's Release and NPO
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One curve on a record: fixed ``--set`` overrides (their order is the settings' identity in sweep.jsonl),
+    and the strengths: lambdas for a negation, optimizer steps for a gradient baseline (``method``)."""
+
+    real: bool
+    sets: tuple[str, ...]
+    strengths: tuple[float, ...]
+    method: str = ""
+
+    def settings(self) -> dict:
+        return ({"method": self.method} if self.method else {}) | {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in self.sets}
+
+
+@dataclass(frozen=True)
+class Plan:
+    sweeps: tuple[Sweep, ...]
+    sampled: int  # test prompts for the sampled metrics at each method's matched point
+
+
+PEM = (0.5, 1.0, 2.0, 4.0)
+PLANS: dict[str, Plan] = {
+    "code": Plan(sampled=32, sweeps=(
+        Sweep(False, (), (0.5, 1.0, 2.0, 4.0, 8.0)),
+        Sweep(False, ("release.span_loss=true", r"release.negate_only=layers\.2[0-9]\.mlp", "release.ext_sub=both"), (8.0, 12.0, 16.0)),
+        Sweep(True, (), (0.25, 0.5, 1.0, 2.0, 4.0)),
+        Sweep(True, (), (4, 8, 12, 16), "npo"),
+        Sweep(True, (), (4, 8, 16), "graddiff"),
+    )),
+    "toxicity": Plan(sampled=100, sweeps=(
+        Sweep(False, (), (1.0, 2.0, 4.0, 8.0)),
+        Sweep(False, ("release.span_loss=true", "release.negate_only=mlp"), (2.0, 4.0, 8.0, 16.0)),
+        Sweep(True, ("release.span_loss=false",), PEM),
+        Sweep(True, ("release.span_loss=true",), PEM),
+        Sweep(True, (), (8, 16, 32), "npo"),
+        Sweep(True, (), (8, 16, 32), "graddiff"),
+    )),
+    "ner": Plan(sampled=100, sweeps=(
+        Sweep(False, (), (1.0, 2.0, 4.0, 8.0)),
+        Sweep(False, ("release.span_loss=true", "release.ext_sub=both"), (0.25, 0.5, 1.0, 2.0)),
+        Sweep(True, ("release.span_loss=false",), (0.25, 0.5, 1.0, 2.0)),
+        Sweep(True, ("release.span_loss=true",), (0.25, 0.5, 1.0, 2.0)),
+        Sweep(True, (), (2, 4, 8, 16), "npo"),
+        Sweep(True, (), (2, 4, 8, 16), "graddiff"),
+    )),
+}
+
+
+def records(task: str) -> tuple[Path, Path]:
+    return RES / f"release_rec_{task}", RES / f"release_rec_{task}_real"
+
+
+def sweep_missing(rec: Path, s: Sweep) -> list[float]:
+    """The strengths of ``s`` that ``rec``'s sweep.jsonl does not hold yet (the scripts' own resume rule)."""
+    f = rec / "sweep.jsonl"
+    rows = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()] if f.is_file() else []
+    have = {float(r["lambda"]) for r in rows if json.dumps(r["settings"]) == json.dumps(s.settings())}
+    return [x for x in s.strengths if float(x) not in have]
+
+
+def steps(task: str, sampled: int | None = None, attacks: str = ATTACKS) -> list[tuple[str, list[str], bool]]:
+    """Each step as (what, argv, done); a done step is skipped. Matched bench and docs always run: they skip
+    their own finished parts and only rewrite the summaries."""
+    plan = PLANS[task]
+    own, real = records(task)
+    py = [sys.executable]
+    out: list[tuple[str, list[str], bool]] = []
+    out.append(("Reveal record (self-generated forget set)",
+                py + [str(HERE / "release_record.py"), "--task", task, "--config", str(HERE.parent / "configs" / f"{task}.yaml"),
+                      "--out", str(own)], (own / "record.json").is_file()))
+    n_real = json.loads((own / "record.json").read_text())["forget_size"] if (own / "record.json").is_file() else "SIZE-OF-REVEAL"
+    out.append(("real-data record (same keep side and probe)",
+                py + [str(HERE / "release_record.py"), "--task", task, "--real", str(n_real), "--like", str(own), "--out", str(real)],
+                (real / "record.json").is_file()))
+    for s in plan.sweeps:
+        rec = real if s.real else own
+        if s.method:
+            argv = py + [str(HERE / "baseline_sweep.py"), "--rec", str(rec), "--method", s.method, "--steps", *map(str, s.strengths)]
+        else:
+            argv = py + [str(HERE / "release_sweep.py"), "--rec", str(rec), "--lambdas", *(f"{x:g}" for x in s.strengths)]
+        argv += [x for kv in s.sets for x in ("--set", kv)]
+        what = f"{s.method or 'negation'} sweep on {rec.name} {s.settings() or '(defaults)'}"
+        out.append((what, argv, (rec / "record.json").is_file() and not sweep_missing(rec, s)))
+    n = plan.sampled if sampled is None else sampled
+    out.append(("matched test bench (+ sampled metrics, attacks)",
+                py + [str(HERE / "matched_test.py"), "--task", task, "--sampled", str(n)]
+                + (["--attacks", attacks, "--attack-methods", ATTACKED] if attacks else []), False))
+    out.append(("docs/results.md", py + [str(HERE / "build_results.py")], False))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", required=True, choices=sorted(PLANS))
+    ap.add_argument("--sampled", type=int, help="test prompts for the sampled metrics (default: the task's plan)")
+    ap.add_argument("--attacks", default=ATTACKS, help="model attacks at the matched point ('' for none)")
+    ap.add_argument("--dry-run", action="store_true", help="only list the steps, marking those already done")
+    args = ap.parse_args(argv)
+    todo = steps(args.task, args.sampled, args.attacks)
+    for i, (what, cmd, done) in enumerate(todo, 1):
+        mark = "done" if done else "run"
+        print(f"[{i}/{len(todo)}] {mark:4} {what}", flush=True)
+        if args.dry_run:
+            print("       " + " ".join(cmd[1:]), flush=True)
+            continue
+        if done:
+            continue
+        rc = subprocess.call(cmd, cwd=HERE.parent)
+        if rc:
+            print(f"full bench: step {i} ({what}) failed with exit {rc}; rerun the same command to resume", file=sys.stderr)
+            return rc
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
