@@ -7,9 +7,10 @@ It chains the benchmark scripts, each of which skips the work it finds done, so 
 interruption, or on the committed results, only does what is missing:
 
 1. ``release_record.py``: round 1's Reveal on the original model (forget set, keep side, dev probe), and
-   a second record with the same keep side whose forget set is the task's real data (as many rows);
+   a second record with the same keep side whose forget set is the task's real data (as many rows), and
+   any Reveal variant the task declares (Reveal again, with other seeds or oracle, on the same keep side);
 2. ``release_sweep.py``: negation-strength curves on the dev probe, for one-shot pem-negation (defaults)
-   on both records and for revrel's Release at the task's preset settings on the self-generated one;
+   on both records and for revrel's Release at its best dev settings on the self-generated ones;
 3. ``baseline_sweep.py``: NPO and GradDiff (with their retain term) on the real-data record, by steps;
 4. ``matched_test.py``: every method rebuilt at the dev strengths around +0.05 nats/token of utility
    change and scored on the TEST probe, its sampled metrics there, and model attacks on revrel and NPO;
@@ -36,10 +37,11 @@ ATTACKED = "revrel_release_reveal_s_data,npo_real_data"  # matched_test.py's slu
 
 @dataclass(frozen=True)
 class Sweep:
-    """One curve on a record: fixed ``--set`` overrides (their order is the settings' identity in sweep.jsonl),
-    and the strengths: lambdas for a negation, optimizer steps for a gradient baseline (``method``)."""
+    """One curve on a record (``rec``: '' the self-generated one, 'real' the real-data one, else a Reveal variant's
+    name): fixed ``--set`` overrides (their order is the settings' identity in sweep.jsonl), and the strengths:
+    lambdas for a negation, optimizer steps for a gradient baseline (``method``)."""
 
-    real: bool
+    rec: str
     sets: tuple[str, ...]
     strengths: tuple[float, ...]
     method: str = ""
@@ -52,38 +54,53 @@ class Sweep:
 class Plan:
     sweeps: tuple[Sweep, ...]
     sampled: int  # test prompts for the sampled metrics at each method's matched point
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (name, --set): Reveal run again on the self record's keep side
+
+
+# NER: Reveal asked for news sentences (a person beside an organisation and a place, the probe's form), scored
+# by the oracle that counts sentences naming a person with a verb. It ties with Reveal's lists of names on dev.
+NEWS_SEEDS = [
+    "Write five one-line Reuters-style news items, each naming a person, the organisation they lead and a city.",
+    "Write a short sports news wire saying which named players scored for which clubs, and in which city.",
+    "Write a news sentence quoting a named government minister of a named country about a named company.",
+    "Write three news sentences, each naming a businessman, his company and the city where he spoke.",
+]
 
 
 PEM = (0.5, 1.0, 2.0, 4.0)
 PLANS: dict[str, Plan] = {
     "code": Plan(sampled=32, sweeps=(
-        Sweep(False, (), (0.5, 1.0, 2.0, 4.0, 8.0)),
-        Sweep(False, ("release.span_loss=true", r"release.negate_only=layers\.2[0-9]\.mlp", "release.ext_sub=both"), (8.0, 12.0, 16.0)),
-        Sweep(True, (), (0.25, 0.5, 1.0, 2.0, 4.0)),
-        Sweep(True, (), (4, 8, 12, 16), "npo"),
-        Sweep(True, (), (4, 8, 16), "graddiff"),
+        Sweep("", (), (0.5, 1.0, 2.0, 4.0, 8.0)),
+        Sweep("", ("release.span_loss=true", r"release.negate_only=layers\.2[0-9]\.mlp", "release.ext_sub=both"), (8.0, 12.0, 16.0)),
+        Sweep("real", (), (0.25, 0.5, 1.0, 2.0, 4.0)),
+        Sweep("real", (), (4, 8, 12, 16), "npo"),
+        Sweep("real", (), (4, 8, 16), "graddiff"),
     )),
     "toxicity": Plan(sampled=100, sweeps=(
-        Sweep(False, (), (1.0, 2.0, 4.0, 8.0)),
-        Sweep(False, ("release.span_loss=true", "release.negate_only=mlp"), (2.0, 4.0, 8.0, 16.0)),
-        Sweep(True, ("release.span_loss=false",), PEM),
-        Sweep(True, ("release.span_loss=true",), PEM),
-        Sweep(True, (), (8, 16, 32), "npo"),
-        Sweep(True, (), (8, 16, 32), "graddiff"),
+        Sweep("", (), (1.0, 2.0, 4.0, 8.0)),
+        Sweep("", ("release.span_loss=true", "release.negate_only=mlp"), (2.0, 4.0, 8.0, 16.0)),
+        Sweep("real", ("release.span_loss=false",), PEM),
+        Sweep("real", ("release.span_loss=true",), PEM),
+        Sweep("real", (), (8, 16, 32), "npo"),
+        Sweep("real", (), (8, 16, 32), "graddiff"),
     )),
-    "ner": Plan(sampled=100, sweeps=(
-        Sweep(False, (), (1.0, 2.0, 4.0, 8.0)),
-        Sweep(False, ("release.span_loss=true", "release.ext_sub=both"), (0.25, 0.5, 1.0, 2.0)),
-        Sweep(True, ("release.span_loss=false",), (0.25, 0.5, 1.0, 2.0)),
-        Sweep(True, ("release.span_loss=true",), (0.25, 0.5, 1.0, 2.0)),
-        Sweep(True, (), (2, 4, 8, 16), "npo"),
-        Sweep(True, (), (2, 4, 8, 16), "graddiff"),
+    "ner": Plan(sampled=100, variants=(("news", ("reveal.oracle=spacy-person-prose", f"reveal.extra_instructions={json.dumps(NEWS_SEEDS)}")),),
+                sweeps=(
+        Sweep("", (), (1.0, 2.0, 4.0, 8.0)),
+        Sweep("", ("release.span_loss=true", "release.ext_sub=both"), (0.25, 0.5, 1.0, 2.0)),
+        Sweep("news", ("release.span_loss=true",), (0.25, 0.5, 1.0, 2.0)),
+        Sweep("news", ("release.span_loss=true", "release.ext_sub=both"), (0.25, 0.5, 1.0, 2.0)),
+        Sweep("real", ("release.span_loss=false",), (0.25, 0.5, 1.0, 2.0)),
+        Sweep("real", ("release.span_loss=true",), (0.25, 0.5, 1.0, 2.0)),
+        Sweep("real", (), (2, 4, 8, 16), "npo"),
+        Sweep("real", (), (2, 4, 8, 16), "graddiff"),
     )),
 }
 
 
-def records(task: str) -> tuple[Path, Path]:
-    return RES / f"release_rec_{task}", RES / f"release_rec_{task}_real"
+def record(task: str, name: str = "") -> Path:
+    """``release_rec_T`` (self-generated), ``release_rec_T_real`` or a Reveal variant's ``release_rec_T_<name>``."""
+    return RES / (f"release_rec_{task}_{name}" if name else f"release_rec_{task}")
 
 
 def sweep_missing(rec: Path, s: Sweep) -> list[float]:
@@ -98,7 +115,7 @@ def steps(task: str, sampled: int | None = None, attacks: str = ATTACKS) -> list
     """Each step as (what, argv, done); a done step is skipped. Matched bench and docs always run: they skip
     their own finished parts and only rewrite the summaries."""
     plan = PLANS[task]
-    own, real = records(task)
+    own, real = record(task), record(task, "real")
     py = [sys.executable]
     out: list[tuple[str, list[str], bool]] = []
     out.append(("Reveal record (self-generated forget set)",
@@ -108,8 +125,13 @@ def steps(task: str, sampled: int | None = None, attacks: str = ATTACKS) -> list
     out.append(("real-data record (same keep side and probe)",
                 py + [str(HERE / "release_record.py"), "--task", task, "--real", str(n_real), "--like", str(own), "--out", str(real)],
                 (real / "record.json").is_file()))
+    for name, sets in plan.variants:
+        var = record(task, name)
+        out.append((f"Reveal variant '{name}' (same keep side and probe)",
+                    py + [str(HERE / "release_record.py"), "--task", task, "--like", str(own), "--out", str(var)]
+                    + [x for kv in sets for x in ("--set", kv)], (var / "record.json").is_file()))
     for s in plan.sweeps:
-        rec = real if s.real else own
+        rec = record(task, s.rec)
         if s.method:
             argv = py + [str(HERE / "baseline_sweep.py"), "--rec", str(rec), "--method", s.method, "--steps", *map(str, s.strengths)]
         else:

@@ -83,8 +83,8 @@ def test_full_bench_sweeps_every_setting_the_matched_bench_compares():
     fb, mt = _full_bench(), _matched_test()
     for task, plan in fb.PLANS.items():
         for m in mt.plan(task, mt.BUDGET):
-            real = m["rec"].endswith("_real")
-            s = next((s for s in plan.sweeps if s.real == real and s.settings() == m["settings"]), None)
+            rec = Path(m["rec"]).name.removeprefix(f"release_rec_{task}").lstrip("_")  # '', 'real' or a Reveal variant
+            s = next((s for s in plan.sweeps if s.rec == rec and s.settings() == m["settings"]), None)
             assert s is not None, f"{task}: no full-bench sweep makes {m['family']} {m['settings']}"
             halved = {min(s.strengths) / 2} if not s.method else set()  # matched_test's extra point below a first crossing
             assert set(m["strengths"]) <= set(s.strengths) | halved, (task, m["family"], m["strengths"], s.strengths)
