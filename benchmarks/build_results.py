@@ -180,11 +180,12 @@ def task_records(task: str) -> list[Path]:
 
 
 def reveal_variant(rec: Path) -> str:
-    """``Reveal oracle=...`` for a record whose Reveal ran with other settings (``release_record.py --like --set``), else ''."""
+    """``Reveal 'name': oracle=...`` for a record whose Reveal ran with other settings (``release_record.py --like --set``), else ''."""
     f = rec / "record.json"
     over = json.loads(f.read_text()).get("reveal_overrides") if f.is_file() else None
     items = (over or {}).get("reveal", {}).items()
-    return "Reveal " + ", ".join(f"{k}={v}" if not isinstance(v, list) else f"{len(v)} {k}" for k, v in items) if over else ""
+    name = rec.name.split("_", 3)[-1]  # release_rec_<task>_<variant>
+    return f"Reveal '{name}': " + ", ".join(f"{k}={v}" if not isinstance(v, list) else f"{len(v)} {k}" for k, v in items) if over else ""
 
 
 def _rank(r: dict) -> tuple:
