@@ -276,6 +276,18 @@ def matched_test_results() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(RES.glob("matched_test_*/matched.json"))]
 
 
+def quick_point(task: str) -> dict | None:
+    """The README's quick run on ``task`` (``benchmarks/results/quick_T``: its report.json and run.json), or None."""
+    d = RES / f"quick_{task}"
+    if not (d / "report.json").is_file():
+        return None
+    rep, run = json.loads((d / "report.json").read_text()), json.loads((d / "run.json").read_text())
+    ch, after = rep["after"]["probes"]["change"], rep["after"]
+    keep = {k: after[k] for k in after.get("intervals", {}) if isinstance(after.get(k), (int, float))}
+    return {"target": ch["target"], "utility": ch["utility"], "rounds": len(rep["rounds"]), "wall_s": run["wall_s"], "peak_rss_GB": run["peak_rss_GB"],
+            "sampled": dict(keep, intervals={k: after["intervals"][k] for k in keep}), "sampled_n": after.get("n_prompts") or after.get("n_problems") or after.get("n_sentences") or "-"}
+
+
 def sec_matched_test(notes: dict[str, str]) -> list[str]:
     results = matched_test_results()
     if not results:
@@ -287,7 +299,8 @@ def sec_matched_test(notes: dict[str, str]) -> list[str]:
            "nats/token of utility change, and scored on the task's **test** probe (the preset's probe). The number is the target "
            "change at +0.05 interpolated on the test points themselves; nothing is chosen on test. Wall time and peak memory are "
            "the method's own subprocess (rebuilding from the dev sweep's saved PEMs, or training a gradient baseline again, plus "
-           "the test scoring); the preset row is the full `revrel unlearn` run.", ""]
+           "the test scoring); the preset row is the full `revrel unlearn` run, and the quick row is the README's command with "
+           "its defaults (its probe at this table's size, its sampled metrics at the quick profile's).", ""]
     for m in results:
         out += [f"### {m['task']} (`{LINK}/matched_test_{m['task']}/`; test probe: {m['probe']['probe_items']} texts per group)", "",
                 "| method | setting | target change at utility +0.05 (test) | dev prediction | test points: strength -> target / utility "
@@ -301,6 +314,11 @@ def sec_matched_test(notes: dict[str, str]) -> list[str]:
             samp = f"at {r['strength']} {r['sampled_at']:.3g}: {sampled(r['sampled'])}" if r.get("sampled") else "-"
             out.append(f"| {r['family']} | {r['setting']} | {test} | {_f(r['dev_at_budget']) if r['dev_at_budget'] is not None else 'not reached on dev'} | {r['strength']} {pts} | {samp} | "
                        f"{r.get('wall_s', '-')} | {r.get('peak_rss_GB', '-')} |")
+        q = quick_point(m["task"])
+        if q:
+            out.append(f"| revrel quick (README defaults) | `revrel unlearn --task {m['task']}`, {q['rounds']} rounds | at its own cost: "
+                       f"{pm_change(q['target'])} / {pm_change(q['utility'])} | - | - | {sampled(q['sampled'])} ({q['sampled_n']} prompts) | "
+                       f"{q['wall_s']} | {q['peak_rss_GB']} |")
         if m.get("preset"):
             p = m["preset"]
             out.append(f"| {p['family']} | {p['setting']} | at its own cost: {pm_change(p['target'])} / {pm_change(p['utility'])} | - | - | "
