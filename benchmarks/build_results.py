@@ -58,6 +58,12 @@ def findings() -> dict[str, str]:
     return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
 
 
+def with_intervals(metrics: dict) -> dict:
+    """The numeric metrics that have a bootstrap interval, with those intervals (what the tables show)."""
+    keep = {k: metrics[k] for k in metrics.get("intervals") or {} if isinstance(metrics.get(k), (int, float))}
+    return dict(keep, intervals={k: metrics["intervals"][k] for k in keep})
+
+
 def sampled(metrics: dict) -> str:
     """Every metric that has a bootstrap interval, as 'name value [lo, hi]'."""
     iv = metrics.get("intervals") or {}
@@ -283,9 +289,8 @@ def quick_point(task: str) -> dict | None:
         return None
     rep, run = json.loads((d / "report.json").read_text()), json.loads((d / "run.json").read_text())
     ch, after = rep["after"]["probes"]["change"], rep["after"]
-    keep = {k: after[k] for k in after.get("intervals", {}) if isinstance(after.get(k), (int, float))}
     return {"target": ch["target"], "utility": ch["utility"], "rounds": len(rep["rounds"]), "wall_s": run["wall_s"], "peak_rss_GB": run["peak_rss_GB"],
-            "sampled": dict(keep, intervals={k: after["intervals"][k] for k in keep}), "sampled_n": after.get("n_prompts") or after.get("n_problems") or after.get("n_sentences") or "-"}
+            "sampled": with_intervals(after), "sampled_n": after.get("n_prompts") or after.get("n_problems") or after.get("n_sentences") or "-"}
 
 
 def sec_matched_test(notes: dict[str, str]) -> list[str]:

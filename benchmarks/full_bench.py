@@ -29,6 +29,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from revrel.io import read_jsonl
+
 HERE = Path(__file__).resolve().parent
 RES = HERE / "results"
 ATTACKS = "int8,gguf-q4_1,relearn"
@@ -106,7 +108,7 @@ def record(task: str, name: str = "") -> Path:
 def sweep_missing(rec: Path, s: Sweep) -> list[float]:
     """The strengths of ``s`` that ``rec``'s sweep.jsonl does not hold yet (the scripts' own resume rule)."""
     f = rec / "sweep.jsonl"
-    rows = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()] if f.is_file() else []
+    rows = read_jsonl(f, allow_empty=True) if f.is_file() else []
     have = {float(r["lambda"]) for r in rows if json.dumps(r["settings"]) == json.dumps(s.settings())}
     return [x for x in s.strengths if float(x) not in have]
 
@@ -154,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attacks", default=ATTACKS, help="model attacks at the matched point ('' for none)")
     ap.add_argument("--dry-run", action="store_true", help="only list the steps, marking those already done")
     args = ap.parse_args(argv)
-    todo = steps(args.task, args.sampled, args.attacks)
-    for i, (what, cmd, done) in enumerate(todo, 1):
-        mark = "done" if done else "run"
-        print(f"[{i}/{len(todo)}] {mark:4} {what}", flush=True)
+    n = len(steps(args.task, args.sampled, args.attacks))
+    for i in range(1, n + 1):
+        # planned again before each step: a step's argv can depend on what the steps before it wrote (the real-data
+        # record is as large as the Reveal record's forget set)
+        what, cmd, done = steps(args.task, args.sampled, args.attacks)[i - 1]
+        print(f"[{i}/{n}] {'done' if done else 'run':4} {what}", flush=True)
         if args.dry_run:
             print("       " + " ".join(cmd[1:]), flush=True)
             continue

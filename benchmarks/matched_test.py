@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_results import matched_rows  # noqa: E402
+from build_results import matched_rows, with_intervals  # noqa: E402
 from end_to_end import timed_run  # noqa: E402
 from release_sweep import at_budget, negation_point  # noqa: E402
 
@@ -92,8 +92,7 @@ def sampled_metrics(task_name: str, model, tok, reference, n: int) -> dict:
     t0 = time.time()
     m = task.evaluate(inference_view(model, cfg.gen_dtype), tok, task.eval_config(cfg.eval), task.oracle(cfg.reveal.oracle), seed=cfg.seed,
                       reference=None if reference is None else inference_view(reference, cfg.gen_dtype))
-    keep = {k: m[k] for k in m["intervals"] if isinstance(m.get(k), (int, float))}
-    return dict(keep, intervals={k: m["intervals"][k] for k in keep}, n_prompts=n, seconds=round(time.time() - t0, 1))
+    return dict(with_intervals(m), n_prompts=n, seconds=round(time.time() - t0, 1))
 
 
 def matched_strength(points: list[dict], continuous: bool) -> float:

@@ -7,33 +7,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_results_doc_matches_the_results_files():
+def _bench(name: str):
+    """A script of benchmarks/ as a module (they import each other by bare name)."""
+    import importlib
+
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import build_results
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_results_doc_matches_the_results_files():
+    build_results = _bench("build_results")
     assert (ROOT / "docs" / "results.md").read_text() == build_results.build(), "run: python benchmarks/build_results.py"
 
 
 def test_findings_sections_name_sources_the_builder_knows():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import build_results
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    build_results = _bench("build_results")
     known = set(build_results.SECTIONS) | {"summary"} | {p.name for p in (ROOT / "benchmarks" / "results").iterdir() if p.is_dir()}
     unknown = set(build_results.findings()) - known
     assert not unknown, f"FINDINGS.md sections with no matching results: {sorted(unknown)}"
 
 
 def _matched_test():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import matched_test
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return matched_test
+    return _bench("matched_test")
 
 
 def _pts(pairs, key="lambda"):
@@ -69,12 +67,7 @@ def test_matched_test_rebuilds_a_method_whose_dev_plan_changed():
 
 
 def _full_bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import full_bench
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return full_bench
+    return _bench("full_bench")
 
 
 def test_full_bench_sweeps_every_setting_the_matched_bench_compares():
@@ -117,6 +110,32 @@ def test_full_bench_resumes_from_what_the_results_hold(tmp_path):
     assert set(m[4:]) == {"run"}
     out = subprocess.run(script, capture_output=True, text=True, check=True).stdout
     assert "--real 7 " in out  # the real-data record is as large as Reveal's forget set
+
+
+def test_full_bench_plans_each_step_after_the_ones_before_it_ran(tmp_path):
+    """From nothing: the real-data record's size is only known once the Reveal record exists, so a step's argv must be
+    planned after the steps before it ran. The benchmark scripts are stood in for by one that logs its argv (and, as
+    release_record.py, writes a record): what is tested is the chaining, not the scripts."""
+    import shutil
+    import subprocess
+
+    bench = tmp_path / "benchmarks"
+    (bench / "results").mkdir(parents=True)
+    shutil.copy(ROOT / "benchmarks" / "full_bench.py", bench)
+    stand_in = (
+        "import json, sys\nfrom pathlib import Path\n"
+        f"open({str(tmp_path / 'calls.log')!r}, 'a').write(Path(sys.argv[0]).name + ' ' + ' '.join(sys.argv[1:]) + '\\n')\n"
+        "a = sys.argv[1:]\n"
+        "if Path(sys.argv[0]).name == 'release_record.py':\n"
+        "    out = Path(a[a.index('--out') + 1]); out.mkdir(parents=True, exist_ok=True)\n"
+        "    (out / 'record.json').write_text(json.dumps({'forget_size': 5}))\n")
+    for name in ("release_record.py", "release_sweep.py", "baseline_sweep.py", "matched_test.py", "build_results.py"):
+        (bench / name).write_text(stand_in)
+    subprocess.run([sys.executable, str(bench / "full_bench.py"), "--task", "toxicity"], check=True, capture_output=True)
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls[0].startswith("release_record.py") and "--real" not in calls[0]
+    assert calls[1].startswith("release_record.py") and "--real 5 " in calls[1]
+    assert [c.split()[0] for c in calls[-2:]] == ["matched_test.py", "build_results.py"]
 
 
 def test_bench_full_needs_a_checkout_and_quick_needs_out(tmp_path):
