@@ -80,6 +80,8 @@ class ReleaseConfig:
     lambda_neg: float = 1.0
     lambda_orth: float = 0.1
     retain_anchor: float = 0.0  # weight of the squared change of retain-token log-probs while training a forget PEM (0: off)
+    keep_contrast: float = 0.0  # weight of a DPO-style term that trains the forget PEM to raise forget text more than keep text (0: off)
+    contrast_beta: float = 5.0  # its sharpness: the margin (nats/token) saturates near a few / contrast_beta
     anchor_lambda: float = 0.0  # where the anchor looks: 0 on W + delta (first order); lam > 0 on the negated model W - lam * delta
     merge: bool = True  # false: model/ keeps the original weights; the rounds live on as adapters/negated_round_k (load_stacked)
     budget_pacing: bool = True  # round k may spend utility_budget ** (k / rounds), so early rounds leave room for later ones
@@ -174,6 +176,8 @@ class RunConfig:
         _check(0.0 < s.lr <= 1.0, "release.lr must be in (0, 1]")
         _check(s.lambda_neg >= 0 and s.lambda_neg <= 100, "release.lambda_neg must be in [0, 100]")
         _check(s.retain_anchor >= 0, "release.retain_anchor must be >= 0")
+        _check(s.keep_contrast >= 0, "release.keep_contrast must be >= 0")
+        _check(s.contrast_beta > 0, "release.contrast_beta must be > 0")
         if s.negate_only:
             import re
 

@@ -124,9 +124,9 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     span_info = None
     if s.span_loss:
         rows, span_info = with_target_spans(ctx.task, rows)
-    anchor = read_jsonl(ctx.run.root / "retain.jsonl", allow_empty=True) if s.retain_anchor > 0 else None
+    keep = read_jsonl(ctx.run.root / "retain.jsonl", allow_empty=True) if s.retain_anchor > 0 or s.keep_contrast > 0 else None
     peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM",
-                                 anchor_rows=anchor)
+                                 retain_rows=keep)
     faults.point(f"round{k}:trained")
     ext = None
     if s.ext_sub != "none":

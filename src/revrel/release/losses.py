@@ -24,6 +24,19 @@ def simnpo_loss(logp: torch.Tensor, n: torch.Tensor, beta: float, gamma: float =
     return -(2.0 / beta) * F.logsigmoid(-(beta / n) * logp - gamma).mean()
 
 
+def keep_contrast_loss(d_forget: torch.Tensor, d_keep: torch.Tensor, beta: float) -> torch.Tensor:
+    """DPO-style contrast with the keep side as the rejected answer, over every (forget, keep) pair.
+
+    ``d_forget`` / ``d_keep``: each sequence's change of mean per-token log-prob from the reference
+    model. The loss -(1/beta) log sigmoid(beta * (d_f - d_k)) pushes the forget PEM to raise the forget
+    text *more than* the keep text, so its negation lowers the target more than what should be kept.
+    The 1/beta keeps the gradient at a zero margin (-1/2) the same for every beta; beta sets where it
+    saturates (a margin of a few / beta nats/token), which bounds how far the PEM pushes the keep side.
+    """
+    margin = d_forget[:, None] - d_keep[None, :]
+    return -(1.0 / beta) * F.logsigmoid(beta * margin).mean()
+
+
 def seq_logp(model, tokenizer, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed response log-prob, response token count >= 1) per sequence, with gradients."""
     from revrel.models.generation import token_logprobs

@@ -18,6 +18,7 @@ from revrel.config import ReleaseConfig
 from revrel.models.encoding import encode_pair
 from revrel.models.generation import labelled_logits, token_lp
 from revrel.progress import progress_bar
+from revrel.release.losses import keep_contrast_loss
 from revrel.release.orthogonality import lora_A, orthogonality_loss
 
 
@@ -27,6 +28,7 @@ class TrainLog:
     loss: list[float] = field(default_factory=list)
     orth: list[float] = field(default_factory=list)
     anchor: list[float] = field(default_factory=list)
+    contrast: list[float] = field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
 
@@ -34,6 +36,7 @@ class TrainLog:
         return {"steps": self.steps, "first_loss": self.loss[0] if self.loss else None, "last_loss": self.loss[-1] if self.loss else None,
                 "first_orth": self.orth[0] if self.orth else None, "last_orth": self.orth[-1] if self.orth else None,
                 "last_anchor": self.anchor[-1] if self.anchor else None,
+                "first_contrast": self.contrast[0] if self.contrast else None, "last_contrast": self.contrast[-1] if self.contrast else None,
                 "tokens": self.tokens, "seconds": round(self.seconds, 2)}
 
 
@@ -120,6 +123,34 @@ class RetainAnchor:
         return ((lp.float() - self.base[j]) ** 2 * mask).sum() / mask.sum().clamp(min=1)
 
 
+def mean_lp(lp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each sequence's mean log-prob over its labelled tokens (0 for a sequence with none)."""
+    return (lp.float() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+class KeepContrast:
+    """The keep side as the forget PEM's negative (``release.keep_contrast``, issue 16).
+
+    Span loss and Ext-Sub shape *what* the PEM learns, but the PEM still raises the likelihood of
+    everything its forget text shares with the keep side (news style, capitalised names of any type),
+    and negation then lowers all of it. This term trains the PEM to raise the forget text's mean token
+    log-prob more than the keep text's (``keep_contrast_loss``), against the model without the LoRA as
+    reference, so the shared part is what the PEM is pushed *not* to learn.
+    """
+
+    def __init__(self, tokenizer, rows: list[dict], cfg: ReleaseConfig, seed: int) -> None:
+        self.batches = list(batches(encode_rows(tokenizer, rows, cfg.max_length), cfg.batch_size, 1, seed))
+        self.tokenizer, self.beta, self.i = tokenizer, cfg.contrast_beta, 0
+
+    def __call__(self, peft_model, train_model, forget_batch, f_lp: torch.Tensor, f_mask: torch.Tensor) -> torch.Tensor:
+        keep, self.i = self.batches[self.i % len(self.batches)], self.i + 1
+        with torch.no_grad(), peft_model.disable_adapter():
+            f_ref = mean_lp(*token_lp(train_model, self.tokenizer, forget_batch))
+            k_ref = mean_lp(*token_lp(train_model, self.tokenizer, keep))
+        k_lp, k_mask = token_lp(train_model, self.tokenizer, keep)
+        return keep_contrast_loss(mean_lp(f_lp, f_mask) - f_ref, mean_lp(k_lp, k_mask) - k_ref, self.beta)
+
+
 def distributed():
     """An ``accelerate.Accelerator`` when launched with several processes (``accelerate launch`` / torchrun), else None.
 
@@ -136,15 +167,18 @@ def distributed():
 
 
 def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: int, prev_A: dict[str, torch.Tensor] | None = None,
-              desc: str = "train PEM", anchor_rows: list[dict] | None = None):
+              desc: str = "train PEM", retain_rows: list[dict] | None = None):
     """Wrap ``model`` with a fresh LoRA, train it on ``rows``; returns (peft model, log).
+
+    ``retain_rows`` (the keep side) feed the retain anchor and the keep contrast when their weights are on.
 
     Under ``accelerate launch`` (DDP) each rank takes every world_size-th batch and gradients are
     averaged, so all ranks end with identical adapters; nothing changes for the caller.
     """
     torch.manual_seed(seed)
-    anchor = (RetainAnchor(model, tokenizer, anchor_rows, cfg, seed + 1, at=cfg.anchor_lambda)
-              if anchor_rows and cfg.retain_anchor > 0 else None)
+    anchor = (RetainAnchor(model, tokenizer, retain_rows, cfg, seed + 1, at=cfg.anchor_lambda)
+              if retain_rows and cfg.retain_anchor > 0 else None)
+    contrast = KeepContrast(tokenizer, retain_rows, cfg, seed + 2) if retain_rows and cfg.keep_contrast > 0 else None
     peft_model = get_peft_model(model, lora_config(cfg))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -165,10 +199,17 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
     bar = progress_bar(all_batches, total=total, desc=desc, disable=rank != 0)
     for step, batch in enumerate(bar, 1):
         with train_autocast(peft_model, cfg.train_dtype):
-            loss, ntok = batch_loss(train_model, tokenizer, batch)
+            if contrast:  # one forward of the forget batch serves both the NLL and the contrast
+                lp, mask = token_lp(train_model, tokenizer, batch)
+                ntok = int(mask.sum())
+                loss = -(lp * mask).sum() / max(ntok, 1)
+                con = contrast(peft_model, train_model, batch, lp, mask)
+            else:
+                loss, ntok = batch_loss(train_model, tokenizer, batch)
+                con = torch.zeros(())
             anc = anchor(train_model) if anchor else torch.zeros(())
         orth = orthogonality_loss(prev_A, lora_A(peft_model), cfg.orth_norm) if prev_A else torch.zeros(())
-        total_loss = (loss + cfg.lambda_orth * orth + cfg.retain_anchor * anc) / cfg.grad_accum
+        total_loss = (loss + cfg.lambda_orth * orth + cfg.retain_anchor * anc + cfg.keep_contrast * con) / cfg.grad_accum
         acc.backward(total_loss) if acc else total_loss.backward()
         if step % cfg.grad_accum == 0 or step == total:
             opt.step()
@@ -177,6 +218,7 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
         log.loss.append(round(float(loss.detach()), 5))
         log.orth.append(round(float(orth.detach()), 5))
         log.anchor.append(round(float(anc.detach()), 6))
+        log.contrast.append(round(float(con.detach()), 5))
         bar.set_postfix(loss=f"{log.loss[-1]:.3f}", orth=f"{log.orth[-1]:.3g}")
     peft_model.eval()
     log.seconds = time.time() - t0
