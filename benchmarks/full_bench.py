@@ -12,9 +12,10 @@ interruption, or on the committed results, only does what is missing:
 2. ``release_sweep.py``: negation-strength curves on the dev probe, for one-shot pem-negation (defaults)
    on both records and for revrel's Release at its best dev settings on the self-generated ones;
 3. ``baseline_sweep.py``: NPO and GradDiff (with their retain term) on the real-data record, by steps;
-4. ``matched_test.py``: every method rebuilt at the dev strengths around +0.05 nats/token of utility
+4. ``quick_row.py``: the README's quick run (its defaults), timed, as the table's "revrel quick" row;
+5. ``matched_test.py``: every method rebuilt at the dev strengths around +0.05 nats/token of utility
    change and scored on the TEST probe, its sampled metrics there, and model attacks on revrel and NPO;
-5. ``build_results.py``: docs/results.md.
+6. ``build_results.py``: docs/results.md.
 
 The sweeps below are the settings each method is compared at (chosen on dev; FINDINGS.md says how):
 a step list is data, so a new setting or method is one more line.
@@ -141,6 +142,8 @@ def steps(task: str, sampled: int | None = None, attacks: str = ATTACKS) -> list
         argv += [x for kv in s.sets for x in ("--set", kv)]
         what = f"{s.method or 'negation'} sweep on {rec.name} {s.settings() or '(defaults)'}"
         out.append((what, argv, (rec / "record.json").is_file() and not sweep_missing(rec, s)))
+    out.append(("revrel quick (the README's defaults, timed)", py + [str(HERE / "quick_row.py"), "--task", task],
+                (RES / f"quick_{task}" / "report.json").is_file()))
     n = plan.sampled if sampled is None else sampled
     out.append(("matched test bench (+ sampled metrics, attacks)",
                 py + [str(HERE / "matched_test.py"), "--task", task, "--sampled", str(n)]

@@ -129,13 +129,13 @@ def test_full_bench_plans_each_step_after_the_ones_before_it_ran(tmp_path):
         "if Path(sys.argv[0]).name == 'release_record.py':\n"
         "    out = Path(a[a.index('--out') + 1]); out.mkdir(parents=True, exist_ok=True)\n"
         "    (out / 'record.json').write_text(json.dumps({'forget_size': 5}))\n")
-    for name in ("release_record.py", "release_sweep.py", "baseline_sweep.py", "matched_test.py", "build_results.py"):
+    for name in ("release_record.py", "release_sweep.py", "baseline_sweep.py", "quick_row.py", "matched_test.py", "build_results.py"):
         (bench / name).write_text(stand_in)
     subprocess.run([sys.executable, str(bench / "full_bench.py"), "--task", "toxicity"], check=True, capture_output=True)
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert calls[0].startswith("release_record.py") and "--real" not in calls[0]
     assert calls[1].startswith("release_record.py") and "--real 5 " in calls[1]
-    assert [c.split()[0] for c in calls[-2:]] == ["matched_test.py", "build_results.py"]
+    assert [c.split()[0] for c in calls[-3:]] == ["quick_row.py", "matched_test.py", "build_results.py"]
 
 
 def test_bench_full_needs_a_checkout_and_quick_needs_out(tmp_path):
