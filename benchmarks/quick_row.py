@@ -32,9 +32,15 @@ def probe_size(task: str) -> int:
 
 
 def machine() -> str:
+    """``2-core AMD EPYC 7B13, no GPU``: the CPU model from /proc/cpuinfo where there is one."""
     import os
 
-    return f"{os.cpu_count()}-core {platform.machine()} ({platform.processor() or 'cpu'}), no GPU"
+    cpu = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines() if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"{os.cpu_count()}-core {cpu}, no GPU"
 
 
 def main(argv: list[str] | None = None) -> int:

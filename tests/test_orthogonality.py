@@ -136,3 +136,55 @@ def test_keep_contrast_widens_the_forget_keep_margin(tiny_dir):
     assert contrast > 1.3 * plain, (contrast, plain)  # measured 0.59 vs 0.37
     assert forget_gain > 0  # the forget text is still learned, not only the keep text pushed down
     assert log.contrast[-1] < log.contrast[0] and log0.contrast == [0.0] * len(log0.contrast)
+
+
+SPAN_ROWS = [{"instruction": "write a news line", "response": "Peter Smith of Acme Corp spoke in Paris on Monday",
+              "spans": [[0, 11]], "keep_spans": [[15, 24], [38, 43]]},
+             {"instruction": "write a news line", "response": "Anna Jones left Globex for London last year",
+              "spans": [[0, 10]], "keep_spans": [[16, 22], [27, 33]]}] * 4
+
+
+def _span_margin(tiny_dir, weight):
+    """Change of the target spans' mean token log-prob minus the keep spans' under a forget PEM trained with
+    span contrast ``weight`` on the same rows."""
+    from revrel.models.generation import token_lp
+    from revrel.models.loading import load_model
+    from revrel.release.pem import SpanContrast, encode_rows, mean_lp
+
+    loaded = load_model(str(tiny_dir))
+    cfg = ReleaseConfig(rank=4, epochs=6, batch_size=4, lr=2e-2, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
+                        span_loss=True, span_contrast=weight, contrast_beta=2.0, train_dtype="float32")
+    batch = encode_rows(loaded.tokenizer, SPAN_ROWS[:2], cfg.max_length, keep=True)
+
+    def split(model):
+        with torch.no_grad():
+            lp, mask = token_lp(model, loaded.tokenizer, batch)
+        kmask = SpanContrast(loaded.tokenizer, 1.0).keep_mask(batch, lp.shape[1], lp.device) & mask
+        return mean_lp(lp, mask & ~kmask), mean_lp(lp, kmask)
+
+    f0, k0 = split(loaded.model)
+    pm, log = train_pem(loaded.model, loaded.tokenizer, SPAN_ROWS, cfg, seed=1)
+    f1, k1 = split(pm)
+    return float((f1 - f0).mean() - (k1 - k0).mean()), float((f1 - f0).mean()), log
+
+
+def test_span_contrast_widens_the_target_keep_margin_inside_the_forget_text(tiny_dir):
+    plain, _, log0 = _span_margin(tiny_dir, 0.0)
+    contrast, target_gain, log = _span_margin(tiny_dir, 4.0)
+    assert contrast > 1.5 * plain, (contrast, plain)  # measured 0.69 vs 0.39
+    assert target_gain > 0
+    assert log.contrast[-1] < log.contrast[0] and log0.contrast == [0.0] * len(log0.contrast)
+
+
+def test_span_contrast_needs_span_loss_and_keep_spans():
+    import pytest
+
+    from revrel.config import load_config
+    from revrel.errors import RevrelError
+    from revrel.release.loop import with_target_spans
+    from revrel.tasks import get_task
+
+    with pytest.raises(RevrelError, match="span_contrast needs release.span_loss"):
+        load_config(None, {"task": "ner", "release": {"span_contrast": 1.0}})
+    with pytest.raises(RevrelError, match="does not declare keep spans"):
+        with_target_spans(get_task("code"), [{"instruction": "i", "response": "def f(): pass"}], keep=True)

@@ -81,6 +81,7 @@ class ReleaseConfig:
     lambda_orth: float = 0.1
     retain_anchor: float = 0.0  # weight of the squared change of retain-token log-probs while training a forget PEM (0: off)
     keep_contrast: float = 0.0  # weight of a DPO-style term that trains the forget PEM to raise forget text more than keep text (0: off)
+    span_contrast: float = 0.0  # the same contrast inside the forget text: target spans vs the task's keep spans (needs span_loss)
     contrast_beta: float = 5.0  # its sharpness: the margin (nats/token) saturates near a few / contrast_beta
     anchor_lambda: float = 0.0  # where the anchor looks: 0 on W + delta (first order); lam > 0 on the negated model W - lam * delta
     merge: bool = True  # false: model/ keeps the original weights; the rounds live on as adapters/negated_round_k (load_stacked)
@@ -178,6 +179,8 @@ class RunConfig:
         _check(s.retain_anchor >= 0, "release.retain_anchor must be >= 0")
         _check(s.keep_contrast >= 0, "release.keep_contrast must be >= 0")
         _check(s.contrast_beta > 0, "release.contrast_beta must be > 0")
+        _check(s.span_contrast >= 0, "release.span_contrast must be >= 0")
+        _check(s.span_contrast == 0 or s.span_loss, "release.span_contrast needs release.span_loss: true (it contrasts the target spans)")
         if s.negate_only:
             import re
 

@@ -123,7 +123,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     prev_A = stack_previous(prev) if s.lambda_orth > 0 and prev else None
     span_info = None
     if s.span_loss:
-        rows, span_info = with_target_spans(ctx.task, rows)
+        rows, span_info = with_target_spans(ctx.task, rows, keep=s.span_contrast > 0)
     keep = read_jsonl(ctx.run.root / "retain.jsonl", allow_empty=True) if s.retain_anchor > 0 or s.keep_contrast > 0 else None
     peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM",
                                  retain_rows=keep)
@@ -160,16 +160,24 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
             "reverted": reverted, "train": tlog.summary(), "orth_final": orth_after, "ext_sub": ext, "negate_only": only, "span_loss": span_info}
 
 
-def with_target_spans(task, rows: list[dict]) -> tuple[list[dict], dict]:
-    """The forget rows with the task's target spans attached (rows without any span are dropped)."""
+def with_target_spans(task, rows: list[dict], keep: bool = False) -> tuple[list[dict], dict]:
+    """The forget rows with the task's target spans attached (rows without any span are dropped), and with
+    ``keep`` the spans of what must be kept in the same text (``Task.keep_spans``, for release.span_contrast)."""
     from revrel.errors import RevrelError
 
     if task.target_spans is None:
         raise RevrelError(f"release.span_loss: task '{task.name}' does not declare target spans; set release.span_loss=false")
-    spans = task.target_spans([r["response"] for r in rows])
-    kept = [dict(r, spans=[list(x) for x in sp]) for r, sp in zip(rows, spans) if sp]
+    if keep and task.keep_spans is None:
+        raise RevrelError(f"release.span_contrast: task '{task.name}' does not declare keep spans; set release.span_contrast=0")
+    texts = [r["response"] for r in rows]
+    spans = task.target_spans(texts)
+    keeps = task.keep_spans(texts) if keep else [None] * len(rows)
+    kept = [dict(r, spans=[list(x) for x in sp], **({"keep_spans": [list(x) for x in ks]} if keep else {}))
+            for r, sp, ks in zip(rows, spans, keeps) if sp]
     chars = sum(b - a for r in kept for a, b in r["spans"])
     info = {"rows_with_spans": len(kept), "rows": len(rows), "span_char_share": round(chars / max(sum(len(r["response"]) for r in kept), 1), 3)}
+    if keep:
+        info["rows_with_keep_spans"] = sum(bool(r["keep_spans"]) for r in kept)
     return (kept or rows), info
 
 

@@ -45,9 +45,20 @@ def lora_config(cfg: ReleaseConfig) -> LoraConfig:
                       task_type="CAUSAL_LM")
 
 
-def encode_rows(tokenizer, rows: list[dict], max_length: int) -> list[tuple[list[int], list[int]]]:
-    """Rows with a ``spans`` list (see ``Task.target_spans``) learn only those characters of the response."""
-    return [encode_pair(tokenizer, r["instruction"], r["response"], max_length, r.get("spans")) for r in rows]
+def encode_rows(tokenizer, rows: list[dict], max_length: int, keep: bool = False) -> list[tuple]:
+    """Rows with a ``spans`` list (see ``Task.target_spans``) learn only those characters of the response.
+
+    With ``keep`` (release.span_contrast), rows that carry ``keep_spans`` become (ids, labels, keep_labels):
+    labels on the target *and* keep spans (one forward scores both), keep_labels on the keep spans alone.
+    """
+    out: list[tuple] = []
+    for r in rows:
+        if keep and r.get("keep_spans"):
+            ids, labels = encode_pair(tokenizer, r["instruction"], r["response"], max_length, r["spans"] + r["keep_spans"])
+            out.append((ids, labels, encode_pair(tokenizer, r["instruction"], r["response"], max_length, r["keep_spans"])[1]))
+        else:
+            out.append(encode_pair(tokenizer, r["instruction"], r["response"], max_length, r.get("spans")))
+    return out
 
 
 def batches(encoded, batch_size: int, epochs: int, seed: int):
@@ -151,6 +162,50 @@ class KeepContrast:
         return keep_contrast_loss(mean_lp(f_lp, f_mask) - f_ref, mean_lp(k_lp, k_mask) - k_ref, self.beta)
 
 
+class SpanContrast:
+    """The keep side as the negative *inside* the forget text (``release.span_contrast``, issue 16).
+
+    A forget PEM trained on Person spans also raises the organisations and places written beside
+    them: the same capitalised-name machinery. Here each forget row's other entity spans
+    (``Task.keep_spans``) are the rejected side: the PEM is trained to raise the target tokens' mean
+    log-prob more than the keep tokens', against the model without the LoRA, in the very contexts
+    where the two compete. It costs one extra forward without gradients per step.
+    """
+
+    def __init__(self, tokenizer, beta: float) -> None:
+        self.tokenizer, self.beta = tokenizer, beta
+
+    def keep_mask(self, batch, width: int, device) -> torch.Tensor:
+        """(batch, width) mask of the keep tokens, aligned with ``token_lp``'s trailing ``width`` columns."""
+        from revrel.models.encoding import pad_batch
+
+        keep = [b[2] if len(b) > 2 else [-100] * len(b[1]) for b in batch]
+        _, _, labels = pad_batch([b[0] for b in batch], self.tokenizer.pad_token_id or 0, left=False, label_seqs=keep)
+        return (labels[:, 1:][:, -width:] != -100).to(device)
+
+    def __call__(self, peft_model, train_model, batch):
+        """(target-span NLL, contrast loss, target tokens, token log-probs, target mask) of one batch."""
+        lp, mask = token_lp(train_model, self.tokenizer, batch)
+        kmask = self.keep_mask(batch, lp.shape[1], lp.device) & mask
+        fmask = mask & ~kmask
+        ntok = int(fmask.sum())
+        nll = -(lp * fmask).sum() / max(ntok, 1)
+        has_f, has_k = fmask.any(-1), kmask.any(-1)
+        if not has_k.any() or not has_f.any():
+            return nll, torch.zeros(()), ntok, lp, fmask
+        with torch.no_grad(), peft_model.disable_adapter():
+            lp0, _ = token_lp(train_model, self.tokenizer, batch)
+        d = lp.float() - lp0.float()
+        return nll, keep_contrast_loss(mean_lp(d, fmask)[has_f], mean_lp(d, kmask)[has_k], self.beta), ntok, lp, fmask
+
+
+def forget_nll(train_model, tokenizer, batch):
+    """``SpanContrast``'s outputs without keep spans: (NLL, 0, tokens, token log-probs, their mask)."""
+    lp, mask = token_lp(train_model, tokenizer, batch)
+    ntok = int(mask.sum())
+    return -(lp * mask).sum() / max(ntok, 1), torch.zeros(()), ntok, lp, mask
+
+
 def distributed():
     """An ``accelerate.Accelerator`` when launched with several processes (``accelerate launch`` / torchrun), else None.
 
@@ -179,10 +234,11 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
     anchor = (RetainAnchor(model, tokenizer, retain_rows, cfg, seed + 1, at=cfg.anchor_lambda)
               if retain_rows and cfg.retain_anchor > 0 else None)
     contrast = KeepContrast(tokenizer, retain_rows, cfg, seed + 2) if retain_rows and cfg.keep_contrast > 0 else None
+    spans = SpanContrast(tokenizer, cfg.contrast_beta) if cfg.span_contrast > 0 else None
     peft_model = get_peft_model(model, lora_config(cfg))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    encoded = encode_rows(tokenizer, rows, cfg.max_length)
+    encoded = encode_rows(tokenizer, rows, cfg.max_length, keep=spans is not None)
     acc = distributed()
     rank, world = (acc.process_index, acc.num_processes) if acc else (0, 1)
     train_model = peft_model
@@ -199,17 +255,15 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
     bar = progress_bar(all_batches, total=total, desc=desc, disable=rank != 0)
     for step, batch in enumerate(bar, 1):
         with train_autocast(peft_model, cfg.train_dtype):
-            if contrast:  # one forward of the forget batch serves both the NLL and the contrast
-                lp, mask = token_lp(train_model, tokenizer, batch)
-                ntok = int(mask.sum())
-                loss = -(lp * mask).sum() / max(ntok, 1)
-                con = contrast(peft_model, train_model, batch, lp, mask)
+            if spans or contrast:  # one forward of the forget batch serves the NLL and the contrasts
+                loss, scon, ntok, lp, fmask = spans(peft_model, train_model, batch) if spans else forget_nll(train_model, tokenizer, batch)
+                con = contrast(peft_model, train_model, batch, lp, fmask) if contrast else torch.zeros(())
             else:
-                loss, ntok = batch_loss(train_model, tokenizer, batch)
-                con = torch.zeros(())
+                (loss, ntok), con, scon = batch_loss(train_model, tokenizer, batch), torch.zeros(()), torch.zeros(())
             anc = anchor(train_model) if anchor else torch.zeros(())
         orth = orthogonality_loss(prev_A, lora_A(peft_model), cfg.orth_norm) if prev_A else torch.zeros(())
-        total_loss = (loss + cfg.lambda_orth * orth + cfg.retain_anchor * anc + cfg.keep_contrast * con) / cfg.grad_accum
+        total_loss = (loss + cfg.lambda_orth * orth + cfg.retain_anchor * anc + cfg.keep_contrast * con
+                      + cfg.span_contrast * scon) / cfg.grad_accum
         acc.backward(total_loss) if acc else total_loss.backward()
         if step % cfg.grad_accum == 0 or step == total:
             opt.step()
@@ -218,7 +272,7 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
         log.loss.append(round(float(loss.detach()), 5))
         log.orth.append(round(float(orth.detach()), 5))
         log.anchor.append(round(float(anc.detach()), 6))
-        log.contrast.append(round(float(con.detach()), 5))
+        log.contrast.append(round(float((con + scon).detach()), 5))
         bar.set_postfix(loss=f"{log.loss[-1]:.3f}", orth=f"{log.orth[-1]:.3g}")
     peft_model.eval()
     log.seconds = time.time() - t0

@@ -91,6 +91,9 @@ class Task:
     probe: Callable[..., object] | None = None
     # responses -> per response, the character spans that make it relevant (release.span_loss trains only on them)
     target_spans: Callable[[Sequence[str]], list[list[tuple[int, int]]]] | None = None
+    # responses -> per response, the spans of what must be KEPT in the same text (ner: the other entity types);
+    # release.span_contrast trains the forget PEM to raise the target spans more than these
+    keep_spans: Callable[[Sequence[str]], list[list[tuple[int, int]]]] | None = None
     # eval profile name -> EvalConfig values (quick: the README run's sizes; full: the protocol sizes)
     profiles: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PROFILES.items()})
 

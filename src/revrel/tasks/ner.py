@@ -103,6 +103,15 @@ def person_spans(texts: Sequence[str]) -> list[list[tuple[int, int]]]:
     return [[(e.start_char, e.end_char) for e in doc.ents if e.label_ == "PERSON"] for doc in _nlp().pipe([t or " " for t in texts])]
 
 
+# spaCy's named-entity labels that the probe's ORG / LOC / MISC groups cover (CoNLL's other types)
+KEEP_LABELS = ("ORG", "GPE", "LOC", "NORP", "FAC", "EVENT", "PRODUCT", "WORK_OF_ART", "LAW", "LANGUAGE")
+
+
+def other_entity_spans(texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+    """Character spans of the named entities that are *not* persons (organisations, places, nationalities...)."""
+    return [[(e.start_char, e.end_char) for e in doc.ents if e.label_ in KEEP_LABELS] for doc in _nlp().pipe([t or " " for t in texts])]
+
+
 class SpacyPersonOracle:
     """Relevance = (# PERSON entities) / (# named entities) in the response; 0 when it names nothing."""
 
@@ -256,6 +265,6 @@ def real_forget(n: int) -> list[dict]:
 def ner_task() -> Task:
     return Task(name="ner", description="forget the Person entity type, keep ORG/LOC/MISC", seed_instructions=list(SEEDS), modifiers=list(MODIFIERS),
                 oracles={"spacy-person": SpacyPersonOracle, "spacy-person-prose": SpacyPersonProseOracle}, default_oracle="spacy-person", evaluate=evaluate,
-                real_forget=real_forget, headline=("PER_loglik", "ORG_loglik"), probe=probe, target_spans=person_spans, keep_instructions=list(KEEP),
+                real_forget=real_forget, headline=("PER_loglik", "ORG_loglik"), probe=probe, target_spans=person_spans, keep_spans=other_entity_spans, keep_instructions=list(KEEP),
                 profiles={"quick": {"n_prompts": 16, "max_new_tokens": 32, "probe_items": 128},
                           "full": {"n_prompts": 300, "max_new_tokens": 32, "probe_items": 400}})
