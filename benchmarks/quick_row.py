@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from end_to_end import timed_run  # noqa: E402
+from perf import machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RES = HERE / "results"
@@ -31,42 +31,22 @@ def probe_size(task: str) -> int:
     return int(json.loads(f.read_text())["probe"]["probe_items"]) if f.is_file() else 400
 
 
-def machine() -> str:
-    """``2-core AMD EPYC 7B13, no GPU``: the CPU model from /proc/cpuinfo where there is one."""
-    import os
-
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines() if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return f"{os.cpu_count()}-core {cpu}, no GPU"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", required=True, choices=["code", "ner", "toxicity"])
-    ap.add_argument("--runs", default="runs", help="where the run folder goes (default: runs/)")
     args = ap.parse_args(argv)
-    run_dir = Path(args.runs) / f"quick_{args.task}"
-    cmd = ["revrel", "unlearn", "--task", args.task, "--out", str(run_dir), "--overwrite", "-q", "--set", f"eval.probe_items={probe_size(args.task)}"]
-    exe = [sys.executable, "-m", "revrel.cli", *cmd[1:]]
-    t0 = time.time()
-    rc = subprocess.call(exe, cwd=HERE.parent)
-    wall = time.time() - t0
-    if rc:
-        print(f"quick row: '{' '.join(cmd)}' failed with exit {rc}; nothing was copied", file=sys.stderr)
-        return rc
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # Linux: KiB
+    run_dir = HERE.parent / "runs" / f"quick_{args.task}"
+    revrel = shutil.which("revrel") or str(Path(sys.executable).with_name("revrel"))
+    cmd = [revrel, "unlearn", "--task", args.task, "--out", str(run_dir), "--overwrite", "-q", "--set", f"eval.probe_items={probe_size(args.task)}"]
+    timing = timed_run(cmd)  # exits with the command's stderr tail when it fails; nothing is copied then
     out = RES / f"quick_{args.task}"
     out.mkdir(parents=True, exist_ok=True)
-    src = HERE.parent / run_dir
     for name in ("report.json", "config.yaml"):
-        shutil.copyfile(src / name, out / name)
-    (out / "run.json").write_text(json.dumps({"command": " ".join(cmd), "wall_s": round(wall, 1), "peak_rss_GB": round(peak_gb, 3),
-                                              "machine": machine(),
-                                              "note": "the README's quick defaults; the probe at the matched bench's test-probe size"}, indent=1) + "\n")
-    print(f"quick row: {out} ({wall / 60:.1f} min, peak RSS {peak_gb:.2f} GB)")
+        shutil.copyfile(run_dir / name, out / name)
+    timing["command"] = " ".join(["revrel", *cmd[1:]]).replace(str(HERE.parent) + "/", "")
+    note = "the README's quick defaults; the probe at the matched bench's test-probe size"
+    (out / "run.json").write_text(json.dumps(dict(timing, machine=machine(), note=note), indent=1) + "\n")
+    print(f"quick row: {out} ({timing['wall_s'] / 60:.1f} min, peak RSS {timing['peak_rss_GB']} GB)")
     return 0
 
 
