@@ -188,3 +188,15 @@ def test_span_contrast_needs_span_loss_and_keep_spans():
         load_config(None, {"task": "ner", "release": {"span_contrast": 1.0}})
     with pytest.raises(RevrelError, match="does not declare keep spans"):
         with_target_spans(get_task("code"), [{"instruction": "i", "response": "def f(): pass"}], keep=True)
+
+
+def test_span_contrast_encoding_lets_the_target_win_an_overlap(tiny):
+    """A token marked both target and keep is learned as target and never contrasted as keep."""
+    from revrel.release.pem import encode_rows
+
+    row = {"instruction": "i", "response": "Peter Smith of Acme Corp", "spans": [[0, 11]], "keep_spans": [[0, 24]]}
+    ids, labels, keep = encode_rows(tiny.tokenizer, [row], 64, keep=True)[0]
+    _, target = encode_rows(tiny.tokenizer, [dict(row, keep_spans=None)], 64)[0]
+    assert all(k == -100 for t, k in zip(target, keep) if t != -100)  # no target token on the keep side
+    assert any(k != -100 for k in keep)  # "of Acme Corp" is
+    assert [lab for lab, t, k in zip(labels, target, keep) if t != -100 or k != -100] == [t if t != -100 else k for t, k in zip(target, keep) if t != -100 or k != -100]

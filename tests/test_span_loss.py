@@ -28,19 +28,22 @@ def test_code_spans_are_the_code_block_contents():
 
 def test_person_spans_cover_the_names():
     pytest.importorskip("spacy")
-    from revrel.tasks.ner import person_spans
+    from revrel.tasks.ner import other_entity_spans, person_spans
 
     text = "Yesterday Barack Obama met Angela Merkel in Berlin."
     names = [text[a:b] for a, b in person_spans([text])[0]]
     assert names == ["Barack Obama", "Angela Merkel"]
+    assert [text[a:b] for a, b in other_entity_spans([text])[0]] == ["Berlin"]  # the keep side: not persons
 
 
 def test_toxic_spans_pick_the_toxic_sentence():
-    from revrel.tasks.toxicity import toxic_spans
+    from revrel.tasks.toxicity import civil_spans, toxic_spans
 
     text = "Thanks for the question. You are a fucking stupid idiot and I hate you. Have a nice day."
     picked = [text[a:b] for a, b in toxic_spans([text])[0]]
     assert len(picked) == 1 and "idiot" in picked[0]
+    kept = [text[a:b] for a, b in civil_spans([text])[0]]
+    assert len(kept) == 2 and not any("idiot" in k for k in kept)  # the civil sentences: the keep side of span_contrast
 
 
 def test_unlearn_with_span_loss_trains_on_spans_only(tiny_dir, tmp_path):
@@ -75,3 +78,39 @@ def test_retain_from_task_uses_the_keep_side_or_names_the_problem(tiny_dir, tmp_
 
     used = {r["instruction"] for r in read_jsonl(tmp_path / "keep" / "retain.jsonl") + read_jsonl(tmp_path / "keep" / "probe.jsonl")}
     assert used and used <= set(keep)
+
+
+def test_unlearn_with_span_contrast_marks_and_uses_keep_spans(tiny_dir, tmp_path):
+    """The Release loop attaches the task's keep spans to the forget rows and trains the contrast on them."""
+    import dataclasses
+
+    from revrel.config import load_config
+    from revrel.pipeline import unlearn
+    from revrel.tasks import TASKS
+
+    from tiny import tiny_overrides
+
+    def other_words(texts):  # every word but the first; the first word is also marked, and the target must win there
+        out = []
+        for t in texts:
+            pos, sp = 0, []
+            for w in t.split(" "):
+                if w:
+                    sp.append((pos, pos + len(w)))
+                pos += len(w) + 1
+            out.append(sp)
+        return out
+
+    def first_word(texts):  # a target span in every response, so every row has both sides
+        return [[(0, max(len(t.split(" ")[0]), 1))] for t in texts]
+
+    make = TASKS["tiny"]
+    TASKS["tiny"] = lambda: dataclasses.replace(make(), target_spans=first_word, keep_spans=other_words)
+    try:
+        report = unlearn(load_config(None, tiny_overrides(tmp_path / "sc", tiny_dir,
+                                                          release={"rounds": 1, "span_loss": True, "span_contrast": 2.0})))
+    finally:
+        TASKS["tiny"] = make
+    info, train = report["rounds"][0]["span_loss"], report["rounds"][0]["train"]
+    assert 0 < info["rows_with_keep_spans"] <= info["rows_with_spans"]
+    assert train["first_contrast"] is not None and train["first_contrast"] > 0  # log(2)/beta at the start, where margins are 0

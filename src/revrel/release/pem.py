@@ -49,13 +49,16 @@ def encode_rows(tokenizer, rows: list[dict], max_length: int, keep: bool = False
     """Rows with a ``spans`` list (see ``Task.target_spans``) learn only those characters of the response.
 
     With ``keep`` (release.span_contrast), rows that carry ``keep_spans`` become (ids, labels, keep_labels):
-    labels on the target *and* keep spans (one forward scores both), keep_labels on the keep spans alone.
+    labels on the target *and* keep tokens (one forward scores both), keep_labels on the keep tokens alone.
+    A token inside both is a target token: what is to be forgotten wins.
     """
     out: list[tuple] = []
     for r in rows:
         if keep and r.get("keep_spans"):
-            ids, labels = encode_pair(tokenizer, r["instruction"], r["response"], max_length, r["spans"] + r["keep_spans"])
-            out.append((ids, labels, encode_pair(tokenizer, r["instruction"], r["response"], max_length, r["keep_spans"])[1]))
+            ids, target = encode_pair(tokenizer, r["instruction"], r["response"], max_length, r.get("spans"))
+            kept = encode_pair(tokenizer, r["instruction"], r["response"], max_length, r["keep_spans"])[1]
+            kept = [k if t == -100 else -100 for t, k in zip(target, kept)]
+            out.append((ids, [t if t != -100 else k for t, k in zip(target, kept)], kept))
         else:
             out.append(encode_pair(tokenizer, r["instruction"], r["response"], max_length, r.get("spans")))
     return out
