@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_to_end import timed_run  # noqa: E402
-from perf import machine  # noqa: E402
+from run_preset import timed_keep  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RES = HERE / "results"
@@ -38,14 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = HERE.parent / "runs" / f"quick_{args.task}"
     revrel = shutil.which("revrel") or str(Path(sys.executable).with_name("revrel"))
     cmd = [revrel, "unlearn", "--task", args.task, "--out", str(run_dir), "--overwrite", "-q", "--set", f"eval.probe_items={probe_size(args.task)}"]
-    timing = timed_run(cmd)  # exits with the command's stderr tail when it fails; nothing is copied then
     out = RES / f"quick_{args.task}"
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("report.json", "config.yaml"):
-        shutil.copyfile(run_dir / name, out / name)
-    timing["command"] = " ".join(["revrel", *cmd[1:]]).replace(str(HERE.parent) + "/", "")
-    note = "the README's quick defaults; the probe at the matched bench's test-probe size"
-    (out / "run.json").write_text(json.dumps(dict(timing, machine=machine(), note=note), indent=1) + "\n")
+    timing = timed_keep(cmd, run_dir, out, note="the README's quick defaults; the probe at the matched bench's test-probe size")
     print(f"quick row: {out} ({timing['wall_s'] / 60:.1f} min, peak RSS {timing['peak_rss_GB']} GB)")
     return 0
 

@@ -160,7 +160,7 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
         pm, tsum = PeftModel.from_pretrained(loaded.model, str(fdir)), json.loads((fdir / "train.json").read_text())
     else:
         pm, tlog = train_pem(loaded.model, loaded.tokenizer, rows, s, seed=cfg.seed * 1000 + 1, prev_A=prev_A, desc="forget PEM",
-                             retain_rows=retain if s.retain_anchor > 0 or s.keep_contrast > 0 else None)
+                             retain_rows=retain)
         tsum = tlog.summary()
         save_adapter(pm, fdir)
         (fdir / "train.json").write_text(json.dumps(dict(tsum, key=fkey)))

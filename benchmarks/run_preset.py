@@ -48,14 +48,20 @@ def main() -> None:
            "--resume" if args.resume else "--overwrite", "--set", "eval.probe_rounds=true"]
     for kv in args.set:
         cmd += ["--set", kv]
-    timing = timed_run(cmd)
+    extra = {"before_from": args.before_from} if args.before_from else {}
+    print(json.dumps(timed_keep(cmd, run_dir, keep, resumed=args.resume, **extra)))
+
+
+def timed_keep(cmd: list[str], run_dir: Path, keep: Path, **extra) -> dict:
+    """Run ``cmd`` (a ``revrel unlearn`` writing ``run_dir``) under ``timed_run``, then keep its report.json and
+    config.yaml in ``keep`` with run.json (command, wall, peak RSS, machine, ``extra``); returns the timing."""
+    timing = timed_run(cmd)  # exits with the command's stderr tail when it fails: nothing is kept then
     keep.mkdir(parents=True, exist_ok=True)
     for f in ("report.json", "config.yaml"):
         shutil.copy2(run_dir / f, keep / f)
     timing["command"] = " ".join(["revrel", *cmd[1:]]).replace(str(ROOT) + "/", "")
-    extra = {"before_from": args.before_from} if args.before_from else {}
-    (keep / "run.json").write_text(json.dumps(dict(timing, resumed=args.resume, machine=machine(), **extra), indent=1))
-    print(json.dumps(timing))
+    (keep / "run.json").write_text(json.dumps(dict(timing, machine=machine(), **extra), indent=1))
+    return timing
 
 
 def seed_before(earlier: Path, run_dir: Path, config: str, sets: list[str]) -> None:
