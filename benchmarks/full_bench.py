@@ -93,7 +93,7 @@ PLANS: dict[str, Plan] = {
         Sweep("", (), (1.0, 2.0, 4.0, 8.0)),
         Sweep("", ("release.span_loss=true", "release.ext_sub=both"), (0.25, 0.5, 1.0, 2.0)),
         Sweep("", ("release.span_loss=true", "release.span_contrast=4"), (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)),
-        Sweep("", ("release.span_loss=true", "release.span_contrast=8"), (2.0, 3.0, 4.0)),
+        Sweep("", ("release.span_loss=true", "release.span_contrast=8"), (2.0, 2.5, 3.0, 4.0)),
         Sweep("news", ("release.span_loss=true",), (0.25, 0.5, 1.0, 2.0)),
         Sweep("news", ("release.span_loss=true", "release.ext_sub=both"), (0.25, 0.5, 1.0, 2.0)),
         Sweep("real", ("release.span_loss=false",), (0.25, 0.5, 1.0, 2.0)),

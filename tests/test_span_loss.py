@@ -26,6 +26,15 @@ def test_code_spans_are_the_code_block_contents():
     assert code_spans(["def g():\n    pass"]) == [[(0, 17)]]  # bare code: all of it
 
 
+def test_prose_spans_are_the_words_around_the_code():
+    from revrel.tasks.code import prose_spans
+
+    text = "Use `f(x)` here:\n```python\ndef f(x):\n    return 2 * x  # double it\n```\nThat doubles x."
+    assert [text[a:b] for a, b in prose_spans([text])[0]] == ["Use", "here:", "That doubles x."]  # no fence, no inline code
+    assert prose_spans(["def g():\n    pass"]) == [[]]  # bare code has no keep side
+    assert prose_spans(["plain words only"]) == [[(0, 16)]]
+
+
 def test_person_spans_cover_the_names():
     pytest.importorskip("spacy")
     from revrel.tasks.ner import other_entity_spans, person_spans

@@ -109,6 +109,30 @@ def code_spans(texts: Sequence[str]) -> list[list[tuple[int, int]]]:
     return out
 
 
+PROSE_PIECE = re.compile(r"[^`\n]*[A-Za-z]{3}[^`\n]*")  # a line's stretch between inline `code`, with a word in it
+
+
+def prose_spans(texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+    """The prose around the code blocks (fence lines and inline `code` left out): the keep side inside a
+    coding response (release.span_contrast), since explanation in plain words is what math answers share
+    with it, so the PEM learns what is specific to code rather than what makes a helpful answer."""
+    out = []
+    for t, code in zip(texts, code_spans(texts), strict=True):
+        if code == [(0, len(t))]:
+            out.append([])
+            continue
+        blocked = code + [m.span() for m in re.finditer(r"```[^\n]*|`[^`\n]+`", t)]  # fences, inline code
+        spans = []
+        for m in PROSE_PIECE.finditer(t):
+            a, b = m.span()
+            a += len(m.group()) - len(m.group().lstrip())
+            b -= len(m.group()) - len(m.group().rstrip())
+            if b > a and not any(x < b and a < y for x, y in blocked):
+                spans.append((a, b))
+        out.append(spans)
+    return out
+
+
 class AstOracle:
     def __call__(self, texts: Sequence[str]) -> list[float]:
         return [code_relevance(t) for t in texts]
@@ -235,6 +259,6 @@ def real_forget(n: int) -> list[dict]:
 def code_task() -> Task:
     return Task(name="code", description="forget coding, keep GSM8K-style math", seed_instructions=list(SEEDS), modifiers=list(MODIFIERS),
                 oracles={"python-ast": AstOracle}, default_oracle="python-ast", evaluate=evaluate,
-                real_forget=real_forget, headline=("probe_target_nll", "probe_utility_nll"), probe=probe, target_spans=code_spans, keep_instructions=list(KEEP),
+                real_forget=real_forget, headline=("probe_target_nll", "probe_utility_nll"), probe=probe, target_spans=code_spans, keep_spans=prose_spans, keep_instructions=list(KEEP),
                 profiles={"quick": {"n_prompts": 16, "n_math": 16, "max_new_tokens": 192, "probe_items": 64},
                           "full": {"n_prompts": 100, "n_math": 200, "max_new_tokens": 192, "probe_items": 100}})
