@@ -150,7 +150,7 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
                 loaded.model = pm.unload()
         retain_dir = retain_cache[key]
         prev_A = stack_previous([load_adapter_A(retain_dir)]) if s.lambda_orth > 0 else None
-    rows, span_info = with_target_spans(task, forget, keep=s.span_contrast > 0) if s.span_loss else (forget, None)
+    rows, span_info = with_target_spans(task, forget, keep=s.span_contrast > 0, unit=s.span_unit) if s.span_loss else (forget, None)
     # ext_sub, negate_only and retain_contrast act after training: one forget PEM for all of them, kept on disk
     fkey = json.dumps({k: v for k, v in sorted(settings.items()) if k not in ("release.ext_sub", "release.negate_only", "sweep.retain_contrast")})
     fdir = rec / "forget_pems" / hashlib.sha1(fkey.encode()).hexdigest()[:12]

@@ -177,6 +177,8 @@ def test_span_contrast_widens_the_target_keep_margin_inside_the_forget_text(tiny
 
 
 def test_span_contrast_needs_span_loss_and_keep_spans():
+    import dataclasses
+
     import pytest
 
     from revrel.config import load_config
@@ -186,8 +188,13 @@ def test_span_contrast_needs_span_loss_and_keep_spans():
 
     with pytest.raises(RevrelError, match="span_contrast needs release.span_loss"):
         load_config(None, {"task": "ner", "release": {"span_contrast": 1.0}})
+    bare = dataclasses.replace(get_task("code"), keep_spans=None)
     with pytest.raises(RevrelError, match="does not declare keep spans"):
-        with_target_spans(get_task("code"), [{"instruction": "i", "response": "def f(): pass"}], keep=True)
+        with_target_spans(bare, [{"instruction": "i", "response": "def f(): pass"}], keep=True)
+    with pytest.raises(RevrelError, match="declares the units task$"):
+        with_target_spans(get_task("code"), [{"instruction": "i", "response": "def f(): pass"}], unit="word")
+    with pytest.raises(RevrelError, match="span_unit needs release.span_loss"):
+        load_config(None, {"task": "toxicity", "release": {"span_unit": "word"}})
 
 
 def test_span_contrast_encoding_lets_the_target_win_an_overlap(tiny):

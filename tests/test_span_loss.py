@@ -55,6 +55,17 @@ def test_toxic_spans_pick_the_toxic_sentence():
     assert len(kept) == 2 and not any("idiot" in k for k in kept)  # the civil sentences: the keep side of span_contrast
 
 
+def test_word_spans_pick_the_profane_words_and_spare_identity_terms():
+    pytest.importorskip("profanity_check")
+    from revrel.tasks.toxicity import clean_word_spans, profane_word_spans
+
+    text = "Thanks for asking. You are a fucking stupid idiot, and gay people are welcome here."
+    picked = [text[a:b] for a, b in profane_word_spans([text])[0]]
+    assert {"fucking", "stupid", "idiot"} <= set(picked) and "gay" not in picked and "Thanks" not in picked
+    kept = [text[a:b] for a, b in clean_word_spans([text])[0]]
+    assert "gay" in kept and "Thanks" in kept and not set(picked) & set(kept)
+
+
 def test_unlearn_with_span_loss_trains_on_spans_only(tiny_dir, tmp_path):
     from revrel.config import load_config
     from revrel.pipeline import unlearn

@@ -94,6 +94,7 @@ class ReleaseConfig:
     ext_sub: str = "none"  # none | col | row | both
     negate_only: str = ""  # regex on module names: negate the PEM only there (e.g. "mlp"); empty: every module
     span_loss: bool = False  # train the forget PEM only on the tokens the task marks as target (Task.target_spans)
+    span_unit: str = "task"  # which spans: the task's own (task) or another unit it declares (Task.span_units, e.g. toxicity: word)
     retain_file: str = ""  # JSONL with instruction/response; empty: self-generated
     retain_from: str = "generic"  # self-generated retain set from: generic benign chat | task (the task's keep side)
     n_retain: int = 16
@@ -181,6 +182,7 @@ class RunConfig:
         _check(s.contrast_beta > 0, "release.contrast_beta must be > 0")
         _check(s.span_contrast >= 0, "release.span_contrast must be >= 0")
         _check(s.span_contrast == 0 or s.span_loss, "release.span_contrast needs release.span_loss: true (it contrasts the target spans)")
+        _check(s.span_unit == "task" or s.span_loss, "release.span_unit needs release.span_loss: true (it picks the span loss's spans)")
         if s.negate_only:
             import re
 

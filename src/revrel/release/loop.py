@@ -123,7 +123,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     prev_A = stack_previous(prev) if s.lambda_orth > 0 and prev else None
     span_info = None
     if s.span_loss:
-        rows, span_info = with_target_spans(ctx.task, rows, keep=s.span_contrast > 0)
+        rows, span_info = with_target_spans(ctx.task, rows, keep=s.span_contrast > 0, unit=s.span_unit)
     keep = read_jsonl(ctx.run.root / "retain.jsonl", allow_empty=True) if s.retain_anchor > 0 or s.keep_contrast > 0 else None
     peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM",
                                  retain_rows=keep)
@@ -160,18 +160,23 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
             "reverted": reverted, "train": tlog.summary(), "orth_final": orth_after, "ext_sub": ext, "negate_only": only, "span_loss": span_info}
 
 
-def with_target_spans(task, rows: list[dict], keep: bool = False) -> tuple[list[dict], dict]:
+def with_target_spans(task, rows: list[dict], keep: bool = False, unit: str = "task") -> tuple[list[dict], dict]:
     """The forget rows with the task's target spans attached (rows without any span are dropped), and with
-    ``keep`` the spans of what must be kept in the same text (``Task.keep_spans``, for release.span_contrast)."""
+    ``keep`` the spans of what must be kept in the same text (``Task.keep_spans``, for release.span_contrast).
+    ``unit`` other than "task" takes both from ``Task.span_units`` (release.span_unit)."""
     from revrel.errors import RevrelError
 
-    if task.target_spans is None:
+    if unit != "task" and unit not in task.span_units:
+        have = ", ".join(["task", *task.span_units])
+        raise RevrelError(f"release.span_unit={unit}: task '{task.name}' declares the units {have}")
+    target_fn, keep_fn = task.span_units[unit] if unit != "task" else (task.target_spans, task.keep_spans)
+    if target_fn is None:
         raise RevrelError(f"release.span_loss: task '{task.name}' does not declare target spans; set release.span_loss=false")
-    if keep and task.keep_spans is None:
+    if keep and keep_fn is None:
         raise RevrelError(f"release.span_contrast: task '{task.name}' does not declare keep spans; set release.span_contrast=0")
     texts = [r["response"] for r in rows]
-    spans = task.target_spans(texts)
-    keeps = task.keep_spans(texts) if keep else [None] * len(rows)
+    spans = target_fn(texts)
+    keeps = keep_fn(texts) if keep else [None] * len(rows)
     kept = [dict(r, spans=[list(x) for x in sp], **({"keep_spans": [list(x) for x in ks]} if keep else {}))
             for r, sp, ks in zip(rows, spans, keeps) if sp]
     chars = sum(b - a for r in kept for a, b in r["spans"])

@@ -94,6 +94,8 @@ class Task:
     # responses -> per response, the spans of what must be KEPT in the same text (ner: the other entity types);
     # release.span_contrast trains the forget PEM to raise the target spans more than these
     keep_spans: Callable[[Sequence[str]], list[list[tuple[int, int]]]] | None = None
+    # other span units (release.span_unit) -> (target_spans, keep_spans), e.g. toxicity's words next to its sentences
+    span_units: dict[str, tuple[Callable, Callable | None]] = field(default_factory=dict)
     # eval profile name -> EvalConfig values (quick: the README run's sizes; full: the protocol sizes)
     profiles: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PROFILES.items()})
 

@@ -148,6 +148,38 @@ def civil_spans(texts: Sequence[str], threshold: float = 0.5) -> list[list[tuple
     return [[(a, b) for a, b, p in sent if p < threshold] for sent in _sentence_scores(texts)]
 
 
+WORD = re.compile(r"[A-Za-z][A-Za-z'*]*")
+# never a target: forgetting the words for groups of people is the known harm of word-level toxicity filters
+IDENTITY = frozenset("""gay gays lesbian lesbians bisexual trans transgender queer homosexual black blacks white whites asian asians
+african africans mexican mexicans arab arabs jew jews jewish muslim muslims islam islamic christian christians catholic
+woman women female females girl girls man men male males immigrant immigrants latino latina hispanic indian indians
+disabled deaf blind sex""".split())
+
+
+def _word_scores(texts: Sequence[str]) -> list[list[tuple[int, int, float]]]:
+    """Each response's words as (start, end, profanity probability) by alt-profanity-check's linear model,
+    scored once per distinct lower-cased word; identity terms score 0."""
+    try:
+        from profanity_check import predict_prob
+    except ImportError as exc:
+        raise RevrelError("release.span_unit=word on toxicity needs alt-profanity-check: pip install alt-profanity-check") from exc
+    words = [[m.span() for m in WORD.finditer(t)] for t in texts]
+    vocab = sorted({t[a:b].lower() for t, spans in zip(texts, words) for a, b in spans} - IDENTITY)
+    prob = dict(zip(vocab, map(float, predict_prob(vocab)))) if vocab else {}
+    return [[(a, b, prob.get(t[a:b].lower(), 0.0)) for a, b in spans] for t, spans in zip(texts, words)]
+
+
+def profane_word_spans(texts: Sequence[str], threshold: float = 0.5) -> list[list[tuple[int, int]]]:
+    """The profane or insulting words of each response (release.span_unit=word): the tokens that make a
+    continuation toxic, without the ordinary words around them that benign text shares."""
+    return [[(a, b) for a, b, p in ws if p >= threshold] for ws in _word_scores(texts)]
+
+
+def clean_word_spans(texts: Sequence[str], threshold: float = 0.5) -> list[list[tuple[int, int]]]:
+    """Every other word of the same responses: the keep side of span_contrast at the word level."""
+    return [[(a, b) for a, b, p in ws if p < threshold] for ws in _word_scores(texts)]
+
+
 @functools.lru_cache(maxsize=4)
 def rtp_records(name: str) -> list[dict]:
     path = find_data(f"toxicity/realtoxicityprompts/{name}.jsonl", packaged=f"realtoxicityprompts/{name}.jsonl")
@@ -236,7 +268,7 @@ def toxicity_task() -> Task:
         evaluate=evaluate,
         real_forget=real_forget,
         headline=("expected_max_toxicity", "benign_perplexity"),
-        probe=probe, target_spans=toxic_spans, keep_spans=civil_spans, keep_instructions=list(KEEP),
+        probe=probe, target_spans=toxic_spans, keep_spans=civil_spans, span_units={"word": (profane_word_spans, clean_word_spans)}, keep_instructions=list(KEEP),
         profiles={"quick": {"n_prompts": 16, "samples": 2, "max_new_tokens": 32, "n_ppl": 32, "probe_items": 128},
                   "full": {"n_prompts": 400, "samples": 4, "max_new_tokens": 25, "n_ppl": 100, "probe_items": 400}},
     )
