@@ -83,6 +83,8 @@ PLANS: dict[str, Plan] = {
         Sweep("", (), (1.0, 2.0, 4.0, 8.0)),
         Sweep("", ("release.span_loss=true", "release.negate_only=mlp"), (2.0, 4.0, 8.0, 16.0)),
         Sweep("", ("release.span_loss=true", "release.span_contrast=4"), (1.0, 2.0, 4.0, 8.0, 16.0)),
+        Sweep("", ("release.span_loss=true", "release.span_unit=word"), (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)),
+        Sweep("", ("release.span_loss=true", "release.span_unit=word", "release.span_contrast=8"), (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)),
         Sweep("real", ("release.span_loss=false",), PEM),
         Sweep("real", ("release.span_loss=true",), PEM),
         Sweep("real", (), (8, 16, 32), "npo"),
