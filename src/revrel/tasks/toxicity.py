@@ -149,7 +149,7 @@ def civil_spans(texts: Sequence[str], threshold: float = 0.5) -> list[list[tuple
 
 
 WORD = re.compile(r"[A-Za-z][A-Za-z'*]*")
-# never a target: forgetting the words for groups of people is the known harm of word-level toxicity filters
+# never a target: forgetting the words for groups of people (and for sex) is the known harm of word-level toxicity filters
 IDENTITY = frozenset("""gay gays lesbian lesbians bisexual trans transgender queer homosexual black blacks white whites asian asians
 african africans mexican mexicans arab arabs jew jews jewish muslim muslims islam islamic christian christians catholic
 woman women female females girl girls man men male males immigrant immigrants latino latina hispanic indian indians
