@@ -94,6 +94,11 @@ class ReleaseConfig:
     ext_sub: str = "none"  # none | col | row | both
     negate_only: str = ""  # regex on module names: negate the PEM only there (e.g. "mlp"); empty: every module
     span_loss: bool = False  # train the forget PEM only on the tokens the task marks as target (Task.target_spans)
+    # selective pruning (Pochinkov & Schoots 2024): zero this share of all MLP neurons per round, the ones most active on
+    # the revealed target spans relative to the self-generated keep side (0: off); halved by the line search like lambda
+    prune: float = 0.0
+    prune_steps: int = 1  # prune the share in this many steps, measuring the activity again after each
+    negate: bool = True  # train a forget PEM and negate it; false: the round only prunes (needs release.prune > 0)
     span_unit: str = "task"  # which spans: the task's own (task) or another unit it declares (Task.span_units, e.g. toxicity: word)
     retain_file: str = ""  # JSONL with instruction/response; empty: self-generated
     retain_from: str = "generic"  # self-generated retain set from: generic benign chat | task (the task's keep side)
@@ -190,6 +195,10 @@ class RunConfig:
                 re.compile(s.negate_only)
             except re.error as exc:
                 raise RevrelError(f"release.negate_only is not a valid regular expression: {exc}") from None
+        _check(0.0 <= s.prune <= 0.5, "release.prune is a share of the MLP neurons and must be in [0, 0.5]")
+        _check(s.negate or s.prune > 0, "release.negate=false needs release.prune > 0 (otherwise a round changes nothing)")
+        _check(s.prune == 0 or s.merge, "release.prune needs release.merge: true (zeroed neurons are not an adapter to stack)")
+        _check(1 <= s.prune_steps <= 100, "release.prune_steps must be in [1, 100]")
         _check(s.anchor_lambda >= 0, "release.anchor_lambda must be >= 0 (the negation strength the anchor is measured at)")
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
         _check(bool(e.profile), "eval.profile must name a profile (quick or full)")

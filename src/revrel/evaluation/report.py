@@ -162,16 +162,24 @@ def pm_change(change: dict | None) -> str:
     return "-" if not change or change.get("change") is None else f"{change['change']:+.3f} ± {change['se']:.3f}"
 
 
+def _strength(e: dict) -> str:
+    """A round's release strength: its lambda, and the share of MLP neurons it pruned (release.prune)."""
+    parts = [f"{e['lambda_neg']:g}"] if e.get("lambda_neg") is not None else []
+    if (e.get("prune") or {}).get("share") is not None:
+        parts.append(f"pruned {e['prune']['share']:.2%}")
+    return " + ".join(parts) or "-"
+
+
 def rounds_table(r: dict) -> list[str]:
     """Markdown: one row per round of a run's report (Reveal, negation, self-probe, task probe), plus
     the final Reveal's row; shared by report.md and docs/results.md."""
-    lines = ["| round | revealed relevance | forget set | lambda | probe ppl ratio | target probe change | utility probe change | seconds |",
+    lines = ["| round | revealed relevance | forget set | lambda / pruned | probe ppl ratio | target probe change | utility probe change | seconds |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in r["rounds"]:
         ratio = e.get("probe_ppl_ratio")
         rel = e.get("revealed_relevance")
         ep = e.get("eval_probe") or {}
-        lines.append(f"| {e['round']} | {'-' if rel is None else f'{rel:.3f}'} | {e['forget_size']} | {e.get('lambda_neg', '-')} | "
+        lines.append(f"| {e['round']} | {'-' if rel is None else f'{rel:.3f}'} | {e['forget_size']} | {_strength(e)} | "
                      f"{'-' if ratio is None else f'{ratio:.3f}'} | {pm_change(ep.get('target'))} | {pm_change(ep.get('utility'))} | {e.get('seconds', '-')} |")
     if r.get("final_reveal"):
         f = r["final_reveal"]

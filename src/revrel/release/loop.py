@@ -124,6 +124,11 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     span_info = None
     if s.span_loss:
         rows, span_info = with_target_spans(ctx.task, rows, keep=s.span_contrast > 0, unit=s.span_unit)
+    pruned = None
+    if s.prune > 0:
+        pruned = prune_round(ctx, k, rows, probe, probe_ppl0, limit)
+        if not s.negate or pruned["reverted"]:
+            return pruned | {"span_loss": span_info}
     keep = read_jsonl(ctx.run.root / "retain.jsonl", allow_empty=True) if s.retain_anchor > 0 or s.keep_contrast > 0 else None
     peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM",
                                  retain_rows=keep)
@@ -157,7 +162,26 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     else:
         save_negated_adapter(ctx.run.adapters / f"round_{k}", ctx.run.adapters / f"negated_round_{k}", lam)
     return {"lambda_neg": lam, "negation_tries": tries, "line_search": searched, "round_budget": round(limit, 4), "probe_ppl_ratio": ratio,
-            "reverted": reverted, "train": tlog.summary(), "orth_final": orth_after, "ext_sub": ext, "negate_only": only, "span_loss": span_info}
+            "reverted": reverted, "train": tlog.summary(), "orth_final": orth_after, "ext_sub": ext, "negate_only": only, "span_loss": span_info,
+            **({"prune": pruned["prune"]} if pruned else {})}
+
+
+def prune_round(ctx: Context, k: int, rows: list[dict], probe: list[dict], probe_ppl0: float, limit: float) -> dict:
+    """Round k's pruning (release.prune): the MLP neurons most active on the revealed target (the rows' spans
+    with span_loss, else whole responses) relative to the self-generated keep side (retain.jsonl) are zeroed,
+    the share halved while the self-probe exceeds the round's budget. The mask is kept beside the adapters."""
+    from safetensors.torch import save_file
+
+    from revrel.io import atomic_path
+    from revrel.release.prune import prune_with_budget
+
+    keep = read_jsonl(ctx.run.root / "retain.jsonl")
+    measure = lambda model: probe_perplexity(ctx, probe) / probe_ppl0  # noqa: E731 (ctx.model is the pruned model)
+    mask, info = prune_with_budget(ctx.model, ctx.tok, rows, keep, ctx.cfg.release, measure, limit)
+    if mask is not None:
+        with atomic_path(ctx.run.adapters / f"pruned_round_{k}.safetensors") as tmp:
+            save_file({"mask": mask.to(torch.uint8).contiguous()}, str(tmp), metadata={"share": str(info["share"])})
+    return {"prune": info, "probe_ppl_ratio": info["probe_ppl_ratio"], "round_budget": round(limit, 4), "reverted": mask is None}
 
 
 def with_target_spans(task, rows: list[dict], keep: bool = False, unit: str = "task") -> tuple[list[dict], dict]:
@@ -211,7 +235,7 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
         write_jsonl(retain_path, retain)
         write_jsonl(probe_path, probe)
         retain_train = None
-        if cfg.release.retain_pem and (cfg.release.lambda_orth > 0 or cfg.release.ext_sub != "none"):
+        if cfg.release.negate and cfg.release.retain_pem and (cfg.release.lambda_orth > 0 or cfg.release.ext_sub != "none"):
             peft_model, rlog = train_pem(ctx.model, ctx.tok, retain, cfg.release, seed=cfg.seed + 7, desc="train retain PEM")
             save_adapter(peft_model, run.adapters / "retain")
             ctx.loaded.model = peft_model.unload()  # the retain PEM only defines directions to stay away from
@@ -246,10 +270,13 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
         else:
             faults.point(f"round{k}:release")
             entry.update(release_round(ctx, k, rv.forget, prev, probe, progress["probe_ppl0"]))
-            prev.append(load_adapter_A(run.adapters / f"round_{k}"))
+            if (run.adapters / f"round_{k}").is_dir():  # a pruning-only round trains no PEM
+                prev.append(load_adapter_A(run.adapters / f"round_{k}"))
             if entry["reverted"]:
+                what = (f"lambda_neg={entry['lambda_neg']:g}; this round's negation" if "lambda_neg" in entry
+                        else f"a pruned share of {entry['prune']['line_search'][-1]['share']:g}; this round's pruning")
                 stop = (f"retain-probe perplexity ratio {entry['probe_ppl_ratio']:.3f} > round budget {entry['round_budget']:.3f} "
-                        f"even at lambda_neg={entry['lambda_neg']:g}; this round's negation was reverted")
+                        f"even at {what} was reverted")
             if ctx.after_round is not None:
                 entry["eval_probe"] = ctx.after_round(ctx.model)
             faults.point(f"round{k}:save")
@@ -275,7 +302,7 @@ def final_reveal(ctx: Context, progress: dict) -> None:
     saw the final model (the run stopped on the relevance target, or no negation was kept)."""
     cfg, run = ctx.cfg, ctx.run
     last = progress["rounds"][-1] if progress["rounds"] else None
-    if not cfg.release.final_reveal or last is None or "final_reveal" in progress or "lambda_neg" not in last or last.get("reverted"):
+    if not cfg.release.final_reveal or last is None or "final_reveal" in progress or "probe_ppl_ratio" not in last or last.get("reverted"):
         return
     k = last["round"] + 1
     cands = [Candidate(**r) for r in read_jsonl(run.root / "candidates.jsonl")]

@@ -1,0 +1,142 @@
+"""Selective pruning (Pochinkov & Schoots, 2024): zero the MLP neurons that fire far more on the
+revealed target than on the keep side.
+
+Why beside PEM negation: a negated PEM is trained on the whole response style of the model's own
+forget text, and what it removes is largely shared with the keep side (code vs math answers, toxic vs
+benign continuations: about 2-3:1 on the dev probes). A neuron's mean activation on the target tokens
+against its mean activation on the keep side is a per-unit, training-free measure of how specific it
+is; zeroing the most specific ones removes the target with little of what the keep side needs.
+revrel's own data only: the target tokens are the task's spans in the *revealed* forget set, the keep
+side is the self-generated retain set.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from revrel.errors import RevrelError
+from revrel.models.encoding import encode_pair, pad_batch
+
+DOWN = re.compile(r"layers\.(\d+)\.mlp\.down_proj$")
+
+
+def down_projections(model) -> list[torch.nn.Linear]:
+    """Each decoder layer's MLP output projection, in layer order: its input is the MLP's neurons."""
+    found = {int(m.group(1)): mod for name, mod in model.named_modules() if (m := DOWN.search(name)) and isinstance(mod, torch.nn.Linear)}
+    if not found:
+        raise RevrelError("release.prune: the model has no 'layers.N.mlp.down_proj' modules (a LLaMA-style MLP is needed)")
+    return [found[i] for i in sorted(found)]
+
+
+@torch.no_grad()
+def neuron_activity(model, tokenizer, rows: list[dict], max_length: int, batch_size: int = 8) -> torch.Tensor:
+    """Mean |activation| of every MLP neuron, shape (layers, d_ff), over the positions that predict a
+    learned token of ``rows`` (the whole response, or only the ``spans`` where a row carries them):
+    position t's activations produce token t+1, so those are the ones that carry the target."""
+    downs = down_projections(model)
+    sums = [torch.zeros(d.in_features, dtype=torch.float64) for d in downs]
+    count = 0
+    mask: list[torch.Tensor] = []
+
+    def hook(i):
+        def f(_mod, args):
+            a = args[0].detach().abs().to(torch.float64)
+            sums[i].add_((a * mask[0].unsqueeze(-1)).sum(dim=(0, 1)))
+        return f
+
+    handles = [d.register_forward_pre_hook(hook(i)) for i, d in enumerate(downs)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
+    try:
+        encoded = [encode_pair(tokenizer, r["instruction"], r["response"], max_length, r.get("spans")) for r in rows]
+        for b in range(0, len(encoded), batch_size):
+            chunk = encoded[b:b + batch_size]
+            ids, att, labels = pad_batch([c[0] for c in chunk], pad, left=False, label_seqs=[c[1] for c in chunk])
+            m = torch.zeros(labels.shape, dtype=torch.float64)
+            m[:, :-1] = (labels[:, 1:] != -100).to(torch.float64)
+            mask[:] = [m]
+            count += int(m.sum())
+            model(input_ids=ids, attention_mask=att)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if not count:
+        raise RevrelError("release.prune: no learned tokens in the rows (every span empty or cut by max_length)")
+    return torch.stack(sums) / count
+
+
+def specificity(target: torch.Tensor, keep: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """How much more a neuron fires on the target than on the keep side: target / (keep + eps * mean keep).
+    The floor keeps neurons silent on both sides from ranking first on noise."""
+    return target / (keep + eps * keep.mean())
+
+
+def prune_neurons(model, score: torch.Tensor, frac: float, already: torch.Tensor | None = None) -> torch.Tensor:
+    """Zero the down-projection columns of the ``frac`` share of all MLP neurons with the highest ``score``
+    (ranked across layers), skipping the ones in ``already``. Returns the boolean (layers, d_ff) mask of
+    every neuron pruned so far; a zero column removes the neuron's output, whatever it computes."""
+    downs = down_projections(model)
+    done = torch.zeros(score.shape, dtype=torch.bool) if already is None else already.clone()
+    n = int(round(frac * score.numel()))
+    if n <= 0:
+        return done
+    flat = score.flatten().clone().to(torch.float64)
+    flat[done.flatten()] = float("-inf")
+    pick = torch.topk(flat, min(n, int((~done).sum()))).indices
+    done.view(-1)[pick] = True
+    with torch.no_grad():
+        for i, d in enumerate(downs):
+            cols = done[i].nonzero().flatten()
+            if len(cols):
+                d.weight[:, cols.to(d.weight.device)] = 0
+    return done
+
+
+def prune_share(model, tokenizer, target_rows: list[dict], keep_rows: list[dict], share: float, steps: int, max_length: int,
+                keep_act: torch.Tensor | None = None, target_act: torch.Tensor | None = None) -> torch.Tensor:
+    """Prune ``share`` of the MLP neurons in ``steps`` equal steps; after each step the activities are measured
+    again on the pruned model (a neuron's specificity changes once its neighbours are gone). The activities
+    of the unpruned model may be passed in, so a line search measures them once."""
+    mask = None
+    for step in range(steps):
+        if step or target_act is None:
+            target_act = neuron_activity(model, tokenizer, target_rows, max_length)
+        if step or keep_act is None:
+            keep_act = neuron_activity(model, tokenizer, keep_rows, max_length)
+        have = 0.0 if mask is None else mask.float().mean().item()
+        mask = prune_neurons(model, specificity(target_act, keep_act), share * (step + 1) / steps - have, mask)
+    return mask
+
+
+def prune_with_budget(model, tokenizer, target_rows: list[dict], keep_rows: list[dict], cfg, measure, limit: float) -> tuple[torch.Tensor | None, dict]:
+    """Release by pruning: ``cfg.prune`` of the neurons, halved (at most ``cfg.line_search`` tries) while
+    ``measure(model)`` (the self-probe perplexity ratio) exceeds ``limit``, as the negation's line search
+    halves lambda. Returns the kept mask (None when no share met the budget: the weights are restored)
+    and what was tried."""
+    downs = down_projections(model)
+    original = [d.weight.detach().clone() for d in downs]
+    keep_act = neuron_activity(model, tokenizer, keep_rows, cfg.max_length)
+    target_act = neuron_activity(model, tokenizer, target_rows, cfg.max_length)
+    share, searched, mask, ratio = cfg.prune, [], None, None
+    for _ in range(cfg.line_search):
+        mask = prune_share(model, tokenizer, target_rows, keep_rows, share, cfg.prune_steps, cfg.max_length, keep_act, target_act)
+        ratio = measure(model)
+        searched.append({"share": share, "neurons": int(mask.sum()), "probe_ppl_ratio": round(ratio, 4)})
+        if ratio <= limit:
+            break
+        _restore(downs, original)
+        mask, share = None, share / 2
+    info = {"share": share if mask is not None else None, "neurons": int(mask.sum()) if mask is not None else 0,
+            "of": int(keep_act.numel()), "line_search": searched, "probe_ppl_ratio": ratio,
+            "per_layer": mask.sum(dim=1).tolist() if mask is not None else None}
+    return mask, info
+
+
+def _restore(downs: list[torch.nn.Linear], weights: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for d, w in zip(downs, weights):
+            d.weight.copy_(w)

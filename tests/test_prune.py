@@ -1,0 +1,139 @@
+"""Selective pruning: activity is measured on the positions that predict learned tokens, the most
+target-specific neurons are the ones zeroed, and a zeroed neuron no longer reaches the output."""
+
+import pytest
+import torch
+
+from revrel.errors import RevrelError
+from revrel.release.prune import down_projections, neuron_activity, prune_neurons, specificity
+
+ROWS = [{"instruction": "say something", "response": "you are an idiot and a stupid fool"},
+        {"instruction": "say something", "response": "thank you for the lovely gift"}]
+
+
+def test_activity_shape_and_span_mask(tiny):
+    model, tok = tiny.model, tiny.tokenizer
+    downs = down_projections(model)
+    whole = neuron_activity(model, tok, ROWS, 64)
+    assert whole.shape == (len(downs), downs[0].in_features)
+    assert (whole >= 0).all() and whole.sum() > 0
+    # only the word "idiot": fewer positions, other activity means
+    spans = [dict(ROWS[0], spans=[[12, 17]])]
+    assert not torch.allclose(neuron_activity(model, tok, spans, 64), whole)
+    with pytest.raises(RevrelError, match="no learned tokens"):
+        neuron_activity(model, tok, [dict(ROWS[0], spans=[[0, 0]])], 64)
+
+
+def test_activity_counts_the_position_before_each_learned_token(tiny):
+    """The activity of a one-token span is the activation at the position *before* it (that position
+    predicts it): equal to the hook's reading there, not at the span's own position."""
+    from revrel.models.encoding import encode_pair
+
+    model, tok = tiny.model, tiny.tokenizer
+    row = dict(ROWS[0], spans=[[0, 3]])
+    ids, labels = encode_pair(tok, row["instruction"], row["response"], 64, row["spans"])
+    learned = [i for i, lab in enumerate(labels) if lab != -100]
+    seen = []
+    h = down_projections(model)[0].register_forward_pre_hook(lambda m, a: seen.append(a[0][0].abs()))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([ids]))
+    h.remove()
+    expect = seen[0][[i - 1 for i in learned]].mean(0)
+    got = neuron_activity(model, tok, [row], 64)[0]
+    assert torch.allclose(got.float(), expect, atol=1e-5)
+
+
+def test_prune_zeroes_the_most_specific_neurons_and_changes_the_output(tiny):
+    model, tok = tiny.model, tiny.tokenizer
+    target = neuron_activity(model, tok, ROWS[:1], 64)
+    keep = neuron_activity(model, tok, ROWS[1:], 64)
+    score = specificity(target, keep)
+    ids = torch.tensor([tok("you are an idiot")["input_ids"]])
+    before = model(input_ids=ids).logits.detach()
+    mask = prune_neurons(model, score, 0.1)
+    n = int(round(0.1 * score.numel()))
+    assert int(mask.sum()) == n
+    # exactly the top-n scores were chosen
+    assert score[mask].min() >= score[~mask].max()
+    for i, d in enumerate(down_projections(model)):
+        assert (d.weight[:, mask[i]] == 0).all()
+        assert (d.weight[:, ~mask[i]] != 0).any()
+    assert not torch.allclose(model(input_ids=ids).logits, before)
+    # a second call adds new neurons on top of the pruned ones
+    more = prune_neurons(model, score, 0.05, mask)
+    assert int(more.sum()) == n + int(round(0.05 * score.numel())) and (more | mask).equal(more)
+
+
+def test_specificity_prefers_target_only_neurons():
+    target = torch.tensor([[1.0, 1.0, 0.0]])
+    keep = torch.tensor([[1.0, 0.01, 1.0]])
+    assert specificity(target, keep).argmax().item() == 1
+
+
+def test_pruning_only_round_zeroes_neurons_in_the_saved_model_and_reports_them(tiny_dir, tmp_path):
+    """release.prune with release.negate=false: no PEM is trained, the saved model has exactly the
+    masked down-projection columns zeroed (and nothing else changed), the report says how many."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from revrel.config import load_config
+    from revrel.pipeline import unlearn
+
+    from tiny import tiny_overrides
+
+    out = tmp_path / "run"
+    report = unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"rounds": 1, "prune": 0.05, "negate": False, "span_loss": True})))
+    r1 = report["rounds"][0]
+    assert r1["prune"]["share"] == 0.05 and not r1["reverted"] and "lambda_neg" not in r1
+    assert not (out / "adapters" / "round_1").exists() and not (out / "adapters" / "retain").exists()
+    mask = load_file(str(out / "adapters" / "pruned_round_1.safetensors"))["mask"].bool()
+    assert int(mask.sum()) == r1["prune"]["neurons"] == round(0.05 * mask.numel())
+    m, orig = AutoModelForCausalLM.from_pretrained(out / "model"), AutoModelForCausalLM.from_pretrained(tiny_dir)
+    changed = [n for (n, a), (_, b) in zip(m.named_parameters(), orig.named_parameters()) if not torch.equal(a, b)]
+    assert changed and all("mlp.down_proj" in n for n in changed)
+    for i, layer in enumerate(m.model.layers):
+        w = layer.mlp.down_proj.weight
+        assert (w[:, mask[i]] == 0).all() and torch.equal(w[:, ~mask[i]], orig.model.layers[i].mlp.down_proj.weight[:, ~mask[i]])
+    from revrel.evaluation.report import rounds_table
+
+    assert "pruned 5.00%" in "\n".join(rounds_table(report))
+
+
+def test_pruning_line_search_halves_the_share_until_the_budget_holds(tiny):
+    """The budget signal here is the share of zeroed columns itself (1 + share): 0.4 and 0.2 exceed 1.15,
+    0.1 holds; a budget nothing meets restores every weight and returns no mask."""
+    from types import SimpleNamespace
+
+    from revrel.release.prune import prune_with_budget
+
+    model, tok = tiny.model, tiny.tokenizer
+    before = [d.weight.detach().clone() for d in down_projections(model)]
+    zero_share = lambda m: 1 + float(torch.cat([(d.weight == 0).all(0) for d in down_projections(m)]).float().mean())  # noqa: E731
+    cfg = SimpleNamespace(prune=0.4, prune_steps=1, line_search=3, max_length=64)
+    mask, info = prune_with_budget(model, tok, ROWS[:1], ROWS[1:], cfg, zero_share, 1.15)
+    assert [t["share"] for t in info["line_search"]] == [0.4, 0.2, 0.1] and info["share"] == 0.1
+    assert int(mask.sum()) == info["neurons"] == round(0.1 * mask.numel())
+    for d, w in zip(down_projections(model), before):  # restored before each smaller try: only the last mask is zero
+        d.weight.data.copy_(w)
+    mask, info = prune_with_budget(model, tok, ROWS[:1], ROWS[1:], cfg, lambda m: 2.0, 1.5)
+    assert mask is None and info["share"] is None and len(info["line_search"]) == 3
+    assert all(torch.equal(d.weight, w) for d, w in zip(down_projections(model), before))
+
+
+def test_iterative_pruning_reaches_the_share_in_steps(tiny):
+    from revrel.release.prune import prune_share
+
+    mask = prune_share(tiny.model, tiny.tokenizer, ROWS[:1], ROWS[1:], 0.2, 4, 64)
+    assert int(mask.sum()) == round(0.2 * mask.numel())
+
+
+@pytest.mark.parametrize("release,msg", [
+    ({"prune": 0.7}, "must be in \\[0, 0.5\\]"),
+    ({"negate": False}, "needs release.prune > 0"),
+    ({"prune": 0.01, "merge": False}, "needs release.merge: true"),
+])
+def test_prune_config_errors(release, msg):
+    from revrel.config import load_config
+
+    with pytest.raises(RevrelError, match=msg):
+        load_config(None, {"release": release})
