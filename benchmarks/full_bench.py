@@ -35,7 +35,7 @@ from revrel.io import read_jsonl
 HERE = Path(__file__).resolve().parent
 RES = HERE / "results"
 ATTACKS = "int8,gguf-q4_1,relearn"
-ATTACKED = "revrel_release_reveal_s_data,npo_real_data"  # matched_test.py's slugs for revrel's Release and NPO
+ATTACKED = "revrel_release_reveal_s_data,revrel_release_pruning_reveal_s_data,npo_real_data"  # matched_test.py's slugs: revrel's Release (PEM, pruning), NPO
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,13 @@ NEWS_SEEDS = [
 
 
 PEM = (0.5, 1.0, 2.0, 4.0)
+PRUNE = ("release.span_loss=true", "release.negate=false")  # release.prune: strengths are the shares of MLP neurons pruned
+SHARES = (0.0025, 0.005, 0.01, 0.02, 0.04)
 PLANS: dict[str, Plan] = {
     "code": Plan(sampled=32, sweeps=(
         Sweep("", (), (0.5, 1.0, 2.0, 4.0, 8.0)),
         Sweep("", ("release.span_loss=true", r"release.negate_only=layers\.2[0-9]\.mlp", "release.ext_sub=both"), (8.0, 12.0, 16.0)),
+        Sweep("", PRUNE, SHARES),
         Sweep("real", (), (0.25, 0.5, 1.0, 2.0, 4.0)),
         Sweep("real", (), (4, 8, 12, 16), "npo"),
         Sweep("real", (), (4, 8, 16), "graddiff"),
@@ -85,6 +88,7 @@ PLANS: dict[str, Plan] = {
         Sweep("", ("release.span_loss=true", "release.span_contrast=4"), (1.0, 2.0, 4.0, 8.0, 16.0)),
         Sweep("", ("release.span_loss=true", "release.span_unit=word"), (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)),
         Sweep("", ("release.span_loss=true", "release.span_unit=word", "release.span_contrast=8"), (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)),
+        Sweep("", PRUNE, SHARES),
         Sweep("real", ("release.span_loss=false",), PEM),
         Sweep("real", ("release.span_loss=true",), PEM),
         Sweep("real", (), (8, 16, 32), "npo"),

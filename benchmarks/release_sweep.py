@@ -9,6 +9,12 @@ keep-side signal (the self-generated retain probe's perplexity ratio, what the l
     python benchmarks/release_sweep.py --rec benchmarks/results/release_rec_code \\
         --grid release.ext_sub=none,both --grid release.span_loss=false,true --lambdas 0.5 1 2 4
 
+With ``release.negate=false`` a point is a pruning curve instead (``release.prune``): its "lambdas" are the
+shares of MLP neurons pruned, measured once on the original model (``revrel.release.prune.PruneSweep``):
+
+    python benchmarks/release_sweep.py --rec benchmarks/results/release_rec_code \
+        --set release.span_loss=true --set release.negate=false --lambdas 0.0025 0.005 0.01 0.02 0.04
+
 Writes ``sweep.jsonl`` (one row per setting x lambda; rows already there are skipped, so a sweep
 resumes) and ``pareto.png`` (target change vs utility change, one curve per setting).
 """
@@ -36,6 +42,7 @@ from revrel.release.loop import with_target_spans
 from revrel.release.negation import negate_only
 from revrel.release.orthogonality import stack_previous
 from revrel.release.pem import train_pem
+from revrel.release.prune import PruneSweep
 from revrel.release.sweep import NegationSweep
 from revrel.tasks import get_task
 
@@ -134,10 +141,15 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
     data, with its retain PEM, Ext-Sub and negate-only applied as a Release round would. Both PEMs are kept on
     disk under the record (keyed by the settings that shape them), so a second sweep or the test-split bench
     reloads them instead of training again. ``loaded.model`` must be the original model."""
-    cfg = load_config(None, merge_dicts(base_cfg, parse_set([kv for kv in kvs if not kv.startswith("sweep.")])))
+    over = parse_set([kv for kv in kvs if not kv.startswith("sweep.")])
+    if over.get("release", {}).get("negate") is False:  # a pruning curve: its strengths are the pruned shares (release.prune)
+        over["release"].setdefault("prune", 0.01)
+    cfg = load_config(None, merge_dicts(base_cfg, over))
     s = cfg.release
     settings = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in kvs}
     t0 = time.time()
+    if not s.negate:
+        return prune_point(loaded, task, forget, retain, s, settings, t0)
     prev_A, retain_dir = None, None
     if s.retain_pem and (s.lambda_orth > 0 or s.ext_sub != "none" or "sweep.retain_contrast" in settings):
         key = json.dumps({k: getattr(s, k) for k in RETAIN_KEYS})
@@ -169,6 +181,17 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
     mu = float(settings.get("sweep.retain_contrast", 0))  # sweep-only knob: negate delta_forget - mu * delta_retain
     sweep = NegationSweep(pm, minus=adapter_deltas(retain_dir) if mu else None, mu=mu)
     return Point(sweep, tsum, round(time.time() - t0, 1), ext, only, span_info, len(rows))
+
+
+def prune_point(loaded, task, forget: list[dict], retain: list[dict], s, settings: dict, t0: float) -> Point:
+    """A pruning curve (release.negate=false): the target side is the forget rows' spans (with span_loss) and
+    the keep side the retain rows, or with ``sweep.prune_keep=keep_spans`` the task's keep spans inside the
+    forget text; ``sweep.set(share)`` prunes that share of the MLP neurons from the original weights."""
+    keep_spans = settings.get("sweep.prune_keep") == "keep_spans"
+    rows, span_info = (with_target_spans(task, forget, keep=keep_spans, unit=s.span_unit) if s.span_loss else (forget, None))
+    keep = [dict(r, spans=r["keep_spans"]) for r in rows if r.get("keep_spans")] if keep_spans else retain
+    sweep = PruneSweep(loaded.model, loaded.tokenizer, rows, keep, s.prune_steps, s.max_length)
+    return Point(sweep, {"activity_rows": len(rows), "keep_rows": len(keep)}, round(time.time() - t0, 1), None, None, span_info, len(rows))
 
 
 def at_budget(pts: list[tuple[float, float]], budget: float = 0.05) -> float | None:
@@ -205,7 +228,7 @@ def table(path: Path) -> str:
     the target change at +0.05 nats/token of utility cost."""
     rows = read_jsonl(path, allow_empty=True)
     fmt = lambda c: f"{c['change']:+.3f} ± {c['se']:.3f}"  # noqa: E731
-    out = ["| setting | lambda (steps for a gradient method) | target change | utility change | selectivity | self-probe ppl ratio |", "| --- | --- | --- | --- | --- | --- |"]
+    out = ["| setting | lambda (steps for a gradient method; share of MLP neurons pruned with negate=false) | target change | utility change | selectivity | self-probe ppl ratio |", "| --- | --- | --- | --- | --- | --- |"]
     for name, mine in curves(rows).items():
         out += [f"| {name} | {r['lambda']:g} | {fmt(r['target'])} | {fmt(r['utility'])} | {fmt(r['selectivity'])} | {r['self_probe_ppl_ratio']:.3f} |"
                 for r in mine]

@@ -137,3 +137,22 @@ def test_prune_config_errors(release, msg):
 
     with pytest.raises(RevrelError, match=msg):
         load_config(None, {"release": release})
+
+
+def test_prune_sweep_sets_each_share_from_the_original_weights(tiny):
+    """set(share) equals pruning that share once on a fresh model; set(0) gives the original back bit for bit."""
+    import copy
+
+    from revrel.release.prune import PruneSweep, prune_share
+
+    model, tok = tiny.model, tiny.tokenizer
+    fresh = copy.deepcopy(model)
+    before = [d.weight.detach().clone() for d in down_projections(model)]
+    sweep = PruneSweep(model, tok, ROWS[:1], ROWS[1:], 1, 64)
+    sweep.set(0.2)
+    sweep.set(0.1)  # not cumulative: 0.1 of the original, not 0.1 more
+    expect = prune_share(fresh, tok, ROWS[:1], ROWS[1:], 0.1, 1, 64)
+    assert sweep.mask.equal(expect)
+    assert all(torch.equal(a.weight, b.weight) for a, b in zip(down_projections(model), down_projections(fresh)))
+    sweep.set(0.0)
+    assert sweep.mask is None and all(torch.equal(d.weight, w) for d, w in zip(down_projections(model), before))

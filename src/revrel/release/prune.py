@@ -140,3 +140,22 @@ def _restore(downs: list[torch.nn.Linear], weights: list[torch.Tensor]) -> None:
     with torch.no_grad():
         for d, w in zip(downs, weights):
             d.weight.copy_(w)
+
+
+class PruneSweep:
+    """Pruning strength without re-measuring: ``set(share)`` gives the model with ``share`` of its MLP neurons
+    pruned from the original weights (the activities of the original model are measured once), the same
+    interface as :class:`revrel.release.sweep.NegationSweep` so a sweep or a bench treats a share as a lambda."""
+
+    def __init__(self, model, tokenizer, target_rows: list[dict], keep_rows: list[dict], steps: int, max_length: int) -> None:
+        self.model, self.tok, self.rows, self.keep, self.steps, self.max_length = model, tokenizer, target_rows, keep_rows, steps, max_length
+        self.original = [d.weight.detach().clone() for d in down_projections(model)]
+        self.keep_act = neuron_activity(model, tokenizer, keep_rows, max_length)
+        self.target_act = neuron_activity(model, tokenizer, target_rows, max_length)
+        self.mask: torch.Tensor | None = None
+
+    def set(self, share: float):
+        _restore(down_projections(self.model), self.original)
+        self.mask = prune_share(self.model, self.tok, self.rows, self.keep, share, self.steps, self.max_length,
+                                self.keep_act, self.target_act) if share > 0 else None
+        return self.model
