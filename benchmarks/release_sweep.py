@@ -184,13 +184,12 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
 
 
 def prune_point(loaded, task, forget: list[dict], retain: list[dict], s, settings: dict, t0: float) -> Point:
-    """A pruning curve (release.negate=false): the target side is the forget rows' spans (with span_loss) and
-    the keep side the retain rows, or with ``sweep.prune_keep=keep_spans`` the task's keep spans inside the
-    forget text; ``sweep.set(share)`` prunes that share of the MLP neurons from the original weights."""
-    keep_spans = settings.get("sweep.prune_keep") == "keep_spans"
-    rows, span_info = (with_target_spans(task, forget, keep=keep_spans, unit=s.span_unit) if s.span_loss else (forget, None))
-    keep = [dict(r, spans=r["keep_spans"]) for r in rows if r.get("keep_spans")] if keep_spans else retain
-    sweep = PruneSweep(loaded.model, loaded.tokenizer, rows, keep, s.prune_steps, s.max_length)
+    """A pruning curve (release.negate=false): the target side is the forget rows' spans (with span_loss), the keep
+    side as ``release.prune_keep`` says; ``sweep.set(share)`` prunes that share of the MLP neurons from the original weights."""
+    rows, span_info = (with_target_spans(task, forget, keep=s.prune_keep != "retain", unit=s.span_unit) if s.span_loss else (forget, None))
+    inside = [dict(r, spans=r["keep_spans"]) for r in rows if r.get("keep_spans")]
+    keep, extra = {"retain": (retain, None), "keep_spans": (inside, None), "both": (retain, inside)}[s.prune_keep]
+    sweep = PruneSweep(loaded.model, loaded.tokenizer, rows, keep, s.prune_steps, s.max_length, extra)
     return Point(sweep, {"activity_rows": len(rows), "keep_rows": len(keep)}, round(time.time() - t0, 1), None, None, span_info, len(rows))
 
 

@@ -131,6 +131,8 @@ def test_iterative_pruning_reaches_the_share_in_steps(tiny):
     ({"prune": 0.7}, "must be in \\[0, 0.5\\]"),
     ({"negate": False}, "needs release.prune > 0"),
     ({"prune": 0.01, "merge": False}, "needs release.merge: true"),
+    ({"prune": 0.01, "prune_keep": "all"}, "must be retain, keep_spans or both"),
+    ({"prune": 0.01, "prune_keep": "both"}, "needs release.span_loss: true"),
 ])
 def test_prune_config_errors(release, msg):
     from revrel.config import load_config
@@ -156,3 +158,24 @@ def test_prune_sweep_sets_each_share_from_the_original_weights(tiny):
     assert all(torch.equal(a.weight, b.weight) for a, b in zip(down_projections(model), down_projections(fresh)))
     sweep.set(0.0)
     assert sweep.mask is None and all(torch.equal(d.weight, w) for d, w in zip(down_projections(model), before))
+
+
+def test_keep_activity_of_two_sets_is_the_larger_per_neuron(tiny):
+    from revrel.release.prune import keep_activity
+
+    model, tok = tiny.model, tiny.tokenizer
+    a, b = neuron_activity(model, tok, ROWS[:1], 64), neuron_activity(model, tok, ROWS[1:], 64)
+    both = keep_activity(model, tok, ROWS[:1], 64, ROWS[1:])
+    assert torch.equal(both, torch.maximum(a, b)) and (both > a).any() and (both > b).any()
+
+
+def test_prune_keep_spans_on_a_task_without_them_is_a_clear_error(tiny_dir, tmp_path):
+    from revrel.config import load_config
+    from revrel.pipeline import unlearn
+
+    from tiny import tiny_overrides
+
+    cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_dir, release={
+        "rounds": 1, "prune": 0.05, "negate": False, "span_loss": True, "prune_keep": "both"}))
+    with pytest.raises(RevrelError, match="does not declare keep spans"):
+        unlearn(cfg)

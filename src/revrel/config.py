@@ -99,6 +99,8 @@ class ReleaseConfig:
     prune: float = 0.0
     prune_steps: int = 1  # prune the share in this many steps, measuring the activity again after each
     negate: bool = True  # train a forget PEM and negate it; false: the round only prunes (needs release.prune > 0)
+    prune_keep: str = "retain"  # the keep side pruning spares: retain (the self-generated keep-side texts) | keep_spans (the
+    # task's keep spans inside the forget text, e.g. the clean words beside profane ones) | both (the larger activity of the two)
     span_unit: str = "task"  # which spans: the task's own (task) or another unit it declares (Task.span_units, e.g. toxicity: word)
     retain_file: str = ""  # JSONL with instruction/response; empty: self-generated
     retain_from: str = "generic"  # self-generated retain set from: generic benign chat | task (the task's keep side)
@@ -198,6 +200,8 @@ class RunConfig:
         _check(0.0 <= s.prune <= 0.5, "release.prune is a share of the MLP neurons and must be in [0, 0.5]")
         _check(s.negate or s.prune > 0, "release.negate=false needs release.prune > 0 (otherwise a round changes nothing)")
         _check(s.prune == 0 or s.merge, "release.prune needs release.merge: true (zeroed neurons are not an adapter to stack)")
+        _check(s.prune_keep in ("retain", "keep_spans", "both"), "release.prune_keep must be retain, keep_spans or both")
+        _check(s.prune_keep == "retain" or s.span_loss, "release.prune_keep=keep_spans/both needs release.span_loss: true (keep spans sit beside the target spans)")
         _check(1 <= s.prune_steps <= 100, "release.prune_steps must be in [1, 100]")
         _check(s.anchor_lambda >= 0, "release.anchor_lambda must be >= 0 (the negation strength the anchor is measured at)")
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")

@@ -123,7 +123,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     prev_A = stack_previous(prev) if s.lambda_orth > 0 and prev else None
     span_info = None
     if s.span_loss:
-        rows, span_info = with_target_spans(ctx.task, rows, keep=s.span_contrast > 0, unit=s.span_unit)
+        rows, span_info = with_target_spans(ctx.task, rows, keep=s.span_contrast > 0 or (s.prune > 0 and s.prune_keep != "retain"), unit=s.span_unit)
     pruned = None
     if s.prune > 0:
         pruned = prune_round(ctx, k, rows, probe, probe_ppl0, limit)
@@ -175,9 +175,16 @@ def prune_round(ctx: Context, k: int, rows: list[dict], probe: list[dict], probe
     from revrel.io import atomic_path
     from revrel.release.prune import prune_with_budget
 
-    keep = read_jsonl(ctx.run.root / "retain.jsonl")
+    s = ctx.cfg.release
+    retain = read_jsonl(ctx.run.root / "retain.jsonl")
+    inside = [dict(r, spans=r["keep_spans"]) for r in rows if r.get("keep_spans")]  # the keep spans beside the targets
+    keep, extra = {"retain": (retain, None), "keep_spans": (inside, None), "both": (retain, inside)}[s.prune_keep]
+    if not keep:
+        from revrel.errors import RevrelError
+
+        raise RevrelError(f"release.prune_keep={s.prune_keep}: no forget row has keep spans; use release.prune_keep=retain")
     measure = lambda model: probe_perplexity(ctx, probe) / probe_ppl0  # noqa: E731 (ctx.model is the pruned model)
-    mask, info = prune_with_budget(ctx.model, ctx.tok, rows, keep, ctx.cfg.release, measure, limit)
+    mask, info = prune_with_budget(ctx.model, ctx.tok, rows, keep, s, measure, limit, extra or None)
     if mask is not None:
         with atomic_path(ctx.run.adapters / f"pruned_round_{k}.safetensors") as tmp:
             save_file({"mask": mask.to(torch.uint8).contiguous()}, str(tmp), metadata={"share": str(info["share"])})
@@ -197,7 +204,7 @@ def with_target_spans(task, rows: list[dict], keep: bool = False, unit: str = "t
     if target_fn is None:
         raise RevrelError(f"release.span_loss: task '{task.name}' does not declare target spans; set release.span_loss=false")
     if keep and keep_fn is None:
-        raise RevrelError(f"release.span_contrast: task '{task.name}' does not declare keep spans; set release.span_contrast=0")
+        raise RevrelError(f"task '{task.name}' does not declare keep spans; set release.span_contrast=0 and release.prune_keep=retain")
     texts = [r["response"] for r in rows]
     spans = target_fn(texts)
     keeps = keep_fn(texts) if keep else [None] * len(rows)

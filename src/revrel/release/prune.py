@@ -96,8 +96,16 @@ def prune_neurons(model, score: torch.Tensor, frac: float, already: torch.Tensor
     return done
 
 
+def keep_activity(model, tokenizer, keep_rows: list[dict], max_length: int, extra_keep: list[dict] | None = None) -> torch.Tensor:
+    """The keep side's activity; with ``extra_keep`` (a second keep set, e.g. the clean words inside the forget
+    text beside the self-generated keep-side texts) the larger of the two per neuron, so a neuron busy on
+    either kind of kept text is spared."""
+    act = neuron_activity(model, tokenizer, keep_rows, max_length)
+    return torch.maximum(act, neuron_activity(model, tokenizer, extra_keep, max_length)) if extra_keep else act
+
+
 def prune_share(model, tokenizer, target_rows: list[dict], keep_rows: list[dict], share: float, steps: int, max_length: int,
-                keep_act: torch.Tensor | None = None, target_act: torch.Tensor | None = None) -> torch.Tensor:
+                keep_act: torch.Tensor | None = None, target_act: torch.Tensor | None = None, extra_keep: list[dict] | None = None) -> torch.Tensor:
     """Prune ``share`` of the MLP neurons in ``steps`` equal steps; after each step the activities are measured
     again on the pruned model (a neuron's specificity changes once its neighbours are gone). The activities
     of the unpruned model may be passed in, so a line search measures them once."""
@@ -106,24 +114,25 @@ def prune_share(model, tokenizer, target_rows: list[dict], keep_rows: list[dict]
         if step or target_act is None:
             target_act = neuron_activity(model, tokenizer, target_rows, max_length)
         if step or keep_act is None:
-            keep_act = neuron_activity(model, tokenizer, keep_rows, max_length)
+            keep_act = keep_activity(model, tokenizer, keep_rows, max_length, extra_keep)
         have = 0.0 if mask is None else mask.float().mean().item()
         mask = prune_neurons(model, specificity(target_act, keep_act), share * (step + 1) / steps - have, mask)
     return mask
 
 
-def prune_with_budget(model, tokenizer, target_rows: list[dict], keep_rows: list[dict], cfg, measure, limit: float) -> tuple[torch.Tensor | None, dict]:
+def prune_with_budget(model, tokenizer, target_rows: list[dict], keep_rows: list[dict], cfg, measure, limit: float,
+                      extra_keep: list[dict] | None = None) -> tuple[torch.Tensor | None, dict]:
     """Release by pruning: ``cfg.prune`` of the neurons, halved (at most ``cfg.line_search`` tries) while
     ``measure(model)`` (the self-probe perplexity ratio) exceeds ``limit``, as the negation's line search
     halves lambda. Returns the kept mask (None when no share met the budget: the weights are restored)
     and what was tried."""
     downs = down_projections(model)
     original = [d.weight.detach().clone() for d in downs]
-    keep_act = neuron_activity(model, tokenizer, keep_rows, cfg.max_length)
+    keep_act = keep_activity(model, tokenizer, keep_rows, cfg.max_length, extra_keep)
     target_act = neuron_activity(model, tokenizer, target_rows, cfg.max_length)
     share, searched, mask, ratio = cfg.prune, [], None, None
     for _ in range(cfg.line_search):
-        mask = prune_share(model, tokenizer, target_rows, keep_rows, share, cfg.prune_steps, cfg.max_length, keep_act, target_act)
+        mask = prune_share(model, tokenizer, target_rows, keep_rows, share, cfg.prune_steps, cfg.max_length, keep_act, target_act, extra_keep)
         ratio = measure(model)
         searched.append({"share": share, "neurons": int(mask.sum()), "probe_ppl_ratio": round(ratio, 4)})
         if ratio <= limit:
@@ -147,15 +156,17 @@ class PruneSweep:
     pruned from the original weights (the activities of the original model are measured once), the same
     interface as :class:`revrel.release.sweep.NegationSweep` so a sweep or a bench treats a share as a lambda."""
 
-    def __init__(self, model, tokenizer, target_rows: list[dict], keep_rows: list[dict], steps: int, max_length: int) -> None:
+    def __init__(self, model, tokenizer, target_rows: list[dict], keep_rows: list[dict], steps: int, max_length: int,
+                 extra_keep: list[dict] | None = None) -> None:
         self.model, self.tok, self.rows, self.keep, self.steps, self.max_length = model, tokenizer, target_rows, keep_rows, steps, max_length
+        self.extra_keep = extra_keep
         self.original = [d.weight.detach().clone() for d in down_projections(model)]
-        self.keep_act = neuron_activity(model, tokenizer, keep_rows, max_length)
+        self.keep_act = keep_activity(model, tokenizer, keep_rows, max_length, extra_keep)
         self.target_act = neuron_activity(model, tokenizer, target_rows, max_length)
         self.mask: torch.Tensor | None = None
 
     def set(self, share: float):
         _restore(down_projections(self.model), self.original)
         self.mask = prune_share(self.model, self.tok, self.rows, self.keep, share, self.steps, self.max_length,
-                                self.keep_act, self.target_act) if share > 0 else None
+                                self.keep_act, self.target_act, self.extra_keep) if share > 0 else None
         return self.model
