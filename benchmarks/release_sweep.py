@@ -42,7 +42,7 @@ from revrel.release.loop import with_target_spans
 from revrel.release.negation import negate_only
 from revrel.release.orthogonality import stack_previous
 from revrel.release.pem import train_pem
-from revrel.release.prune import PruneSweep
+from revrel.release.prune import PruneSweep, keep_sides
 from revrel.release.sweep import NegationSweep
 from revrel.tasks import get_task
 
@@ -187,8 +187,7 @@ def prune_point(loaded, task, forget: list[dict], retain: list[dict], s, setting
     """A pruning curve (release.negate=false): the target side is the forget rows' spans (with span_loss), the keep
     side as ``release.prune_keep`` says; ``sweep.set(share)`` prunes that share of the MLP neurons from the original weights."""
     rows, span_info = (with_target_spans(task, forget, keep=s.prune_keep != "retain", unit=s.span_unit) if s.span_loss else (forget, None))
-    inside = [dict(r, spans=r["keep_spans"]) for r in rows if r.get("keep_spans")]
-    keep, extra = {"retain": (retain, None), "keep_spans": (inside, None), "both": (retain, inside)}[s.prune_keep]
+    keep, extra = keep_sides(rows, retain, s.prune_keep)
     sweep = PruneSweep(loaded.model, loaded.tokenizer, rows, keep, s.prune_steps, s.max_length, extra)
     return Point(sweep, {"activity_rows": len(rows), "keep_rows": len(keep)}, round(time.time() - t0, 1), None, None, span_info, len(rows))
 

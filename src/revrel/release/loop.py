@@ -173,18 +173,12 @@ def prune_round(ctx: Context, k: int, rows: list[dict], probe: list[dict], probe
     from safetensors.torch import save_file
 
     from revrel.io import atomic_path
-    from revrel.release.prune import prune_with_budget
+    from revrel.release.prune import keep_sides, prune_with_budget
 
     s = ctx.cfg.release
-    retain = read_jsonl(ctx.run.root / "retain.jsonl")
-    inside = [dict(r, spans=r["keep_spans"]) for r in rows if r.get("keep_spans")]  # the keep spans beside the targets
-    keep, extra = {"retain": (retain, None), "keep_spans": (inside, None), "both": (retain, inside)}[s.prune_keep]
-    if not keep:
-        from revrel.errors import RevrelError
-
-        raise RevrelError(f"release.prune_keep={s.prune_keep}: no forget row has keep spans; use release.prune_keep=retain")
+    keep, extra = keep_sides(rows, read_jsonl(ctx.run.root / "retain.jsonl"), s.prune_keep)
     measure = lambda model: probe_perplexity(ctx, probe) / probe_ppl0  # noqa: E731 (ctx.model is the pruned model)
-    mask, info = prune_with_budget(ctx.model, ctx.tok, rows, keep, s, measure, limit, extra or None)
+    mask, info = prune_with_budget(ctx.model, ctx.tok, rows, keep, s, measure, limit, extra)
     if mask is not None:
         with atomic_path(ctx.run.adapters / f"pruned_round_{k}.safetensors") as tmp:
             save_file({"mask": mask.to(torch.uint8).contiguous()}, str(tmp), metadata={"share": str(info["share"])})

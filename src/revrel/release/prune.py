@@ -96,6 +96,16 @@ def prune_neurons(model, score: torch.Tensor, frac: float, already: torch.Tensor
     return done
 
 
+def keep_sides(rows: list[dict], retain: list[dict], mode: str) -> tuple[list[dict], list[dict] | None]:
+    """(keep rows, extra keep rows) for ``release.prune_keep``: the self-generated keep-side texts (retain), the
+    keep spans inside the forget rows (keep_spans; rows from ``with_target_spans(..., keep=True)``), or both."""
+    inside = [dict(r, spans=r["keep_spans"]) for r in rows if r.get("keep_spans")]
+    keep, extra = {"retain": (retain, None), "keep_spans": (inside, None), "both": (retain, inside)}[mode]
+    if not keep or (mode == "both" and not extra):
+        raise RevrelError(f"release.prune_keep={mode}: no forget row has keep spans; use release.prune_keep=retain")
+    return keep, extra
+
+
 def keep_activity(model, tokenizer, keep_rows: list[dict], max_length: int, extra_keep: list[dict] | None = None) -> torch.Tensor:
     """The keep side's activity; with ``extra_keep`` (a second keep set, e.g. the clean words inside the forget
     text beside the self-generated keep-side texts) the larger of the two per neuron, so a neuron busy on
