@@ -73,6 +73,7 @@ NEWS_SEEDS = [
 PEM = (0.5, 1.0, 2.0, 4.0)
 PRUNE = ("release.span_loss=true", "release.negate=false")  # release.prune: strengths are the shares of MLP neurons pruned
 SHARES = (0.0025, 0.005, 0.01, 0.02, 0.04)
+WORD_PRUNE = ("release.span_loss=true", "release.span_unit=word", "release.negate=false")  # toxicity: neurons of the profane words
 PLANS: dict[str, Plan] = {
     "code": Plan(sampled=32, sweeps=(
         Sweep("", (), (0.5, 1.0, 2.0, 4.0, 8.0)),
@@ -89,6 +90,9 @@ PLANS: dict[str, Plan] = {
         Sweep("", ("release.span_loss=true", "release.span_unit=word"), (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)),
         Sweep("", ("release.span_loss=true", "release.span_unit=word", "release.span_contrast=8"), (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)),
         Sweep("", PRUNE, SHARES),
+        Sweep("", WORD_PRUNE, (0.0025, 0.005, 0.01, 0.02)),
+        Sweep("", (*WORD_PRUNE, "release.prune_keep=keep_spans"), (0.0015, 0.0025, 0.005, 0.01, 0.02)),
+        Sweep("", (*WORD_PRUNE, "release.prune_keep=both"), (0.0025, 0.005)),
         Sweep("real", ("release.span_loss=false",), PEM),
         Sweep("real", ("release.span_loss=true",), PEM),
         Sweep("real", (), (8, 16, 32), "npo"),
