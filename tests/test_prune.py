@@ -179,3 +179,14 @@ def test_prune_keep_spans_on_a_task_without_them_is_a_clear_error(tiny_dir, tmp_
         "rounds": 1, "prune": 0.05, "negate": False, "span_loss": True, "prune_keep": "both"}))
     with pytest.raises(RevrelError, match="does not declare keep spans"):
         unlearn(cfg)
+
+
+def test_a_second_round_never_picks_a_neuron_an_earlier_round_zeroed(tiny):
+    """Round 2 sees round 1's zeroed columns: its share is all new neurons, even with the same scores."""
+    model, tok = tiny.model, tiny.tokenizer
+    score = specificity(neuron_activity(model, tok, ROWS[:1], 64), neuron_activity(model, tok, ROWS[1:], 64))
+    first = prune_neurons(model, score, 0.1)
+    second = prune_neurons(model, score, 0.1)  # a fresh call, as a new round makes
+    assert not (first & second).any() and int(second.sum()) == int(first.sum())
+    dead = torch.stack([(d.weight == 0).all(dim=0) for d in down_projections(model)])
+    assert dead.equal(first | second)

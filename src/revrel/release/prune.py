@@ -77,16 +77,18 @@ def specificity(target: torch.Tensor, keep: torch.Tensor, eps: float = 1e-3) -> 
 
 def prune_neurons(model, score: torch.Tensor, frac: float, already: torch.Tensor | None = None) -> torch.Tensor:
     """Zero the down-projection columns of the ``frac`` share of all MLP neurons with the highest ``score``
-    (ranked across layers), skipping the ones in ``already``. Returns the boolean (layers, d_ff) mask of
-    every neuron pruned so far; a zero column removes the neuron's output, whatever it computes."""
+    (ranked across layers), skipping the ones in ``already`` and the ones an earlier round already zeroed
+    (their activation still looks specific, but their output is gone). Returns the boolean (layers, d_ff)
+    mask of every neuron pruned by this call and ``already``; a zero column removes the neuron's output."""
     downs = down_projections(model)
     done = torch.zeros(score.shape, dtype=torch.bool) if already is None else already.clone()
     n = int(round(frac * score.numel()))
     if n <= 0:
         return done
+    dead = torch.stack([(d.weight == 0).all(dim=0).cpu() for d in downs])
     flat = score.flatten().clone().to(torch.float64)
-    flat[done.flatten()] = float("-inf")
-    pick = torch.topk(flat, min(n, int((~done).sum()))).indices
+    flat[(done | dead).flatten()] = float("-inf")
+    pick = torch.topk(flat, min(n, int((~(done | dead)).sum()))).indices
     done.view(-1)[pick] = True
     with torch.no_grad():
         for i, d in enumerate(downs):
