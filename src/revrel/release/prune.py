@@ -138,21 +138,20 @@ def prune_with_budget(model, tokenizer, target_rows: list[dict], keep_rows: list
     ``measure(model)`` (the self-probe perplexity ratio) exceeds ``limit``, as the negation's line search
     halves lambda. Returns the kept mask (None when no share met the budget: the weights are restored)
     and what was tried."""
-    downs = down_projections(model)
-    original = [d.weight.detach().clone() for d in downs]
-    keep_act = keep_activity(model, tokenizer, keep_rows, cfg.max_length, extra_keep)
-    target_act = neuron_activity(model, tokenizer, target_rows, cfg.max_length)
-    share, searched, mask, ratio = cfg.prune, [], None, None
+    sweep = PruneSweep(model, tokenizer, target_rows, keep_rows, cfg.prune_steps, cfg.max_length, extra_keep)
+    share, searched, ratio = cfg.prune, [], None
     for _ in range(cfg.line_search):
-        mask = prune_share(model, tokenizer, target_rows, keep_rows, share, cfg.prune_steps, cfg.max_length, keep_act, target_act, extra_keep)
+        sweep.set(share)
         ratio = measure(model)
-        searched.append({"share": share, "neurons": int(mask.sum()), "probe_ppl_ratio": round(ratio, 4)})
+        searched.append({"share": share, "neurons": int(sweep.mask.sum()), "probe_ppl_ratio": round(ratio, 4)})
         if ratio <= limit:
             break
-        _restore(downs, original)
-        mask, share = None, share / 2
+        share /= 2
+    else:
+        sweep.set(0.0)  # no share met the budget: the original weights
+    mask = sweep.mask
     info = {"share": share if mask is not None else None, "neurons": int(mask.sum()) if mask is not None else 0,
-            "of": int(keep_act.numel()), "line_search": searched, "probe_ppl_ratio": ratio,
+            "of": int(sweep.keep_act.numel()), "line_search": searched, "probe_ppl_ratio": ratio,
             "per_layer": mask.sum(dim=1).tolist() if mask is not None else None}
     return mask, info
 
