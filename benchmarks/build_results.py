@@ -142,8 +142,25 @@ def sec_sweeps(notes: dict[str, str]) -> list[str]:
                  f"{r['retain_size']} keep-side retain rows, {sum(r['seconds'].values()):.0f} s. ") +
                 f"Best setting at +0.05 utility: {best[1]} -> target {_f(best[0])} nats/token.", "",
                 table(rec / "sweep.jsonl"), "", f"![pareto {r['task']}]({LINK}/{rec.name}/pareto.png)", ""]
+        if (rec / "parts.jsonl").is_file():
+            out += parts_table(rec / "parts.jsonl")
         out += [notes[rec.name], ""] if rec.name in notes else []
     return out
+
+
+def parts_table(path: Path) -> list[str]:
+    """``probe_parts.py``'s rows: each target part's change, its share of the target tokens and its contribution."""
+    rows = read_jsonl(path, allow_empty=True)
+    out = ["Where the target change sits (`probe_parts.py`: the dev probe's target tokens split by the oracle's marks; "
+           "contribution = share of target tokens x change):", "",
+           "| setting | unit | lambda | target change | part: change (share of target tokens, contribution) | utility change |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        parts = "; ".join(f"{g}: {v['change']:+.3f} ± {v['se']:.3f} ({v['share']:.0%}, {v['contribution']:+.3f})"
+                          for g, v in r["groups"].items() if "share" in v)
+        out.append(f"| {setting_name(r['settings'])} | {r['unit']} | {r['lambda']:g} | {r['target']['change']:+.3f} | {parts} | "
+                   f"{r['utility']['change']:+.3f} |")
+    return out + [""]
 
 
 def _family(rec_real: bool, settings: dict) -> str:

@@ -9,7 +9,9 @@ keep-side signal (the self-generated retain probe's perplexity ratio, what the l
     python benchmarks/release_sweep.py --rec benchmarks/results/release_rec_code \\
         --grid release.ext_sub=none,both --grid release.span_loss=false,true --lambdas 0.5 1 2 4
 
-With ``release.negate=false`` a point is a pruning curve instead (``release.prune``): its "lambdas" are the
+With ``release.negate=false`` and ``release.suppress=N`` the strengths are nats of output suppression
+(``revrel.release.suppress.SuppressSweep``; a ``release.prune`` share, if set, is pruned first).
+With ``release.negate=false`` alone a point is a pruning curve instead (``release.prune``): its "lambdas" are the
 shares of MLP neurons pruned, measured once on the original model (``revrel.release.prune.PruneSweep``):
 
     python benchmarks/release_sweep.py --rec benchmarks/results/release_rec_code \
@@ -142,14 +144,14 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
     disk under the record (keyed by the settings that shape them), so a second sweep or the test-split bench
     reloads them instead of training again. ``loaded.model`` must be the original model."""
     over = parse_set([kv for kv in kvs if not kv.startswith("sweep.")])
-    if over.get("release", {}).get("negate") is False:  # a pruning curve: its strengths are the pruned shares (release.prune)
-        over["release"].setdefault("prune", 0.01)
+    if over.get("release", {}).get("negate") is False and not over["release"].get("suppress"):
+        over["release"].setdefault("prune", 0.01)  # a pruning curve: its strengths are the pruned shares (release.prune)
     cfg = load_config(None, merge_dicts(base_cfg, over))
     s = cfg.release
     settings = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in kvs}
     t0 = time.time()
     if not s.negate:
-        return prune_point(loaded, task, forget, retain, s, settings, t0)
+        return (suppress_point if s.suppress else prune_point)(loaded, task, forget, retain, s, settings, t0)
     prev_A, retain_dir = None, None
     if s.retain_pem and (s.lambda_orth > 0 or s.ext_sub != "none" or "sweep.retain_contrast" in settings):
         key = json.dumps({k: getattr(s, k) for k in RETAIN_KEYS})
@@ -190,6 +192,34 @@ def prune_point(loaded, task, forget: list[dict], retain: list[dict], s, setting
     keep, extra = keep_sides(rows, retain, s.prune_keep)
     sweep = PruneSweep(loaded.model, loaded.tokenizer, rows, keep, s.prune_steps, s.max_length, extra)
     return Point(sweep, {"activity_rows": len(rows), "keep_rows": len(keep)}, round(time.time() - t0, 1), None, None, span_info, len(rows))
+
+
+def suppress_point(loaded, task, forget: list[dict], retain: list[dict], s, settings: dict, t0: float) -> Point:
+    """An output-suppression curve (release.negate=false, release.suppress=N): the strengths are nats by which the
+    N most target-specific tokens' logits are lowered; with release.prune > 0 that share is pruned first (fixed)."""
+    from revrel.release.suppress import SuppressSweep
+
+    rows, span_info = (with_target_spans(task, forget, keep=s.prune_keep != "retain", unit=s.span_unit) if s.span_loss else (forget, None))
+    keep, extra = keep_sides(rows, retain, s.prune_keep)
+    prune = PruneSweep(loaded.model, loaded.tokenizer, rows, keep, s.prune_steps, s.max_length, extra) if s.prune > 0 else None
+    if prune:
+        prune.set(s.prune)
+    sweep = SuppressSweep(loaded.model, loaded.tokenizer, rows, keep, s.suppress, s.max_length, extra)
+    info = {"tokens": len(sweep.tokens), "fit": sweep.fit, "pruned_first": s.prune or None, "top": [t["token"] for t in sweep.table[:20]]}
+    return Point(PrunedThenSuppressed(prune, s.prune, sweep) if prune else sweep, info, round(time.time() - t0, 1), None, None, span_info, len(rows))
+
+
+@dataclass
+class PrunedThenSuppressed:
+    """A fixed pruned share under a suppression sweep; ``set(0)`` gives back the original model."""
+
+    prune: PruneSweep
+    share: float
+    suppress: object
+
+    def set(self, strength: float):
+        self.prune.set(self.share if strength > 0 else 0.0)
+        return self.suppress.set(strength)
 
 
 def at_budget(pts: list[tuple[float, float]], budget: float = 0.05) -> float | None:

@@ -151,3 +151,21 @@ def test_inference_scoring_equals_the_training_path(tiny):
         with torch.no_grad():
             lp, cnt = token_logprobs(tiny.model, tiny.tokenizer, [encode_pair(tiny.tokenizer, p, t, 512)])
         assert n == int(cnt[0]) > 0 and s == pytest.approx(float(lp[0]), rel=1e-5, abs=1e-4)
+
+
+def test_split_probe_partitions_the_target_tokens_by_the_marks(tiny):
+    """Cutting the target spans by an oracle's marks: the marked tokens decode to the marked words, the
+    two parts' (sum NLL, tokens) add up to the unsplit group's exactly, and utility groups are untouched."""
+    import re
+
+    probe = tiny_probe(2)
+    marks = lambda texts: [[m.span() for m in re.finditer(r"idiot|stupid|dumb|awful", t)] for t in texts]  # noqa: E731
+    split = probes.split_probe(probe, marks)
+    assert split.target == ["rude:in", "rude:out"] and split.utility == ["kind"]
+    whole, parts = (probes.score(tiny.model, tiny.tokenizer, p, batch_size=4) for p in (probe, split))
+    np.testing.assert_allclose(parts["rude:in"] + parts["rude:out"], whole["rude"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(parts["kind"], whole["kind"])
+    (ids, groups), = probes.encode(tiny.tokenizer, split.texts[:1], split.groups)
+    marked = tiny.tokenizer.decode([t for t, g in zip(ids, groups) if g == 0])
+    assert marked.split() == ["idiot", "stupid"]
+    assert probes.compare(whole, whole, probe)["target"]["change"] == 0.0

@@ -98,7 +98,11 @@ class ReleaseConfig:
     # the revealed target spans relative to the self-generated keep side (0: off); halved by the line search like lambda
     prune: float = 0.0
     prune_steps: int = 1  # prune the share in this many steps, measuring the activity again after each
-    negate: bool = True  # train a forget PEM and negate it; false: the round only prunes (needs release.prune > 0)
+    negate: bool = True  # train a forget PEM and negate it; false: the round only prunes / suppresses (needs prune or suppress)
+    # output suppression: lower the logits of this many tokens, the ones most specific to the revealed target spans against
+    # the keep side (release.prune_keep), by about suppress_strength nats (an edit of the untied LM head; 0: off)
+    suppress: int = 0
+    suppress_strength: float = 8.0  # nats; halved by the line search like lambda
     prune_keep: str = "retain"  # the keep side pruning spares: retain (the self-generated keep-side texts) | keep_spans (the
     # task's keep spans inside the forget text, e.g. the clean words beside profane ones) | both (the larger activity of the two)
     span_unit: str = "task"  # which spans: the task's own (task) or another unit it declares (Task.span_units, e.g. toxicity: word)
@@ -198,7 +202,11 @@ class RunConfig:
             except re.error as exc:
                 raise RevrelError(f"release.negate_only is not a valid regular expression: {exc}") from None
         _check(0.0 <= s.prune <= 0.5, "release.prune is a share of the MLP neurons and must be in [0, 0.5]")
-        _check(s.negate or s.prune > 0, "release.negate=false needs release.prune > 0 (otherwise a round changes nothing)")
+        _check(s.negate or s.prune > 0 or s.suppress > 0,
+               "release.negate=false needs release.prune > 0 or release.suppress > 0 (otherwise a round changes nothing)")
+        _check(0 <= s.suppress <= 5000, "release.suppress is a number of output tokens and must be in [0, 5000]")
+        _check(s.suppress_strength > 0, "release.suppress_strength must be > 0 (nats by which the tokens' logits are lowered)")
+        _check(s.suppress == 0 or s.merge, "release.suppress needs release.merge: true (the edited LM head is not an adapter to stack)")
         _check(s.prune == 0 or s.merge, "release.prune needs release.merge: true (zeroed neurons are not an adapter to stack)")
         _check(s.prune_keep in ("retain", "keep_spans", "both"), "release.prune_keep must be retain, keep_spans or both")
         _check(s.prune_keep == "retain" or s.span_loss, "release.prune_keep=keep_spans/both needs release.span_loss: true (keep spans sit beside the target spans)")

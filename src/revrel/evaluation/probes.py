@@ -158,3 +158,35 @@ def items_to_json(items: dict[str, np.ndarray]) -> dict[str, list]:
 
 def items_from_json(data: dict[str, list]) -> dict[str, np.ndarray]:
     return {g: np.asarray(v, dtype=np.float64).reshape(-1, 2) for g, v in data.items()}
+
+
+def split_probe(probe: Probe, spans_fn, groups: list[str] | None = None, names: tuple[str, str] = ("in", "out")) -> Probe:
+    """The same texts with each span of ``groups`` (default: the target groups) cut in two: the characters
+    inside ``spans_fn``'s spans (e.g. toxicity's profane words) become group ``"<g>:in"``, the rest
+    ``"<g>:out"``. Scored with :func:`score` and paired with :func:`compare`, this says how much of a
+    target change sits on the few tokens an oracle marks and how much on the text around them, and
+    what share of the tokens each part is: the ceiling of a method that only moves the marked ones.
+
+    ``spans_fn`` takes the texts and returns (start, end) character spans per text, as ``Task.target_spans`` does.
+    """
+    groups = list(probe.target if groups is None else groups)
+    marks = spans_fn([t.text for t in probe.texts])
+    texts = []
+    for t, mine in zip(probe.texts, marks):
+        spans: list[tuple[int, int, str]] = []
+        for a, b, g in t.spans:
+            if g not in groups:
+                spans.append((a, b, g))
+                continue
+            pos = a
+            for s, e in sorted((max(s, a), min(e, b)) for s, e in mine if s < b and e > a):
+                if s > pos:
+                    spans.append((pos, s, f"{g}:{names[1]}"))
+                spans.append((max(s, pos), e, f"{g}:{names[0]}"))
+                pos = max(pos, e)
+            if pos < b:
+                spans.append((pos, b, f"{g}:{names[1]}"))
+        texts.append(ProbeText(t.text, [s for s in spans if s[1] > s[0]]))
+    parts = [f"{g}:{n}" for g in groups for n in names]
+    rename = lambda role: [x for g in role for x in ([f"{g}:{n}" for n in names] if g in groups else [g])]  # noqa: E731
+    return Probe(texts, target=rename(probe.target), utility=rename(probe.utility), note=f"{probe.note} (split: {', '.join(parts)})")

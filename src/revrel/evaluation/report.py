@@ -167,6 +167,8 @@ def _strength(e: dict) -> str:
     parts = [f"{e['lambda_neg']:g}"] if e.get("lambda_neg") is not None else []
     if (e.get("prune") or {}).get("share") is not None:
         parts.append(f"pruned {e['prune']['share']:.2%}")
+    if (e.get("suppress") or {}).get("strength") is not None:
+        parts.append(f"{e['suppress']['tokens']} tokens -{e['suppress']['strength']:g} nats")
     return " + ".join(parts) or "-"
 
 

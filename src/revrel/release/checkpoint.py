@@ -79,6 +79,14 @@ class RunDir:
     def load_state(self, model: torch.nn.Module, name: str) -> None:
         path = self.root / "state" / name
         try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as fh:
+                untied = {"lm_head.weight", "model.embed_tokens.weight"} <= set(fh.keys())
+            if untied:  # a round that suppressed tokens (release.suppress) gave the LM head its own weight
+                from revrel.release.suppress import untie_output
+
+                untie_output(model)
             st_load_model(model, str(path))
         except Exception as exc:  # safetensors raises its own error type on corrupt files
             raise RevrelError(f"checkpoint {path} is unreadable ({type(exc).__name__}); rerun with --overwrite") from exc

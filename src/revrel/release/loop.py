@@ -123,12 +123,20 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     prev_A = stack_previous(prev) if s.lambda_orth > 0 and prev else None
     span_info = None
     if s.span_loss:
-        rows, span_info = with_target_spans(ctx.task, rows, keep=s.span_contrast > 0 or (s.prune > 0 and s.prune_keep != "retain"), unit=s.span_unit)
+        rows, span_info = with_target_spans(ctx.task, rows, keep=s.span_contrast > 0 or ((s.prune > 0 or s.suppress > 0) and s.prune_keep != "retain"),
+                                            unit=s.span_unit)
     pruned = None
     if s.prune > 0:
         pruned = prune_round(ctx, k, rows, probe, probe_ppl0, limit)
-        if not s.negate or pruned["reverted"]:
+        if pruned["reverted"] or (not s.negate and not s.suppress):
             return pruned | {"span_loss": span_info}
+    if s.suppress > 0:
+        suppressed = suppress_round(ctx, k, rows, probe, probe_ppl0, limit)
+        # a round that pruned but could not also suppress within the budget still changed the model
+        out = suppressed | {"span_loss": span_info, "reverted": suppressed["reverted"] and not pruned, **({"prune": pruned["prune"]} if pruned else {})}
+        if not s.negate or suppressed["reverted"]:
+            return out
+        pruned = out  # negation follows; keep what this round already did in its entry
     keep = read_jsonl(ctx.run.root / "retain.jsonl", allow_empty=True) if s.retain_anchor > 0 or s.keep_contrast > 0 else None
     peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM",
                                  retain_rows=keep)
@@ -163,7 +171,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
         save_negated_adapter(ctx.run.adapters / f"round_{k}", ctx.run.adapters / f"negated_round_{k}", lam)
     return {"lambda_neg": lam, "negation_tries": tries, "line_search": searched, "round_budget": round(limit, 4), "probe_ppl_ratio": ratio,
             "reverted": reverted, "train": tlog.summary(), "orth_final": orth_after, "ext_sub": ext, "negate_only": only, "span_loss": span_info,
-            **({"prune": pruned["prune"]} if pruned else {})}
+            **({k_: pruned[k_] for k_ in ("prune", "suppress") if k_ in pruned} if pruned else {})}
 
 
 def prune_round(ctx: Context, k: int, rows: list[dict], probe: list[dict], probe_ppl0: float, limit: float) -> dict:
@@ -183,6 +191,27 @@ def prune_round(ctx: Context, k: int, rows: list[dict], probe: list[dict], probe
         with atomic_path(ctx.run.adapters / f"pruned_round_{k}.safetensors") as tmp:
             save_file({"mask": mask.to(torch.uint8).contiguous()}, str(tmp), metadata={"share": str(info["share"])})
     return {"prune": info, "probe_ppl_ratio": info["probe_ppl_ratio"], "round_budget": round(limit, 4), "reverted": mask is None}
+
+
+def suppress_round(ctx: Context, k: int, rows: list[dict], probe: list[dict], probe_ppl0: float, limit: float) -> dict:
+    """Round k's output suppression (release.suppress): the tokens most specific to the revealed target spans
+    against the keep side get their logits lowered through the untied LM head, the strength halved while the
+    self-probe exceeds the round's budget. The rows' change is kept beside the adapters."""
+    from safetensors.torch import save_file
+
+    from revrel.io import atomic_path
+    from revrel.release.prune import keep_sides
+    from revrel.release.suppress import suppress_with_budget
+
+    s = ctx.cfg.release
+    keep, extra = keep_sides(rows, read_jsonl(ctx.run.root / "retain.jsonl"), s.prune_keep)
+    measure = lambda model: probe_perplexity(ctx, probe) / probe_ppl0  # noqa: E731 (ctx.model is the edited model)
+    sweep, info = suppress_with_budget(ctx.model, ctx.tok, rows, keep, s, measure, limit, extra)
+    if sweep is not None:
+        with atomic_path(ctx.run.adapters / f"suppressed_round_{k}.safetensors") as tmp:
+            save_file({"tokens": sweep.index.contiguous(), "delta": sweep.delta().contiguous()}, str(tmp),
+                      metadata={"strength": str(info["strength"])})
+    return {"suppress": info, "probe_ppl_ratio": info["probe_ppl_ratio"], "round_budget": round(limit, 4), "reverted": sweep is None}
 
 
 def with_target_spans(task, rows: list[dict], keep: bool = False, unit: str = "task") -> tuple[list[dict], dict]:
@@ -275,7 +304,8 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
                 prev.append(load_adapter_A(run.adapters / f"round_{k}"))
             if entry["reverted"]:
                 what = (f"lambda_neg={entry['lambda_neg']:g}; this round's negation" if "lambda_neg" in entry
-                        else f"a pruned share of {entry['prune']['line_search'][-1]['share']:g}; this round's pruning")
+                        else f"a suppression strength of {entry['suppress']['line_search'][-1]['strength']:g}; this round's suppression"
+                        if "suppress" in entry else f"a pruned share of {entry['prune']['line_search'][-1]['share']:g}; this round's pruning")
                 stop = (f"retain-probe perplexity ratio {entry['probe_ppl_ratio']:.3f} > round budget {entry['round_budget']:.3f} "
                         f"even at {what} was reverted")
             if ctx.after_round is not None:

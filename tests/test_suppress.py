@@ -1,0 +1,134 @@
+"""Output suppression: the target-specific tokens are the ones chosen, their logits fall by about the
+strength and no other token's logit moves, the input embeddings stay, and the edit survives a save."""
+
+import pytest
+import torch
+
+from revrel.errors import RevrelError
+from revrel.release.suppress import SuppressSweep, pick_tokens, suppress_with_budget, untie_output
+
+TARGET = [{"instruction": "say something", "response": "you are an idiot and a stupid fool", "spans": [[12, 17], [24, 31]]}]
+KEEP = [{"instruction": "say something", "response": "thank you for the lovely gift, you are kind"},
+        {"instruction": "say something", "response": "the weather is nice and sunny"}]
+
+
+def span_ids(tok, row) -> set[int]:
+    enc = tok(row["response"], add_special_tokens=False, return_offsets_mapping=True)
+    return {t for t, (_, e) in zip(enc["input_ids"], enc["offset_mapping"]) if any(a < e <= b for a, b in row["spans"])}
+
+
+def test_pick_tokens_takes_target_span_tokens_the_keep_side_lacks(tiny):
+    tok = tiny.tokenizer
+    ids, table = pick_tokens(tok, TARGET, KEEP, 50, 64)
+    assert set(ids) == span_ids(tok, TARGET[0])  # only tokens of "idiot" and "stupid", none of the frame
+    keep_ids = {t for r in KEEP for t in tok(r["response"], add_special_tokens=False)["input_ids"]}
+    assert ids[0] not in keep_ids and all(r["keep"] == 0 for r in table if r["id"] not in keep_ids)
+    assert not set(ids) & set(tok.all_special_ids)
+    with pytest.raises(RevrelError, match="no target tokens"):
+        pick_tokens(tok, [dict(TARGET[0], spans=[[0, 0]])], KEEP, 5, 64)
+
+
+def test_suppression_lowers_only_the_chosen_logits_and_restores(tiny):
+    model, tok = tiny.model, tiny.tokenizer
+    emb = model.get_input_embeddings().weight.detach().clone()
+    ids = torch.tensor([tok("you are an idiot and a stupid fool")["input_ids"]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits[0]
+    sweep = SuppressSweep(model, tok, TARGET, KEEP, 50, 64)
+    assert sweep.tied and model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    with torch.no_grad():
+        after = sweep.set(6.0)(input_ids=ids).logits[0]
+    chosen = torch.zeros(before.shape[-1], dtype=torch.bool)
+    chosen[sweep.tokens] = True
+    assert torch.allclose(after[:, ~chosen], before[:, ~chosen], atol=1e-5)  # every other token's logit is untouched
+    with torch.no_grad():
+        h = model.get_decoder()(input_ids=ids).last_hidden_state[0]
+    # each chosen logit falls by strength x (h . v): a bias of -strength wherever h . v = 1, which the fit aims at
+    expect = (6.0 * (h @ sweep.v)).unsqueeze(1).expand(-1, int(chosen.sum()))
+    assert torch.allclose(before[:, chosen] - after[:, chosen], expect, atol=1e-4)
+    assert abs(sweep.fit["mean"] - 1.0) < 0.25  # on the rows it was fitted on
+    assert torch.equal(model.get_input_embeddings().weight, emb)  # the model still reads the words
+    with torch.no_grad():
+        back = sweep.set(0.0)(input_ids=ids).logits[0]
+    assert torch.allclose(back, before, atol=1e-5)
+
+
+def test_an_untied_edited_head_survives_save_and_load(tiny, tmp_path):
+    from revrel.models.loading import load_model
+
+    sweep = SuppressSweep(tiny.model, tiny.tokenizer, TARGET, KEEP, 50, 64)
+    sweep.set(4.0)
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    again = load_model(str(tmp_path)).model
+    assert torch.equal(again.get_output_embeddings().weight, tiny.model.get_output_embeddings().weight)
+    assert torch.equal(again.get_input_embeddings().weight, tiny.model.get_input_embeddings().weight)
+    assert not torch.equal(again.get_output_embeddings().weight, again.get_input_embeddings().weight)
+    assert untie_output(again) is False  # already its own weight
+
+
+def test_suppression_line_search_halves_the_strength_until_the_budget_holds(tiny):
+    from types import SimpleNamespace
+
+    model, tok = tiny.model, tiny.tokenizer
+    head = model.get_output_embeddings()
+    cfg = SimpleNamespace(suppress=10, suppress_strength=8.0, line_search=3, max_length=64)
+    original = head.weight.detach().clone()
+    moved = lambda m: 1 + float((m.get_output_embeddings().weight.detach() - original).abs().max())  # noqa: E731 (grows with the strength)
+    sweep, info = suppress_with_budget(model, tok, TARGET, KEEP, cfg, moved, 1 + float(sweep_step(model, tok)) * 2.5)
+    assert [t["strength"] for t in info["line_search"]] == [8.0, 4.0, 2.0] and info["strength"] == 2.0 and sweep is not None
+    sweep2, info2 = suppress_with_budget(model, tok, TARGET, KEEP, cfg, lambda m: 2.0, 1.5)
+    assert sweep2 is None and info2["strength"] is None
+    assert torch.allclose(head.weight[sweep.index], original[sweep.index] - 2.0 * sweep.v)  # the failed search restored strength 2's rows
+
+
+def sweep_step(model, tok) -> float:
+    """The largest |row change| per nat of strength (|v|'s largest entry), to set a budget between strengths."""
+    from revrel.release.suppress import constant_direction
+
+    v, _ = constant_direction(model, tok, TARGET + KEEP, 64)
+    return float(v.abs().max())
+
+
+def test_suppression_only_round_edits_the_head_in_the_saved_model_and_reports_it(tiny_dir, tmp_path):
+    """release.suppress with release.negate=false: no PEM, the saved model differs from the original only in
+    the chosen LM-head rows (the embeddings untouched), the rows' change is kept, the report says how many."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from revrel.config import load_config
+    from revrel.evaluation.report import rounds_table
+    from revrel.pipeline import unlearn
+
+    from tiny import tiny_overrides
+
+    out = tmp_path / "run"
+    report = unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"rounds": 1, "suppress": 5, "suppress_strength": 3.0,
+                                                                               "negate": False, "span_loss": True})))
+    r1 = report["rounds"][0]
+    assert r1["suppress"]["strength"] == 3.0 and r1["suppress"]["tokens"] == 5 and not r1["reverted"] and "lambda_neg" not in r1
+    saved = load_file(str(out / "adapters" / "suppressed_round_1.safetensors"))
+    m, orig = AutoModelForCausalLM.from_pretrained(out / "model"), AutoModelForCausalLM.from_pretrained(tiny_dir)
+    assert torch.equal(m.model.embed_tokens.weight, orig.model.embed_tokens.weight)
+    changed = (m.lm_head.weight != orig.lm_head.weight).any(1).nonzero().flatten()
+    assert sorted(changed.tolist()) == sorted(saved["tokens"].tolist())
+    assert torch.allclose(m.lm_head.weight[saved["tokens"]] - orig.lm_head.weight[saved["tokens"]], saved["delta"], atol=1e-6)
+    assert "5 tokens -3 nats" in "\n".join(rounds_table(report))
+
+
+@pytest.mark.parametrize("release,msg", [
+    ({"suppress": -1}, "must be in \\[0, 5000\\]"),
+    ({"suppress": 5, "suppress_strength": 0}, "must be > 0"),
+    ({"suppress": 5, "merge": False}, "needs release.merge: true"),
+])
+def test_suppress_config_errors(release, msg):
+    from revrel.config import load_config
+
+    with pytest.raises(RevrelError, match=msg):
+        load_config(None, {"release": release})
+
+
+def test_negate_false_with_suppression_alone_is_valid():
+    from revrel.config import load_config
+
+    assert load_config(None, {"release": {"negate": False, "suppress": 10}}).release.suppress == 10
