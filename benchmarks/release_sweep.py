@@ -204,7 +204,7 @@ def suppress_point(loaded, task, forget: list[dict], retain: list[dict], s, sett
     prune = PruneSweep(loaded.model, loaded.tokenizer, rows, keep, s.prune_steps, s.max_length, extra) if s.prune > 0 else None
     if prune:
         prune.set(s.prune)
-    sweep = SuppressSweep(loaded.model, loaded.tokenizer, rows, keep, s.suppress, s.max_length, extra)
+    sweep = SuppressSweep(loaded.model, loaded.tokenizer, rows, keep, s.suppress, s.max_length, extra, s.suppress_prior)
     info = {"tokens": len(sweep.tokens), "fit": sweep.fit, "pruned_first": s.prune or None, "top": [t["token"] for t in sweep.table[:20]]}
     return Point(PrunedThenSuppressed(prune, s.prune, sweep) if prune else sweep, info, round(time.time() - t0, 1), None, None, span_info, len(rows))
 

@@ -72,7 +72,7 @@ def test_suppression_line_search_halves_the_strength_until_the_budget_holds(tiny
 
     model, tok = tiny.model, tiny.tokenizer
     head = model.get_output_embeddings()
-    cfg = SimpleNamespace(suppress=10, suppress_strength=8.0, line_search=3, max_length=64)
+    cfg = SimpleNamespace(suppress=10, suppress_strength=8.0, suppress_prior=False, line_search=3, max_length=64)
     original = head.weight.detach().clone()
     moved = lambda m: 1 + float((m.get_output_embeddings().weight.detach() - original).abs().max())  # noqa: E731 (grows with the strength)
     sweep, info = suppress_with_budget(model, tok, TARGET, KEEP, cfg, moved, 1 + float(sweep_step(model, tok)) * 2.5)
@@ -132,3 +132,18 @@ def test_negate_false_with_suppression_alone_is_valid():
     from revrel.config import load_config
 
     assert load_config(None, {"release": {"negate": False, "suppress": 10}}).release.suppress == 10
+
+
+def test_expected_keep_counts_are_the_models_probabilities_at_the_learned_positions(tiny):
+    """Summed next-token probabilities: one per learned position in all, and with release.suppress_prior a token the
+    model expects on the keep side ranks lower than with observed counts alone."""
+    from revrel.models.encoding import encode_pair
+    from revrel.release.suppress import expected_tokens
+
+    model, tok = tiny.model, tiny.tokenizer
+    exp = expected_tokens(model, tok, KEEP, 64)
+    positions = sum(sum(t != -100 for t in encode_pair(tok, r["instruction"], r["response"], 64)[1]) for r in KEEP)
+    assert sum(exp.values()) == pytest.approx(positions, rel=1e-3)
+    plain = dict((r["id"], r["keep"]) for r in pick_tokens(tok, TARGET, KEEP, 50, 64)[1])
+    prior = dict((r["id"], r["keep"]) for r in pick_tokens(tok, TARGET, KEEP, 50, 64, expected=exp)[1])
+    assert all(prior[t] > plain[t] for t in plain)

@@ -103,6 +103,8 @@ class ReleaseConfig:
     # the keep side (release.prune_keep), by about suppress_strength nats (an edit of the untied LM head; 0: off)
     suppress: int = 0
     suppress_strength: float = 8.0  # nats; halved by the line search like lambda
+    suppress_prior: bool = False  # also count on the keep side how often the model expects each token (its summed
+    # next-token probabilities), so a common word piece a small keep set lacks is not taken for a target token
     prune_keep: str = "retain"  # the keep side pruning spares: retain (the self-generated keep-side texts) | keep_spans (the
     # task's keep spans inside the forget text, e.g. the clean words beside profane ones) | both (the larger activity of the two)
     span_unit: str = "task"  # which spans: the task's own (task) or another unit it declares (Task.span_units, e.g. toxicity: word)

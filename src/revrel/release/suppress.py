@@ -37,17 +37,37 @@ def learned_tokens(tokenizer, rows: list[dict], max_length: int) -> Counter:
     return counts
 
 
+@torch.no_grad()
+def expected_tokens(model, tokenizer, rows: list[dict], max_length: int, batch_size: int = 8) -> Counter:
+    """How often the model itself expects each token on ``rows``: the sum of its next-token probabilities over
+    the positions that predict their learned tokens. A word piece that a small keep set happens to lack
+    ('st', 'Th') is still expected there, so it is not taken for a target token (release.suppress_prior)."""
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    total = torch.zeros(head.weight.shape[0], dtype=torch.float64)
+    for b in range(0, len(rows), batch_size):
+        enc = [encode_pair(tokenizer, r["instruction"], r["response"], max_length, r.get("spans")) for r in rows[b : b + batch_size]]
+        ids, att, labels = pad_batch([e[0] for e in enc], pad, left=False, label_seqs=[e[1] for e in enc])
+        h = decoder(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1][labels[:, 1:] != -100]
+        for c in range(0, len(h), 512):
+            total += torch.softmax(head(h[c : c + 512]).float(), -1).sum(0).double()
+    return Counter({i: float(v) for i, v in enumerate(total.tolist()) if v > 1e-3})
+
+
 def pick_tokens(tokenizer, target_rows: list[dict], keep_rows: list[dict], n: int, max_length: int,
-                extra_keep: list[dict] | None = None) -> tuple[list[int], list[dict]]:
+                extra_keep: list[dict] | None = None, expected: Counter | None = None) -> tuple[list[int], list[dict]]:
     """The ``n`` token ids most specific to the target: count inside the target spans / (1 + count on the keep
-    side), ties by the target count; special tokens never. Returns the ids and a readable table of them."""
+    side, plus the model's ``expected`` count there when given), ties by the target count; special tokens never.
+    Returns the ids and a readable table of them."""
     inside = learned_tokens(tokenizer, target_rows, max_length)
     keep = learned_tokens(tokenizer, keep_rows, max_length) + learned_tokens(tokenizer, extra_keep or [], max_length)
+    for t, v in (expected or {}).items():
+        keep[t] += v
     special = set(tokenizer.all_special_ids)
     ranked = sorted((t for t in inside if t not in special), key=lambda t: (-inside[t] / (1 + keep[t]), -inside[t], t))[:n]
     if not ranked:
         raise RevrelError("release.suppress: the forget rows have no target tokens to suppress (does the task mark target spans?)")
-    return ranked, [{"token": tokenizer.decode([t]), "id": t, "target": inside[t], "keep": keep[t]} for t in ranked]
+    return ranked, [{"token": tokenizer.decode([t]), "id": t, "target": inside[t], "keep": round(keep[t], 2)} for t in ranked]
 
 
 @torch.no_grad()
@@ -99,10 +119,11 @@ class SuppressSweep:
     :class:`revrel.release.prune.PruneSweep` and :class:`revrel.release.sweep.NegationSweep`)."""
 
     def __init__(self, model, tokenizer, target_rows: list[dict], keep_rows: list[dict], n: int, max_length: int,
-                 extra_keep: list[dict] | None = None) -> None:
+                 extra_keep: list[dict] | None = None, prior: bool = False) -> None:
         self.model = model
         self.tied = untie_output(model)
-        self.tokens, self.table = pick_tokens(tokenizer, target_rows, keep_rows, n, max_length, extra_keep)
+        expected = expected_tokens(model, tokenizer, keep_rows + (extra_keep or []), max_length) if prior else None
+        self.tokens, self.table = pick_tokens(tokenizer, target_rows, keep_rows, n, max_length, extra_keep, expected)
         self.v, self.fit = constant_direction(model, tokenizer, target_rows + keep_rows, max_length)
         self.index = torch.tensor(self.tokens)
         self.original = model.get_output_embeddings().weight[self.index].detach().clone()
@@ -128,7 +149,7 @@ def suppress_with_budget(model, tokenizer, target_rows: list[dict], keep_rows: l
     """Release by output suppression: ``cfg.suppress`` tokens at ``cfg.suppress_strength``, the strength halved
     (at most ``cfg.line_search`` tries) while ``measure(model)`` exceeds ``limit``, as negation halves lambda.
     Returns the sweep at the kept strength (None when none met the budget: the head is restored) and what was tried."""
-    sweep = SuppressSweep(model, tokenizer, target_rows, keep_rows, cfg.suppress, cfg.max_length, extra_keep)
+    sweep = SuppressSweep(model, tokenizer, target_rows, keep_rows, cfg.suppress, cfg.max_length, extra_keep, cfg.suppress_prior)
     strength, searched, ratio = cfg.suppress_strength, [], None
     for _ in range(cfg.line_search):
         sweep.set(strength)
