@@ -169,6 +169,8 @@ def _family(rec_real: bool, settings: dict) -> str:
         return f"{settings['method']} (real data)"
     if rec_real:
         return "pem-negation (real data)"
+    if settings.get("release.negate") == "false" and settings.get("release.suppress"):
+        return "revrel Release, suppression (Reveal's data)"
     if settings.get("release.negate") == "false":
         return "revrel Release, pruning (Reveal's data)"
     return "revrel Release (Reveal's data)" if settings else "pem-negation (Reveal's data)"  # no setting: one PEM negated whole

@@ -83,7 +83,7 @@ PLANS: dict[str, Plan] = {
         Sweep("real", (), (4, 8, 12, 16), "npo"),
         Sweep("real", (), (4, 8, 16), "graddiff"),
     )),
-    "toxicity": Plan(sampled=100, sweeps=(
+    "toxicity": Plan(sampled=100, variants=(("fs80", ("reveal.forget_samples=80",)),), sweeps=(
         Sweep("", (), (1.0, 2.0, 4.0, 8.0)),
         Sweep("", ("release.span_loss=true", "release.negate_only=mlp"), (2.0, 4.0, 8.0, 16.0)),
         Sweep("", ("release.span_loss=true", "release.span_contrast=4"), (1.0, 2.0, 4.0, 8.0, 16.0)),
@@ -93,6 +93,10 @@ PLANS: dict[str, Plan] = {
         Sweep("", WORD_PRUNE, (0.0025, 0.005, 0.01, 0.02)),
         Sweep("", (*WORD_PRUNE, "release.prune_keep=keep_spans"), (0.0015, 0.0025, 0.005, 0.01, 0.02)),
         Sweep("", (*WORD_PRUNE, "release.prune_keep=both"), (0.0025, 0.005)),
+        Sweep("", (*WORD_PRUNE, "release.prune_keep=both", "release.suppress=50"), (4.0, 8.0, 16.0)),
+        Sweep("", (*WORD_PRUNE, "release.prune_keep=both", "release.suppress=100"), (4.0, 8.0, 16.0)),
+        Sweep("fs80", (*WORD_PRUNE, "release.prune_keep=both", "release.suppress=50"), (8.0, 16.0)),
+        Sweep("fs80", (*WORD_PRUNE, "release.prune_keep=both", "release.suppress=100"), (8.0, 16.0)),
         Sweep("real", ("release.span_loss=false",), PEM),
         Sweep("real", ("release.span_loss=true",), PEM),
         Sweep("real", (), (8, 16, 32), "npo"),
@@ -104,6 +108,7 @@ PLANS: dict[str, Plan] = {
         Sweep("", ("release.span_loss=true", "release.ext_sub=both"), (0.25, 0.5, 1.0, 2.0)),
         Sweep("", ("release.span_loss=true", "release.span_contrast=4"), (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)),
         Sweep("", ("release.span_loss=true", "release.span_contrast=8"), (2.0, 2.5, 3.0, 4.0)),
+        Sweep("", (*PRUNE, "release.prune_keep=both"), (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02)),
         Sweep("news", ("release.span_loss=true",), (0.25, 0.5, 1.0, 2.0)),
         Sweep("news", ("release.span_loss=true", "release.ext_sub=both"), (0.25, 0.5, 1.0, 2.0)),
         Sweep("real", ("release.span_loss=false",), (0.25, 0.5, 1.0, 2.0)),

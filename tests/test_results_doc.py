@@ -106,8 +106,9 @@ def test_full_bench_resumes_from_what_the_results_hold(tmp_path):
     rows += [{"settings": {"release.span_loss": "true", "release.negate_only": "mlp"}, "lambda": lam} for lam in (2.0, 4.0, 8.0)]
     (rec / "sweep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     m = marks()
-    assert m[:4] == ["done", "run", "done", "run"]  # record, real record, pem-negation curve, revrel's curve (lambda 16 missing)
-    assert set(m[4:]) == {"run"}
+    # record, real record, the 'fs80' Reveal variant's record, pem-negation curve, revrel's curve (lambda 16 missing)
+    assert m[:5] == ["done", "run", "run", "done", "run"]
+    assert set(m[5:]) == {"run"}
     out = subprocess.run(script, capture_output=True, text=True, check=True).stdout
     assert "--real 7 " in out  # the real-data record is as large as Reveal's forget set
 
