@@ -147,3 +147,22 @@ def test_expected_keep_counts_are_the_models_probabilities_at_the_learned_positi
     plain = dict((r["id"], r["keep"]) for r in pick_tokens(tok, TARGET, KEEP, 50, 64)[1])
     prior = dict((r["id"], r["keep"]) for r in pick_tokens(tok, TARGET, KEEP, 50, 64, expected=exp)[1])
     assert all(prior[t] > plain[t] for t in plain)
+
+
+def test_a_round_can_suppress_and_then_negate(tiny_dir, tmp_path):
+    """release.suppress with negation on: the round edits the head first, then trains and negates its PEM on the
+    edited model; its entry carries both, and an unknown suppress_unit is a clear error naming the units."""
+    from revrel.config import load_config
+    from revrel.pipeline import unlearn
+
+    from tiny import tiny_overrides
+
+    out = tmp_path / "run"
+    report = unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"rounds": 1, "suppress": 5, "suppress_strength": 2.0,
+                                                                               "span_loss": True, "lambda_neg": 0.5})))
+    r1 = report["rounds"][0]
+    assert r1["suppress"]["strength"] == 2.0 and r1["lambda_neg"] == 0.5 and not r1["reverted"]
+    assert (out / "adapters" / "suppressed_round_1.safetensors").is_file() and (out / "adapters" / "negated_round_1").is_dir()
+    with pytest.raises(RevrelError, match="declares the units"):
+        unlearn(load_config(None, tiny_overrides(tmp_path / "bad", tiny_dir, release={"rounds": 1, "suppress": 5, "span_loss": True,
+                                                                                     "negate": False, "suppress_unit": "syllable"})))

@@ -103,6 +103,7 @@ class ReleaseConfig:
     # the keep side (release.prune_keep), by about suppress_strength nats (an edit of the untied LM head; 0: off)
     suppress: int = 0
     suppress_strength: float = 8.0  # nats; halved by the line search like lambda
+    suppress_unit: str = ""  # the spans whose tokens are suppressed: empty = release.span_unit; e.g. word while the PEM learns sentences
     suppress_prior: bool = False  # also count on the keep side how often the model expects each token (its summed
     # next-token probabilities), so a common word piece a small keep set lacks is not taken for a target token
     prune_keep: str = "retain"  # the keep side pruning spares: retain (the self-generated keep-side texts) | keep_spans (the

@@ -122,6 +122,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     limit = round_budget(ctx.cfg, k)
     prev_A = stack_previous(prev) if s.lambda_orth > 0 and prev else None
     span_info = None
+    revealed = rows
     if s.span_loss:
         rows, span_info = with_target_spans(ctx.task, rows, keep=s.span_contrast > 0 or ((s.prune > 0 or s.suppress > 0) and s.prune_keep != "retain"),
                                             unit=s.span_unit)
@@ -131,7 +132,10 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
         if pruned["reverted"] or (not s.negate and not s.suppress):
             return pruned | {"span_loss": span_info}
     if s.suppress > 0:
-        suppressed = suppress_round(ctx, k, rows, probe, probe_ppl0, limit)
+        unit = s.suppress_unit or s.span_unit
+        sup_rows = (with_target_spans(ctx.task, revealed, keep=s.prune_keep != "retain", unit=unit)[0]
+                    if s.span_loss and unit != s.span_unit else rows)
+        suppressed = suppress_round(ctx, k, sup_rows, probe, probe_ppl0, limit)
         # a round that pruned but could not also suppress within the budget still changed the model
         out = suppressed | {"span_loss": span_info, "reverted": suppressed["reverted"] and not pruned, **({"prune": pruned["prune"]} if pruned else {})}
         if not s.negate or suppressed["reverted"]:
