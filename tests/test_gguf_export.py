@@ -158,3 +158,20 @@ def test_gptq_export_needs_calibration(tiny_dir, tmp_path):
         export_gguf(model, tok, tmp_path / "m.gguf", "q4_1", rounding="gptq")
     assert main(["export", "--model", str(tiny_dir), "--gguf", "q4_1", "--rounding", "gptq", "--out", str(tmp_path / "x.gguf"), "-q"]) != 0
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_an_untied_head_is_written_and_kept_at_8_bits_in_a_4_bit_export(tiny_dir, tmp_path):
+    """A head that release.suppress untied and edited is its own GGUF tensor (output.weight), read back as the
+    model's head (not the embedding), and a q4_1 export keeps it at Q8_0 as it keeps the embedding."""
+    from revrel.release.suppress import untie_output
+
+    model, tok = _load(tiny_dir)
+    untie_output(model)
+    with torch.no_grad():
+        model.lm_head.weight[5:9] -= 3.0
+    info = export_gguf(model, tok, tmp_path / "m.gguf", "q4_1")
+    assert info["tensor_types"]["Q8_0"] == 2  # token_embd and output
+    back, _ = _read(tmp_path / "m.gguf")
+    head, emb = back.get_output_embeddings().weight, back.get_input_embeddings().weight
+    assert not torch.allclose(head, emb, atol=0.5)
+    assert ((head - model.lm_head.weight).norm() / model.lm_head.weight.norm()).item() < 0.02  # 8-bit close, not 4-bit

@@ -70,8 +70,8 @@ def _tensor_type(name: str, arr: np.ndarray, qtype: str):
         return Q.F16
     if arr.shape[-1] % block[qtype]:
         return Q.F16  # rows that do not fill whole quantization blocks stay in f16 (llama.cpp does the same)
-    if name == "token_embd.weight" and qtype in ("q4_0", "q4_1"):
-        return Q.Q8_0
+    if name in ("token_embd.weight", "output.weight") and qtype in ("q4_0", "q4_1"):
+        return Q.Q8_0  # as llama.cpp's 4-bit mixes do, the embedding and an untied output head keep more bits
     return {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}[qtype]
 
 
