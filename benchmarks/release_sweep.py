@@ -185,11 +185,17 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
     return Point(sweep, tsum, round(time.time() - t0, 1), ext, only, span_info, len(rows))
 
 
+def edit_rows(task, forget: list[dict], retain: list[dict], s) -> tuple[list[dict], dict | None, list[dict], list[dict] | None]:
+    """The target rows (their spans with span_loss, and keep spans when release.prune_keep needs them), their span
+    info, and the keep side: what a pruning or a suppression curve measures on."""
+    rows, span_info = (with_target_spans(task, forget, keep=s.prune_keep != "retain", unit=s.span_unit) if s.span_loss else (forget, None))
+    return (rows, span_info, *keep_sides(rows, retain, s.prune_keep))
+
+
 def prune_point(loaded, task, forget: list[dict], retain: list[dict], s, settings: dict, t0: float) -> Point:
     """A pruning curve (release.negate=false): the target side is the forget rows' spans (with span_loss), the keep
     side as ``release.prune_keep`` says; ``sweep.set(share)`` prunes that share of the MLP neurons from the original weights."""
-    rows, span_info = (with_target_spans(task, forget, keep=s.prune_keep != "retain", unit=s.span_unit) if s.span_loss else (forget, None))
-    keep, extra = keep_sides(rows, retain, s.prune_keep)
+    rows, span_info, keep, extra = edit_rows(task, forget, retain, s)
     sweep = PruneSweep(loaded.model, loaded.tokenizer, rows, keep, s.prune_steps, s.max_length, extra)
     return Point(sweep, {"activity_rows": len(rows), "keep_rows": len(keep)}, round(time.time() - t0, 1), None, None, span_info, len(rows))
 
@@ -199,8 +205,7 @@ def suppress_point(loaded, task, forget: list[dict], retain: list[dict], s, sett
     N most target-specific tokens' logits are lowered; with release.prune > 0 that share is pruned first (fixed)."""
     from revrel.release.suppress import SuppressSweep
 
-    rows, span_info = (with_target_spans(task, forget, keep=s.prune_keep != "retain", unit=s.span_unit) if s.span_loss else (forget, None))
-    keep, extra = keep_sides(rows, retain, s.prune_keep)
+    rows, span_info, keep, extra = edit_rows(task, forget, retain, s)
     prune = PruneSweep(loaded.model, loaded.tokenizer, rows, keep, s.prune_steps, s.max_length, extra) if s.prune > 0 else None
     if prune:
         prune.set(s.prune)

@@ -140,7 +140,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
         out = suppressed | {"span_loss": span_info, "reverted": suppressed["reverted"] and not pruned, **({"prune": pruned["prune"]} if pruned else {})}
         if not s.negate or suppressed["reverted"]:
             return out
-        pruned = out  # negation follows; keep what this round already did in its entry
+        pruned = out  # negation follows; the entry keeps what this round already did (pruning and suppression)
     keep = read_jsonl(ctx.run.root / "retain.jsonl", allow_empty=True) if s.retain_anchor > 0 or s.keep_contrast > 0 else None
     peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM",
                                  retain_rows=keep)
@@ -178,6 +178,15 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
             **({k_: pruned[k_] for k_ in ("prune", "suppress") if k_ in pruned} if pruned else {})}
 
 
+def _edit_inputs(ctx: Context, rows: list[dict], probe: list[dict], probe_ppl0: float):
+    """What pruning and suppression both search with: the keep side (``release.prune_keep``) and the self-probe
+    perplexity ratio of ``ctx.model``, the edited model, as their budget signal."""
+    from revrel.release.prune import keep_sides
+
+    keep, extra = keep_sides(rows, read_jsonl(ctx.run.root / "retain.jsonl"), ctx.cfg.release.prune_keep)
+    return keep, extra, lambda model: probe_perplexity(ctx, probe) / probe_ppl0
+
+
 def prune_round(ctx: Context, k: int, rows: list[dict], probe: list[dict], probe_ppl0: float, limit: float) -> dict:
     """Round k's pruning (release.prune): the MLP neurons most active on the revealed target (the rows' spans
     with span_loss, else whole responses) relative to the self-generated keep side (retain.jsonl) are zeroed,
@@ -185,12 +194,10 @@ def prune_round(ctx: Context, k: int, rows: list[dict], probe: list[dict], probe
     from safetensors.torch import save_file
 
     from revrel.io import atomic_path
-    from revrel.release.prune import keep_sides, prune_with_budget
+    from revrel.release.prune import prune_with_budget
 
-    s = ctx.cfg.release
-    keep, extra = keep_sides(rows, read_jsonl(ctx.run.root / "retain.jsonl"), s.prune_keep)
-    measure = lambda model: probe_perplexity(ctx, probe) / probe_ppl0  # noqa: E731 (ctx.model is the pruned model)
-    mask, info = prune_with_budget(ctx.model, ctx.tok, rows, keep, s, measure, limit, extra)
+    keep, extra, measure = _edit_inputs(ctx, rows, probe, probe_ppl0)
+    mask, info = prune_with_budget(ctx.model, ctx.tok, rows, keep, ctx.cfg.release, measure, limit, extra)
     if mask is not None:
         with atomic_path(ctx.run.adapters / f"pruned_round_{k}.safetensors") as tmp:
             save_file({"mask": mask.to(torch.uint8).contiguous()}, str(tmp), metadata={"share": str(info["share"])})
@@ -204,13 +211,10 @@ def suppress_round(ctx: Context, k: int, rows: list[dict], probe: list[dict], pr
     from safetensors.torch import save_file
 
     from revrel.io import atomic_path
-    from revrel.release.prune import keep_sides
     from revrel.release.suppress import suppress_with_budget
 
-    s = ctx.cfg.release
-    keep, extra = keep_sides(rows, read_jsonl(ctx.run.root / "retain.jsonl"), s.prune_keep)
-    measure = lambda model: probe_perplexity(ctx, probe) / probe_ppl0  # noqa: E731 (ctx.model is the edited model)
-    sweep, info = suppress_with_budget(ctx.model, ctx.tok, rows, keep, s, measure, limit, extra)
+    keep, extra, measure = _edit_inputs(ctx, rows, probe, probe_ppl0)
+    sweep, info = suppress_with_budget(ctx.model, ctx.tok, rows, keep, ctx.cfg.release, measure, limit, extra)
     if sweep is not None:
         with atomic_path(ctx.run.adapters / f"suppressed_round_{k}.safetensors") as tmp:
             save_file({"tokens": sweep.index.contiguous(), "delta": sweep.delta().contiguous()}, str(tmp),

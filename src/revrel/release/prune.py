@@ -18,6 +18,7 @@ import torch
 
 from revrel.errors import RevrelError
 from revrel.models.encoding import encode_pair, pad_batch
+from revrel.release.sweep import halving_search
 
 DOWN = re.compile(r"layers\.(\d+)\.mlp\.down_proj$")
 
@@ -139,18 +140,10 @@ def prune_with_budget(model, tokenizer, target_rows: list[dict], keep_rows: list
     halves lambda. Returns the kept mask (None when no share met the budget: the weights are restored)
     and what was tried."""
     sweep = PruneSweep(model, tokenizer, target_rows, keep_rows, cfg.prune_steps, cfg.max_length, extra_keep)
-    share, searched, ratio = cfg.prune, [], None
-    for _ in range(cfg.line_search):
-        sweep.set(share)
-        ratio = measure(model)
-        searched.append({"share": share, "neurons": int(sweep.mask.sum()), "probe_ppl_ratio": round(ratio, 4)})
-        if ratio <= limit:
-            break
-        share /= 2
-    else:
-        sweep.set(0.0)  # no share met the budget: the original weights
-    mask = sweep.mask
-    info = {"share": share if mask is not None else None, "neurons": int(mask.sum()) if mask is not None else 0,
+    share, searched, ratio = halving_search(sweep, cfg.prune, cfg.line_search, measure, limit, "share",
+                                            lambda: {"neurons": int(sweep.mask.sum())})
+    mask = sweep.mask  # None when no share met the budget: the original weights
+    info = {"share": share, "neurons": int(mask.sum()) if mask is not None else 0,
             "of": int(sweep.keep_act.numel()), "line_search": searched, "probe_ppl_ratio": ratio,
             "per_layer": mask.sum(dim=1).tolist() if mask is not None else None}
     return mask, info

@@ -26,6 +26,7 @@ import torch
 
 from revrel.errors import RevrelError
 from revrel.models.encoding import encode_pair, pad_batch
+from revrel.release.sweep import halving_search
 
 
 def learned_tokens(tokenizer, rows: list[dict], max_length: int) -> Counter:
@@ -150,15 +151,6 @@ def suppress_with_budget(model, tokenizer, target_rows: list[dict], keep_rows: l
     (at most ``cfg.line_search`` tries) while ``measure(model)`` exceeds ``limit``, as negation halves lambda.
     Returns the sweep at the kept strength (None when none met the budget: the head is restored) and what was tried."""
     sweep = SuppressSweep(model, tokenizer, target_rows, keep_rows, cfg.suppress, cfg.max_length, extra_keep, cfg.suppress_prior)
-    strength, searched, ratio = cfg.suppress_strength, [], None
-    for _ in range(cfg.line_search):
-        sweep.set(strength)
-        ratio = measure(model)
-        searched.append({"strength": strength, "probe_ppl_ratio": round(ratio, 4)})
-        if ratio <= limit:
-            break
-        strength /= 2
-    else:
-        sweep.set(0.0)
-        return None, sweep.info() | {"strength": None, "line_search": searched, "probe_ppl_ratio": ratio}
-    return sweep, sweep.info() | {"line_search": searched, "probe_ppl_ratio": ratio}
+    strength, searched, ratio = halving_search(sweep, cfg.suppress_strength, cfg.line_search, measure, limit, "strength")
+    info = sweep.info() | {"strength": strength, "line_search": searched, "probe_ppl_ratio": ratio}
+    return (sweep if strength is not None else None), info

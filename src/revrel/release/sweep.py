@@ -42,3 +42,20 @@ class NegationSweep:
             base.weight.copy_(w0 - (lam * delta).to(w0.dtype) if lam else w0)
         self.lam = lam
         return self.model
+
+
+def halving_search(sweep, start: float, tries: int, measure, limit: float, key: str, note=None) -> tuple[float | None, list[dict], float | None]:
+    """The line search of a Release that has a strength: ``sweep.set(x)`` from ``start``, halved (at most ``tries``)
+    while ``measure(model)`` (the self-probe perplexity ratio) exceeds ``limit``. Returns the strength kept (None when
+    none met the budget: then ``sweep.set(0.0)`` restored the original), what was tried (``{key: x, **note(),
+    "probe_ppl_ratio": r}`` each) and the last ratio. Shared by pruning (a share) and suppression (nats)."""
+    x, searched, ratio = start, [], None
+    for _ in range(tries):
+        model = sweep.set(x)
+        ratio = measure(model)
+        searched.append({key: x, **(note() if note else {}), "probe_ppl_ratio": round(ratio, 4)})
+        if ratio <= limit:
+            return x, searched, ratio
+        x /= 2
+    sweep.set(0.0)
+    return None, searched, ratio
