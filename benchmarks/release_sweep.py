@@ -11,11 +11,17 @@ keep-side signal (the self-generated retain probe's perplexity ratio, what the l
 
 With ``release.negate=false`` and ``release.suppress=N`` the strengths are nats of output suppression
 (``revrel.release.suppress.SuppressSweep``; a ``release.prune`` share, if set, is pruned first).
+With ``release.negate=true`` and ``release.suppress=N`` a point is a negation curve on top of a fixed suppression
+(``release.suppress_strength`` nats, applied first and trained under, as a Release round does; lambda 0 is the original).
 With ``release.negate=false`` alone a point is a pruning curve instead (``release.prune``): its "lambdas" are the
 shares of MLP neurons pruned, measured once on the original model (``revrel.release.prune.PruneSweep``):
 
     python benchmarks/release_sweep.py --rec benchmarks/results/release_rec_code \
         --set release.span_loss=true --set release.negate=false --lambdas 0.0025 0.005 0.01 0.02 0.04
+
+``--sampled N`` also scores each point's sampled metrics on N dev prompts (expected max toxicity, function share,
+with bootstrap intervals; fluency under the original), and the original's once (``REC/sampled_original_N.json``):
+what a likelihood probe cannot say, e.g. whether a toxicity edit changes what the model writes.
 
 Writes ``sweep.jsonl`` (one row per setting x lambda; rows already there are skipped, so a sweep
 resumes) and ``pareto.png`` (target change vs utility change, one curve per setting).
@@ -80,6 +86,28 @@ class DevAxes:
         return self.dev(model) | {"self_probe_ppl_ratio": round(probe_ratio(model, self.tok, self.probe_rows, self.ppl0), 4)}
 
 
+class DevSampled:
+    """The task's sampled metrics on ``n`` dev prompts (bootstrap intervals over prompts), fluency scored under a
+    second copy of the original; the original's own are computed once and kept in ``REC/sampled_original_N.json``."""
+
+    def __init__(self, rec: Path, cfg, loaded, n: int) -> None:
+        self.task, self.tok = get_task(cfg.task), loaded.tokenizer
+        self.cfg = load_config(None, merge_dicts(cfg.to_dict(), {"eval": {"split": "dev", "profile": "full", "n_prompts": n, "n_math": n}}))
+        self.reference = load_model(cfg.model, dtype=cfg.dtype).model
+        path = rec / f"sampled_original_{n}.json"
+        if not path.is_file():
+            path.write_text(json.dumps(self.score(loaded.model), indent=1))
+        self.original = json.loads(path.read_text())
+
+    def score(self, model) -> dict:
+        from revrel.models.loading import inference_view
+
+        c, t0 = self.cfg, time.time()
+        m = self.task.evaluate(inference_view(model, c.gen_dtype), self.tok, self.task.eval_config(c.eval), self.task.oracle(c.reveal.oracle),
+                               seed=c.seed, reference=inference_view(self.reference, c.gen_dtype))
+        return {k: v for k, v in m.items() if k != "examples"} | {"seconds": round(time.time() - t0, 1)}
+
+
 def append_row(out: Path, row: dict, label: str) -> None:
     with open(out, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
@@ -94,6 +122,7 @@ def main() -> None:
     ap.add_argument("--grid", action="append", default=[], help="KEY=v1,v2,... (combined as a product)")
     ap.add_argument("--lambdas", nargs="+", type=float, default=[0.5, 1.0, 2.0, 4.0])
     ap.add_argument("--out", help="default: REC/sweep.jsonl")
+    ap.add_argument("--sampled", type=int, default=0, metavar="N", help="also the sampled metrics on N dev prompts per point")
     ap.add_argument("--table", action="store_true", help="only print the markdown table of what the sweep file holds")
     args = ap.parse_args()
     rec = Path(args.rec)
@@ -107,6 +136,7 @@ def main() -> None:
     loaded = load_model(base_cfg["model"], dtype=base_cfg["dtype"])
     task = get_task(base_cfg["task"])
     axes = DevAxes(rec, load_config(None, base_cfg), loaded)
+    sampled = DevSampled(rec, load_config(None, base_cfg), loaded, args.sampled) if args.sampled else None
     retain_cache: dict[str, Path] = {}
     for point in grid_points(args.grid):
         settings = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in args.set + point}
@@ -116,7 +146,9 @@ def main() -> None:
         p = negation_point(rec, base_cfg, args.set + point, loaded, task, forget, retain, retain_cache)
         for lam in todo:
             t1 = time.time()
-            row = {"settings": settings, "lambda": lam, **axes.score(p.sweep.set(lam)),
+            model = p.sweep.set(lam)
+            row = {"settings": settings, "lambda": lam, **axes.score(model),
+                   **({"sampled": sampled.score(model), "sampled_original": sampled.original} if sampled else {}),
                    "train": p.train, "train_seconds": p.train_seconds, "score_seconds": round(time.time() - t1, 1),
                    "ext_sub": p.ext_sub, "negate_only": p.negate_only, "span_loss": p.span_loss, "forget_rows": p.forget_rows}
             append_row(out, row, f"{settings} lambda={lam:g}")
@@ -152,6 +184,13 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
     t0 = time.time()
     if not s.negate:
         return (suppress_point if s.suppress else prune_point)(loaded, task, forget, retain, s, settings, t0)
+    suppressed = None
+    if s.suppress:  # suppression first, at its fixed strength: the forget PEM trains under it, as in a Release round
+        from revrel.release.suppress import SuppressSweep
+
+        rows_s, _, keep_s, extra_s = edit_rows(task, forget, retain, s, unit=s.suppress_unit or s.span_unit)
+        suppressed = SuppressSweep(loaded.model, loaded.tokenizer, rows_s, keep_s, s.suppress, s.max_length, extra_s, s.suppress_prior)
+        suppressed.set(s.suppress_strength)
     prev_A, retain_dir = None, None
     if s.retain_pem and (s.lambda_orth > 0 or s.ext_sub != "none" or "sweep.retain_contrast" in settings):
         key = json.dumps({k: getattr(s, k) for k in RETAIN_KEYS})
@@ -182,13 +221,15 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
     only = negate_only(pm, s.negate_only) if s.negate_only else None
     mu = float(settings.get("sweep.retain_contrast", 0))  # sweep-only knob: negate delta_forget - mu * delta_retain
     sweep = NegationSweep(pm, minus=adapter_deltas(retain_dir) if mu else None, mu=mu)
+    if suppressed is not None:
+        sweep = SuppressedThenNegated(suppressed, s.suppress_strength, sweep)
     return Point(sweep, tsum, round(time.time() - t0, 1), ext, only, span_info, len(rows))
 
 
-def edit_rows(task, forget: list[dict], retain: list[dict], s) -> tuple[list[dict], dict | None, list[dict], list[dict] | None]:
-    """The target rows (their spans with span_loss, and keep spans when release.prune_keep needs them), their span
-    info, and the keep side: what a pruning or a suppression curve measures on."""
-    rows, span_info = (with_target_spans(task, forget, keep=s.prune_keep != "retain", unit=s.span_unit) if s.span_loss else (forget, None))
+def edit_rows(task, forget: list[dict], retain: list[dict], s, unit: str = "") -> tuple[list[dict], dict | None, list[dict], list[dict] | None]:
+    """The target rows (their spans with span_loss, in ``unit`` or release.span_unit, and keep spans when
+    release.prune_keep needs them), their span info, and the keep side: what a pruning or a suppression curve measures on."""
+    rows, span_info = (with_target_spans(task, forget, keep=s.prune_keep != "retain", unit=unit or s.span_unit) if s.span_loss else (forget, None))
     return (rows, span_info, *keep_sides(rows, retain, s.prune_keep))
 
 
@@ -225,6 +266,19 @@ class PrunedThenSuppressed:
     def set(self, strength: float):
         self.prune.set(self.share if strength > 0 else 0.0)
         return self.suppress.set(strength)
+
+
+@dataclass
+class SuppressedThenNegated:
+    """A fixed suppression under a negation sweep; ``set(0)`` gives back the original model."""
+
+    suppress: object
+    strength: float
+    negation: NegationSweep
+
+    def set(self, lam: float):
+        self.suppress.set(self.strength if lam > 0 else 0.0)
+        return self.negation.set(lam)
 
 
 def at_budget(pts: list[tuple[float, float]], budget: float = 0.05) -> float | None:

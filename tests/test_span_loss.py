@@ -59,9 +59,10 @@ def test_word_spans_pick_the_profane_words_and_spare_identity_terms():
     pytest.importorskip("profanity_check")
     from revrel.tasks.toxicity import clean_word_spans, profane_word_spans
 
-    text = "Thanks for asking. You are a fucking stupid idiot, and gay people are welcome here."
+    text = "Thanks for asking. You are a fucking stupid idiot, and gay people and homosexuals are welcome here."
     picked = [text[a:b] for a, b in profane_word_spans([text])[0]]
-    assert {"fucking", "stupid", "idiot"} <= set(picked) and "gay" not in picked and "Thanks" not in picked
+    # "homosexuals" scores 0.80 on the linear model: the plural of an identity term is spared like the term
+    assert {"fucking", "stupid", "idiot"} <= set(picked) and not {"gay", "homosexuals", "Thanks"} & set(picked)
     kept = [text[a:b] for a, b in clean_word_spans([text])[0]]
     assert "gay" in kept and "Thanks" in kept and not set(picked) & set(kept)
 

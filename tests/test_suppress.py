@@ -166,3 +166,40 @@ def test_a_round_can_suppress_and_then_negate(tiny_dir, tmp_path):
     with pytest.raises(RevrelError, match="declares the units"):
         unlearn(load_config(None, tiny_overrides(tmp_path / "bad", tiny_dir, release={"rounds": 1, "suppress": 5, "span_loss": True,
                                                                                      "negate": False, "suppress_unit": "syllable"})))
+
+
+def test_sweep_bench_suppresses_then_negates_and_zero_is_the_original(tiny):
+    """release_sweep.py's combined point: a fixed suppression under a negation curve; lambda 0 is the original."""
+    import sys
+    from pathlib import Path
+
+    from peft import LoraConfig, get_peft_model
+
+    from revrel.release.sweep import NegationSweep
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from release_sweep import SuppressedThenNegated
+    finally:
+        sys.path.pop(0)
+    model, tok = tiny.model, tiny.tokenizer
+    ids = torch.tensor([tok("you are an idiot and a stupid fool")["input_ids"]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits[0]
+    sup = SuppressSweep(model, tok, TARGET, KEEP, 50, 64)
+    pm = get_peft_model(model, LoraConfig(r=2, target_modules=["up_proj"], init_lora_weights=False))
+    point = SuppressedThenNegated(sup, 6.0, NegationSweep(pm))
+    chosen = torch.zeros(before.shape[-1], dtype=torch.bool)
+    chosen[sup.tokens] = True
+    with torch.no_grad():
+        both = point.set(1.0)(input_ids=ids).logits[0]
+        point.suppress.set(0.0)  # negation alone: the suppression lifted
+        neg = point.negation.model(input_ids=ids).logits[0]
+        h = point.negation.model.get_decoder()(input_ids=ids).last_hidden_state[0]  # the negated model's states
+    assert not torch.allclose(neg, before, atol=1e-4)  # the negation moved the model
+    assert torch.allclose(both[:, ~chosen], neg[:, ~chosen], atol=1e-5)  # suppression touches only its tokens
+    expect = (6.0 * (h @ sup.v)).unsqueeze(1).expand(-1, int(chosen.sum()))
+    assert torch.allclose(neg[:, chosen] - both[:, chosen], expect, atol=1e-4)  # ... by the strength along its fitted direction
+    with torch.no_grad():
+        back = point.set(0.0)(input_ids=ids).logits[0]
+    assert torch.allclose(back, before, atol=1e-5)

@@ -156,15 +156,23 @@ woman women female females girl girls man men male males immigrant immigrants la
 disabled deaf blind sex""".split())
 
 
+def is_identity_term(word: str) -> bool:
+    """An identity term, its plural or a longer word built on it ("homosexuals", "homosexuality"): the linear
+    profanity model scores several of these above 0.5, and suppressing their tokens would erase the group's name."""
+    w = word.lower()
+    return (w in IDENTITY or w.removesuffix("s") in IDENTITY or w.removesuffix("es") in IDENTITY
+            or any(len(t) >= 5 and w.startswith(t) for t in IDENTITY))
+
+
 def _word_scores(texts: Sequence[str]) -> list[list[tuple[int, int, float]]]:
     """Each response's words as (start, end, profanity probability) by alt-profanity-check's linear model,
-    scored once per distinct lower-cased word; identity terms score 0."""
+    scored once per distinct lower-cased word; identity terms (:func:`is_identity_term`) score 0."""
     try:
         from profanity_check import predict_prob
     except ImportError as exc:
         raise RevrelError("release.span_unit=word on toxicity needs alt-profanity-check: pip install alt-profanity-check") from exc
     words = [[m.span() for m in WORD.finditer(t)] for t in texts]
-    vocab = sorted({t[a:b].lower() for t, spans in zip(texts, words) for a, b in spans} - IDENTITY)
+    vocab = sorted(w for w in {t[a:b].lower() for t, spans in zip(texts, words) for a, b in spans} if not is_identity_term(w))
     prob = dict(zip(vocab, map(float, predict_prob(vocab)))) if vocab else {}
     return [[(a, b, prob.get(t[a:b].lower(), 0.0)) for a, b in spans] for t, spans in zip(texts, words)]
 
