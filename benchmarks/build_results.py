@@ -144,8 +144,24 @@ def sec_sweeps(notes: dict[str, str]) -> list[str]:
                 table(rec / "sweep.jsonl"), "", f"![pareto {r['task']}]({LINK}/{rec.name}/pareto.png)", ""]
         if (rec / "parts.jsonl").is_file():
             out += parts_table(rec / "parts.jsonl")
+        if (rec / "sampled.jsonl").is_file():
+            out += sampled_table(rec / "sampled.jsonl")
         out += [notes[rec.name], ""] if rec.name in notes else []
     return out
+
+
+def sampled_table(path: Path) -> list[str]:
+    """``release_sweep.py --sampled``'s rows: each point's dev probe change beside its sampled dev metrics (95% intervals)."""
+    rows = read_jsonl(path, allow_empty=True)
+    originals = list(dict.fromkeys(json.dumps(r["sampled_original"], sort_keys=True) for r in rows))
+    out = ["What the model writes at some of these points (`release_sweep.py --sampled`: the task's sampled metrics on dev prompts, "
+           "bootstrap 95% intervals over prompts; fluency under the original). The original: " +
+           " / ".join(f"{sampled(o)} (n={o.get('n_prompts', o.get('n_sentences', '?'))})" for o in map(json.loads, originals)) + ".", "",
+           "| setting | lambda | target change | utility change | sampled metrics |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(f"| {setting_name(r['settings'])} | {r['lambda']:g} | {r['target']['change']:+.3f} ± {r['target']['se']:.3f} | "
+                   f"{r['utility']['change']:+.3f} ± {r['utility']['se']:.3f} | {sampled(r['sampled'])} |")
+    return out + [""]
 
 
 def parts_table(path: Path) -> list[str]:

@@ -340,7 +340,7 @@ def plot(path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    png = path.with_name("pareto.png")
+    png = path.with_name("pareto.png" if path.name == "sweep.jsonl" else f"{path.stem}_pareto.png")  # one plot per sweep file
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return png
