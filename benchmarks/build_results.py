@@ -135,6 +135,9 @@ def sec_sweeps(notes: dict[str, str]) -> list[str]:
         out += [f"### {r['task']}{kind} (`{LINK}/{rec.name}/`)", "",
                 (f"Record: forget set = {r['forget_source']}; keep side and dev probe as in `{Path(r['copied_from']).name}`. "
                  if r.get("forget_source") else
+                 f"Record: {r['forget_size']} forget rows (mean relevance {r['forget_relevance']:.2f}) and the keep side of {r['source_run']}; "
+                 f"dev probe as in `release_rec_{r['task']}`. "
+                 if r.get("source_run") else
                  f"Record: {r['forget_size']} relevant self-generated forget rows (mean relevance {r['forget_relevance']:.2f}) from "
                  f"{variant} (`release_record.py --like`); keep side and dev probe as in `{Path(r['copied_from']).name}`. "
                  if r.get("copied_from") else
