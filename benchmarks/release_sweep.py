@@ -93,6 +93,7 @@ class DevSampled:
     def __init__(self, rec: Path, cfg, loaded, n: int) -> None:
         self.task, self.tok = get_task(cfg.task), loaded.tokenizer
         self.cfg = load_config(None, merge_dicts(cfg.to_dict(), {"eval": {"split": "dev", "profile": "full", "n_prompts": n, "n_math": n}}))
+        self.ecfg, self.oracle = self.task.eval_config(self.cfg.eval), self.task.oracle(self.cfg.reveal.oracle)
         self.reference = load_model(cfg.model, dtype=cfg.dtype).model
         path = rec / f"sampled_original_{n}.json"
         if not path.is_file():
@@ -103,7 +104,7 @@ class DevSampled:
         from revrel.models.loading import inference_view
 
         c, t0 = self.cfg, time.time()
-        m = self.task.evaluate(inference_view(model, c.gen_dtype), self.tok, self.task.eval_config(c.eval), self.task.oracle(c.reveal.oracle),
+        m = self.task.evaluate(inference_view(model, c.gen_dtype), self.tok, self.ecfg, self.oracle,
                                seed=c.seed, reference=inference_view(self.reference, c.gen_dtype))
         return {k: v for k, v in m.items() if k != "examples"} | {"seconds": round(time.time() - t0, 1)}
 
@@ -189,7 +190,7 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
         from revrel.release.suppress import SuppressSweep
 
         rows_s, _, keep_s, extra_s = edit_rows(task, forget, retain, s, unit=s.suppress_unit or s.span_unit)
-        suppressed = SuppressSweep(loaded.model, loaded.tokenizer, rows_s, keep_s, s.suppress, s.max_length, extra_s, s.suppress_prior)
+        suppressed = SuppressSweep.from_config(loaded.model, loaded.tokenizer, rows_s, keep_s, s, extra_s)
         suppressed.set(s.suppress_strength)
     prev_A, retain_dir = None, None
     if s.retain_pem and (s.lambda_orth > 0 or s.ext_sub != "none" or "sweep.retain_contrast" in settings):
@@ -222,7 +223,7 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
     mu = float(settings.get("sweep.retain_contrast", 0))  # sweep-only knob: negate delta_forget - mu * delta_retain
     sweep = NegationSweep(pm, minus=adapter_deltas(retain_dir) if mu else None, mu=mu)
     if suppressed is not None:
-        sweep = SuppressedThenNegated(suppressed, s.suppress_strength, sweep)
+        sweep = HeldUnder(suppressed, s.suppress_strength, sweep)
     return Point(sweep, tsum, round(time.time() - t0, 1), ext, only, span_info, len(rows))
 
 
@@ -250,35 +251,23 @@ def suppress_point(loaded, task, forget: list[dict], retain: list[dict], s, sett
     prune = PruneSweep(loaded.model, loaded.tokenizer, rows, keep, s.prune_steps, s.max_length, extra) if s.prune > 0 else None
     if prune:
         prune.set(s.prune)
-    sweep = SuppressSweep(loaded.model, loaded.tokenizer, rows, keep, s.suppress, s.max_length, extra, s.suppress_prior)
+    sweep = SuppressSweep.from_config(loaded.model, loaded.tokenizer, rows, keep, s, extra)
     info = {"tokens": len(sweep.tokens), "fit": sweep.fit, "pruned_first": s.prune or None, "top": [t["token"] for t in sweep.table[:20]]}
-    return Point(PrunedThenSuppressed(prune, s.prune, sweep) if prune else sweep, info, round(time.time() - t0, 1), None, None, span_info, len(rows))
+    return Point(HeldUnder(prune, s.prune, sweep) if prune else sweep, info, round(time.time() - t0, 1), None, None, span_info, len(rows))
 
 
 @dataclass
-class PrunedThenSuppressed:
-    """A fixed pruned share under a suppression sweep; ``set(0)`` gives back the original model."""
+class HeldUnder:
+    """One edit held at a fixed strength under the sweep of another (pruning under suppression, suppression under
+    negation), as a Release round applies them in turn; ``set(0)`` lifts both and gives back the original model."""
 
-    prune: PruneSweep
-    share: float
-    suppress: object
+    held: object
+    at: float
+    swept: object
 
-    def set(self, strength: float):
-        self.prune.set(self.share if strength > 0 else 0.0)
-        return self.suppress.set(strength)
-
-
-@dataclass
-class SuppressedThenNegated:
-    """A fixed suppression under a negation sweep; ``set(0)`` gives back the original model."""
-
-    suppress: object
-    strength: float
-    negation: NegationSweep
-
-    def set(self, lam: float):
-        self.suppress.set(self.strength if lam > 0 else 0.0)
-        return self.negation.set(lam)
+    def set(self, x: float):
+        self.held.set(self.at if x > 0 else 0.0)
+        return self.swept.set(x)
 
 
 def at_budget(pts: list[tuple[float, float]], budget: float = 0.05) -> float | None:

@@ -179,7 +179,7 @@ def test_sweep_bench_suppresses_then_negates_and_zero_is_the_original(tiny):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
-        from release_sweep import SuppressedThenNegated
+        from release_sweep import HeldUnder
     finally:
         sys.path.pop(0)
     model, tok = tiny.model, tiny.tokenizer
@@ -188,14 +188,14 @@ def test_sweep_bench_suppresses_then_negates_and_zero_is_the_original(tiny):
         before = model(input_ids=ids).logits[0]
     sup = SuppressSweep(model, tok, TARGET, KEEP, 50, 64)
     pm = get_peft_model(model, LoraConfig(r=2, target_modules=["up_proj"], init_lora_weights=False))
-    point = SuppressedThenNegated(sup, 6.0, NegationSweep(pm))
+    point = HeldUnder(sup, 6.0, NegationSweep(pm))
     chosen = torch.zeros(before.shape[-1], dtype=torch.bool)
     chosen[sup.tokens] = True
     with torch.no_grad():
         both = point.set(1.0)(input_ids=ids).logits[0]
-        point.suppress.set(0.0)  # negation alone: the suppression lifted
-        neg = point.negation.model(input_ids=ids).logits[0]
-        h = point.negation.model.get_decoder()(input_ids=ids).last_hidden_state[0]  # the negated model's states
+        point.held.set(0.0)  # negation alone: the suppression lifted
+        neg = point.swept.model(input_ids=ids).logits[0]
+        h = point.swept.model.get_decoder()(input_ids=ids).last_hidden_state[0]  # the negated model's states
     assert not torch.allclose(neg, before, atol=1e-4)  # the negation moved the model
     assert torch.allclose(both[:, ~chosen], neg[:, ~chosen], atol=1e-5)  # suppression touches only its tokens
     expect = (6.0 * (h @ sup.v)).unsqueeze(1).expand(-1, int(chosen.sum()))

@@ -130,6 +130,11 @@ class SuppressSweep:
         self.original = model.get_output_embeddings().weight[self.index].detach().clone()
         self.strength = 0.0
 
+    @classmethod
+    def from_config(cls, model, tokenizer, target_rows: list[dict], keep_rows: list[dict], cfg, extra_keep: list[dict] | None = None):
+        """The sweep a Release config asks for (``cfg``: a ReleaseConfig's suppress, max_length, suppress_prior)."""
+        return cls(model, tokenizer, target_rows, keep_rows, cfg.suppress, cfg.max_length, extra_keep, cfg.suppress_prior)
+
     def set(self, strength: float):
         w = self.model.get_output_embeddings().weight
         with torch.no_grad():
@@ -150,7 +155,7 @@ def suppress_with_budget(model, tokenizer, target_rows: list[dict], keep_rows: l
     """Release by output suppression: ``cfg.suppress`` tokens at ``cfg.suppress_strength``, the strength halved
     (at most ``cfg.line_search`` tries) while ``measure(model)`` exceeds ``limit``, as negation halves lambda.
     Returns the sweep at the kept strength (None when none met the budget: the head is restored) and what was tried."""
-    sweep = SuppressSweep(model, tokenizer, target_rows, keep_rows, cfg.suppress, cfg.max_length, extra_keep, cfg.suppress_prior)
+    sweep = SuppressSweep.from_config(model, tokenizer, target_rows, keep_rows, cfg, extra_keep)
     strength, searched, ratio = halving_search(sweep, cfg.suppress_strength, cfg.line_search, measure, limit, "strength")
     info = sweep.info() | {"strength": strength, "line_search": searched, "probe_ppl_ratio": ratio}
     return (sweep if strength is not None else None), info

@@ -154,6 +154,7 @@ IDENTITY = frozenset("""gay gays lesbian lesbians bisexual trans transgender que
 african africans mexican mexicans arab arabs jew jews jewish muslim muslims islam islamic christian christians catholic
 woman women female females girl girls man men male males immigrant immigrants latino latina hispanic indian indians
 disabled deaf blind sex""".split())
+IDENTITY_STEMS = tuple(t for t in IDENTITY if len(t) >= 5)  # long enough that a word built on one is about the group
 
 
 def is_identity_term(word: str) -> bool:
@@ -161,7 +162,7 @@ def is_identity_term(word: str) -> bool:
     profanity model scores several of these above 0.5, and suppressing their tokens would erase the group's name."""
     w = word.lower()
     return (w in IDENTITY or w.removesuffix("s") in IDENTITY or w.removesuffix("es") in IDENTITY
-            or any(len(t) >= 5 and w.startswith(t) for t in IDENTITY))
+            or w.startswith(IDENTITY_STEMS))
 
 
 def _word_scores(texts: Sequence[str]) -> list[list[tuple[int, int, float]]]:
