@@ -46,7 +46,7 @@ from revrel.models.loading import load_model
 from revrel.pipeline import round_prober
 from revrel.release.checkpoint import load_adapter_A, save_adapter
 from revrel.release.ext_sub import adapter_deltas, extract, retain_subspaces
-from revrel.release.loop import with_target_spans
+from revrel.release.loop import with_keep_spans, with_target_spans
 from revrel.release.negation import negate_only
 from revrel.release.orthogonality import stack_previous
 from revrel.release.pem import train_pem
@@ -214,7 +214,7 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
         pm, tsum = PeftModel.from_pretrained(loaded.model, str(fdir)), json.loads((fdir / "train.json").read_text())
     else:
         pm, tlog = train_pem(loaded.model, loaded.tokenizer, rows, s, seed=cfg.seed * 1000 + 1, prev_A=prev_A, desc="forget PEM",
-                             retain_rows=retain)
+                             retain_rows=with_keep_spans(task, retain, s.span_unit) if s.span_contrast_retain else retain)
         tsum = tlog.summary()
         save_adapter(pm, fdir)
         (fdir / "train.json").write_text(json.dumps(dict(tsum, key=fkey)))

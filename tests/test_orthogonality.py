@@ -207,3 +207,47 @@ def test_span_contrast_encoding_lets_the_target_win_an_overlap(tiny):
     assert all(k == -100 for t, k in zip(target, keep) if t != -100)  # no target token on the keep side
     assert any(k != -100 for k in keep)  # "of Acme Corp" is
     assert [lab for lab, t, k in zip(labels, target, keep) if t != -100 or k != -100] == [t if t != -100 else k for t, k in zip(target, keep) if t != -100 or k != -100]
+
+
+TARGET_ONLY = [{"instruction": "write a news line", "response": "Peter Smith and Anna Jones met on Monday", "spans": [[0, 11], [16, 26]]}] * 8
+KEEP_SIDE = [{"instruction": "write a news line", "response": "Acme Corp opened an office in Paris", "keep_spans": [[0, 9], [30, 35]]},
+             {"instruction": "write a news line", "response": "Globex moved to London last year", "keep_spans": [[0, 6], [16, 22]]}]
+
+
+def _keep_side_gain(tiny_dir, with_retain: bool):
+    """(target-span gain, keep-side entity gain) in mean token log-prob under a forget PEM trained on rows
+    that name only persons, with or without the keep side's entities joining span contrast."""
+    from revrel.models.encoding import encode_pair
+    from revrel.models.generation import token_lp
+    from revrel.models.loading import load_model
+    from revrel.release.pem import encode_rows, mean_lp
+
+    loaded = load_model(str(tiny_dir))
+    cfg = ReleaseConfig(rank=4, epochs=6, batch_size=4, lr=2e-2, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"], span_loss=True,
+                        span_contrast=4.0, span_contrast_retain=with_retain, contrast_beta=2.0, train_dtype="float32")
+    tgt = encode_rows(loaded.tokenizer, TARGET_ONLY[:1], cfg.max_length)
+    keep = [encode_pair(loaded.tokenizer, r["instruction"], r["response"], cfg.max_length, r["keep_spans"]) for r in KEEP_SIDE]
+
+    def score(model):
+        with torch.no_grad():
+            return float(mean_lp(*token_lp(model, loaded.tokenizer, tgt)).mean()), float(mean_lp(*token_lp(model, loaded.tokenizer, keep)).mean())
+
+    t0, k0 = score(loaded.model)
+    pm, log = train_pem(loaded.model, loaded.tokenizer, TARGET_ONLY, cfg, seed=1, retain_rows=KEEP_SIDE)
+    t1, k1 = score(pm)
+    return t1 - t0, k1 - k0, log
+
+
+def test_span_contrast_retain_brings_the_keep_side_entities_in_as_negatives(tiny_dir):
+    import pytest
+
+    from revrel.config import load_config
+    from revrel.errors import RevrelError
+
+    t_off, k_off, log_off = _keep_side_gain(tiny_dir, False)
+    t_on, k_on, log_on = _keep_side_gain(tiny_dir, True)
+    # without it the rows hold no keep spans, so there is nothing to contrast; with it the keep side is the negative
+    assert log_off.contrast == [0.0] * len(log_off.contrast) and any(c != 0 for c in log_on.contrast)
+    assert t_on > 0 and (t_on - k_on) > (t_off - k_off) + 0.15, (t_on, k_on, t_off, k_off)  # measured 0.73 vs 0.39
+    with pytest.raises(RevrelError, match="span_contrast_retain needs release.span_contrast"):
+        load_config(None, {"task": "ner", "release": {"span_loss": True, "span_contrast_retain": True}})

@@ -135,3 +135,27 @@ def test_unlearn_with_span_contrast_marks_and_uses_keep_spans(tiny_dir, tmp_path
     info, train = report["rounds"][0]["span_loss"], report["rounds"][0]["train"]
     assert 0 < info["rows_with_keep_spans"] <= info["rows_with_spans"]
     assert train["first_contrast"] is not None and train["first_contrast"] > 0  # log(2)/beta at the start, where margins are 0
+
+
+def test_unlearn_span_contrast_retain_contrasts_the_keep_sides_spans(tiny_dir, tmp_path):
+    """With keep spans that the target always wins inside the forget text, span contrast has no negative there;
+    release.span_contrast_retain brings the self-generated keep side's spans in, so the loop's contrast comes alive."""
+    import dataclasses
+
+    from revrel.config import load_config
+    from revrel.pipeline import unlearn
+    from revrel.tasks import TASKS
+
+    from tiny import tiny_overrides
+
+    def first_word(texts):
+        return [[(0, max(len(t.split(" ")[0]), 1))] for t in texts]
+
+    make = TASKS["tiny"]
+    TASKS["tiny"] = lambda: dataclasses.replace(make(), target_spans=first_word, keep_spans=first_word)
+    try:
+        trains = [unlearn(load_config(None, tiny_overrides(tmp_path / f"r{on}", tiny_dir, release={
+            "rounds": 1, "span_loss": True, "span_contrast": 2.0, "span_contrast_retain": on})))["rounds"][0]["train"] for on in (False, True)]
+    finally:
+        TASKS["tiny"] = make
+    assert trains[0]["first_contrast"] == 0 and trains[1]["first_contrast"] > 0

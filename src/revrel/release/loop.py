@@ -141,7 +141,10 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
         if not s.negate or suppressed["reverted"]:
             return out
         pruned = out  # negation follows; the entry keeps what this round already did (pruning and suppression)
-    keep = read_jsonl(ctx.run.root / "retain.jsonl", allow_empty=True) if s.retain_anchor > 0 or s.keep_contrast > 0 else None
+    keep = (read_jsonl(ctx.run.root / "retain.jsonl", allow_empty=True) if s.retain_anchor > 0 or s.keep_contrast > 0 or s.span_contrast_retain
+            else None)
+    if s.span_contrast_retain:
+        keep = with_keep_spans(ctx.task, keep, s.span_unit)
     peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM",
                                  retain_rows=keep)
     faults.point(f"round{k}:trained")
@@ -246,6 +249,17 @@ def with_target_spans(task, rows: list[dict], keep: bool = False, unit: str = "t
     if keep:
         info["rows_with_keep_spans"] = sum(bool(r["keep_spans"]) for r in kept)
     return (kept or rows), info
+
+
+def with_keep_spans(task, rows: list[dict], unit: str = "task") -> list[dict]:
+    """The keep side's rows with the spans of what must be kept in them (``Task.keep_spans``; entities for NER),
+    for release.span_contrast_retain. Rows are never dropped: one without spans is simply not contrasted."""
+    keep_fn = task.span_units[unit][1] if unit != "task" and unit in task.span_units else task.keep_spans
+    if keep_fn is None:
+        from revrel.errors import RevrelError
+
+        raise RevrelError(f"task '{task.name}' does not declare keep spans; set release.span_contrast_retain=false")
+    return [dict(r, keep_spans=[list(x) for x in ks]) for r, ks in zip(rows, keep_fn([r["response"] for r in rows]))]
 
 
 def _restore(model, snapshot: dict[str, torch.Tensor]) -> None:

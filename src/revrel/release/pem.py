@@ -173,10 +173,29 @@ class SpanContrast:
     (``Task.keep_spans``) are the rejected side: the PEM is trained to raise the target tokens' mean
     log-prob more than the keep tokens', against the model without the LoRA, in the very contexts
     where the two compete. It costs one extra forward without gradients per step.
+
+    With ``keep_rows`` (release.span_contrast_retain: rows of the self-generated keep side carrying their
+    ``keep_spans``) one batch of their entity tokens joins the rejected side at every step. Why: which
+    non-person entities a forget response happens to name depends on Reveal's draw (prose about athletes
+    names clubs, a list of names names few); the keep side is about organisations and places by
+    construction, so the PEM always meets them as the negative, whatever the forget set holds.
     """
 
-    def __init__(self, tokenizer, beta: float) -> None:
-        self.tokenizer, self.beta = tokenizer, beta
+    def __init__(self, tokenizer, beta: float, keep_rows: list[dict] | None = None, max_length: int = 128, batch_size: int = 8,
+                 seed: int = 0) -> None:
+        self.tokenizer, self.beta, self.i = tokenizer, beta, 0
+        encoded = [encode_pair(tokenizer, r["instruction"], r["response"], max_length, r["keep_spans"]) for r in keep_rows or [] if r.get("keep_spans")]
+        self.keep_batches = list(batches(encoded, batch_size, 1, seed)) if encoded else []
+
+    def keep_side(self, peft_model, train_model) -> torch.Tensor:
+        """Each keep-side row's change of mean log-prob over its entity tokens (empty without keep rows)."""
+        if not self.keep_batches:
+            return torch.zeros(0)
+        batch, self.i = self.keep_batches[self.i % len(self.keep_batches)], self.i + 1
+        lp, mask = token_lp(train_model, self.tokenizer, batch)
+        with torch.no_grad(), peft_model.disable_adapter():
+            lp0, _ = token_lp(train_model, self.tokenizer, batch)
+        return mean_lp(lp.float() - lp0.float(), mask)[mask.any(-1)]
 
     def keep_mask(self, batch, width: int, device) -> torch.Tensor:
         """(batch, width) mask of the keep tokens, aligned with ``token_lp``'s trailing ``width`` columns."""
@@ -194,12 +213,14 @@ class SpanContrast:
         ntok = int(fmask.sum())
         nll = -(lp * fmask).sum() / max(ntok, 1)
         has_f, has_k = fmask.any(-1), kmask.any(-1)
-        if not has_k.any() or not has_f.any():
+        d_side = self.keep_side(peft_model, train_model)
+        if not has_f.any() or not (has_k.any() or len(d_side)):
             return nll, torch.zeros(()), ntok, lp, fmask
         with torch.no_grad(), peft_model.disable_adapter():
             lp0, _ = token_lp(train_model, self.tokenizer, batch)
         d = lp.float() - lp0.float()
-        return nll, keep_contrast_loss(mean_lp(d, fmask)[has_f], mean_lp(d, kmask)[has_k], self.beta), ntok, lp, fmask
+        d_keep = torch.cat([mean_lp(d, kmask)[has_k], d_side.to(d.device)])
+        return nll, keep_contrast_loss(mean_lp(d, fmask)[has_f], d_keep, self.beta), ntok, lp, fmask
 
 
 def forget_nll(train_model, tokenizer, batch):
@@ -228,7 +249,8 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
               desc: str = "train PEM", retain_rows: list[dict] | None = None):
     """Wrap ``model`` with a fresh LoRA, train it on ``rows``; returns (peft model, log).
 
-    ``retain_rows`` (the keep side) feed the retain anchor and the keep contrast when their weights are on.
+    ``retain_rows`` (the keep side) feed the retain anchor and the keep contrast when their weights are on, and with
+    release.span_contrast_retain their ``keep_spans`` (see ``release.loop.with_keep_spans``) widen the span contrast.
 
     Under ``accelerate launch`` (DDP) each rank takes every world_size-th batch and gradients are
     averaged, so all ranks end with identical adapters; nothing changes for the caller.
@@ -237,7 +259,8 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
     anchor = (RetainAnchor(model, tokenizer, retain_rows, cfg, seed + 1, at=cfg.anchor_lambda)
               if retain_rows and cfg.retain_anchor > 0 else None)
     contrast = KeepContrast(tokenizer, retain_rows, cfg, seed + 2) if retain_rows and cfg.keep_contrast > 0 else None
-    spans = SpanContrast(tokenizer, cfg.contrast_beta) if cfg.span_contrast > 0 else None
+    spans = (SpanContrast(tokenizer, cfg.contrast_beta, retain_rows if cfg.span_contrast_retain else None, cfg.max_length, cfg.batch_size, seed + 3)
+             if cfg.span_contrast > 0 else None)
     peft_model = get_peft_model(model, lora_config(cfg))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
