@@ -49,7 +49,7 @@ from revrel.release.ext_sub import adapter_deltas, extract, retain_subspaces
 from revrel.release.loop import with_keep_spans, with_target_spans
 from revrel.release.negation import negate_only
 from revrel.release.orthogonality import stack_previous
-from revrel.release.pem import train_pem
+from revrel.release.pem import train_pem, train_pem_restarts
 from revrel.release.prune import PruneSweep, keep_sides
 from revrel.release.sweep import NegationSweep
 from revrel.tasks import get_task
@@ -213,7 +213,7 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
 
         pm, tsum = PeftModel.from_pretrained(loaded.model, str(fdir)), json.loads((fdir / "train.json").read_text())
     else:
-        pm, tlog = train_pem(loaded.model, loaded.tokenizer, rows, s, seed=cfg.seed * 1000 + 1, prev_A=prev_A, desc="forget PEM",
+        pm, tlog = train_pem_restarts(loaded.model, loaded.tokenizer, rows, s, seed=cfg.seed * 1000 + 1, prev_A=prev_A, desc="forget PEM",
                              retain_rows=with_keep_spans(task, retain, s.span_unit) if s.span_contrast_retain else retain)
         tsum = tlog.summary()
         save_adapter(pm, fdir)

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import torch
@@ -251,3 +252,28 @@ def test_span_contrast_retain_brings_the_keep_side_entities_in_as_negatives(tiny
     assert t_on > 0 and (t_on - k_on) > (t_off - k_off) + 0.15, (t_on, k_on, t_off, k_off)  # measured 0.73 vs 0.39
     with pytest.raises(RevrelError, match="span_contrast_retain needs release.span_contrast"):
         load_config(None, {"task": "ner", "release": {"span_loss": True, "span_contrast_retain": True}})
+
+
+def test_pem_restarts_keeps_the_restart_whose_span_contrast_ends_lowest(tiny_dir):
+    import pytest
+
+    from revrel.config import load_config
+    from revrel.errors import RevrelError
+    from revrel.models.loading import load_model
+    from revrel.release.pem import train_pem_restarts
+
+    cfg = ReleaseConfig(rank=4, epochs=2, batch_size=4, lr=2e-2, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
+                        span_loss=True, span_contrast=4.0, contrast_beta=2.0, train_dtype="float32", pem_restarts=3)
+    loaded = load_model(str(tiny_dir))
+    pm, log = train_pem_restarts(loaded.model, loaded.tokenizer, SPAN_ROWS, cfg, seed=5)
+    scores, kept = log.restarts["final_contrast"], log.restarts["kept"]
+    assert len(scores) == 3 and len(set(scores)) == 3 and scores[kept] == min(scores)
+    assert log.summary()["restarts"]["kept"] == kept
+    # the returned PEM is the kept restart: retraining that seed alone gives the same LoRA weights
+    fresh = load_model(str(tiny_dir))
+    one, _ = train_pem(fresh.model, fresh.tokenizer, SPAN_ROWS, dataclasses.replace(cfg, pem_restarts=1), seed=5 + 7919 * kept)
+    want = {n: p for n, p in one.named_parameters() if p.requires_grad}
+    got = {n: p for n, p in pm.named_parameters() if p.requires_grad}
+    assert want.keys() == got.keys() and all(torch.allclose(want[n], got[n], atol=1e-6) for n in want)
+    with pytest.raises(RevrelError, match="pem_restarts picks by the span contrast"):
+        load_config(None, {"task": "ner", "release": {"pem_restarts": 2}})

@@ -139,7 +139,8 @@ def test_unlearn_with_span_contrast_marks_and_uses_keep_spans(tiny_dir, tmp_path
 
 def test_unlearn_span_contrast_retain_contrasts_the_keep_sides_spans(tiny_dir, tmp_path):
     """With keep spans that the target always wins inside the forget text, span contrast has no negative there;
-    release.span_contrast_retain brings the self-generated keep side's spans in, so the loop's contrast comes alive."""
+    release.span_contrast_retain brings the self-generated keep side's spans in, so the loop's contrast comes alive
+    (that run also keeps the better of two restarts, release.pem_restarts)."""
     import dataclasses
 
     from revrel.config import load_config
@@ -155,7 +156,9 @@ def test_unlearn_span_contrast_retain_contrasts_the_keep_sides_spans(tiny_dir, t
     TASKS["tiny"] = lambda: dataclasses.replace(make(), target_spans=first_word, keep_spans=first_word)
     try:
         trains = [unlearn(load_config(None, tiny_overrides(tmp_path / f"r{on}", tiny_dir, release={
-            "rounds": 1, "span_loss": True, "span_contrast": 2.0, "span_contrast_retain": on})))["rounds"][0]["train"] for on in (False, True)]
+            "rounds": 1, "span_loss": True, "span_contrast": 2.0, "span_contrast_retain": on, "pem_restarts": 1 + on})))["rounds"][0]["train"]
+            for on in (False, True)]
     finally:
         TASKS["tiny"] = make
     assert trains[0]["first_contrast"] == 0 and trains[1]["first_contrast"] > 0
+    assert "restarts" not in trains[0] and len(trains[1]["restarts"]["final_contrast"]) == 2  # the loop trains release.pem_restarts PEMs

@@ -82,6 +82,7 @@ class ReleaseConfig:
     retain_anchor: float = 0.0  # weight of the squared change of retain-token log-probs while training a forget PEM (0: off)
     keep_contrast: float = 0.0  # weight of a DPO-style term that trains the forget PEM to raise forget text more than keep text (0: off)
     span_contrast: float = 0.0  # the same contrast inside the forget text: target spans vs the task's keep spans (needs span_loss)
+    pem_restarts: int = 1  # train this many forget PEMs (other seeds) and keep the one whose span contrast ends lowest (needs span_contrast)
     span_contrast_retain: bool = False  # the keep side's own entities (Task.keep_spans on retain.jsonl) join span contrast's rejected side
     contrast_beta: float = 5.0  # its sharpness: the margin (nats/token) saturates near a few / contrast_beta
     anchor_lambda: float = 0.0  # where the anchor looks: 0 on W + delta (first order); lam > 0 on the negated model W - lam * delta
@@ -196,6 +197,8 @@ class RunConfig:
         _check(s.keep_contrast >= 0, "release.keep_contrast must be >= 0")
         _check(s.contrast_beta > 0, "release.contrast_beta must be > 0")
         _check(s.span_contrast >= 0, "release.span_contrast must be >= 0")
+        _check(s.pem_restarts >= 1, "release.pem_restarts must be >= 1")
+        _check(s.pem_restarts == 1 or s.span_contrast > 0, "release.pem_restarts picks by the span contrast: set release.span_contrast > 0")
         _check(not s.span_contrast_retain or s.span_contrast > 0, "release.span_contrast_retain needs release.span_contrast > 0 (it widens that contrast)")
         _check(s.span_contrast == 0 or s.span_loss, "release.span_contrast needs release.span_loss: true (it contrasts the target spans)")
         _check(s.span_unit == "task" or s.span_loss, "release.span_unit needs release.span_loss: true (it picks the span loss's spans)")

@@ -23,7 +23,7 @@ from revrel.progress import progress_bar
 from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
 from revrel.release.negation import negate_into_base, negate_only, negated_adapters, save_negated_adapter
 from revrel.release.orthogonality import lora_A, orthogonality_loss, stack_previous
-from revrel.release.pem import train_pem
+from revrel.release.pem import train_pem, train_pem_restarts
 from revrel.reveal.candidates import Candidate
 from revrel.reveal.optimize import build_candidates, reveal
 
@@ -145,7 +145,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
             else None)
     if s.span_contrast_retain:
         keep = with_keep_spans(ctx.task, keep, s.span_unit)
-    peft_model, tlog = train_pem(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM",
+    peft_model, tlog = train_pem_restarts(ctx.model, ctx.tok, rows, s, seed=ctx.cfg.seed * 1000 + k, prev_A=prev_A, desc=f"round {k}: train forget PEM",
                                  retain_rows=keep)
     faults.point(f"round{k}:trained")
     ext = None

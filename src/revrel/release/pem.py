@@ -31,13 +31,20 @@ class TrainLog:
     contrast: list[float] = field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
+    restarts: dict | None = None  # with release.pem_restarts: each restart's final contrast and the one kept
+
+    def final_contrast(self, epochs: int) -> float:
+        """Mean contrast loss over the last epoch's steps: how well the trained PEM tells target from keep spans
+        in its own training text (one batch's value is too noisy to rank restarts by)."""
+        last = self.contrast[-max(1, math.ceil(len(self.contrast) / max(epochs, 1))):]
+        return sum(last) / max(len(last), 1)
 
     def summary(self) -> dict:
         return {"steps": self.steps, "first_loss": self.loss[0] if self.loss else None, "last_loss": self.loss[-1] if self.loss else None,
                 "first_orth": self.orth[0] if self.orth else None, "last_orth": self.orth[-1] if self.orth else None,
                 "last_anchor": self.anchor[-1] if self.anchor else None,
                 "first_contrast": self.contrast[0] if self.contrast else None, "last_contrast": self.contrast[-1] if self.contrast else None,
-                "tokens": self.tokens, "seconds": round(self.seconds, 2)}
+                "tokens": self.tokens, "seconds": round(self.seconds, 2), **({"restarts": self.restarts} if self.restarts else {})}
 
 
 def lora_config(cfg: ReleaseConfig) -> LoraConfig:
@@ -302,4 +309,34 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
         bar.set_postfix(loss=f"{log.loss[-1]:.3f}", orth=f"{log.orth[-1]:.3g}")
     peft_model.eval()
     log.seconds = time.time() - t0
+    return peft_model, log
+
+
+def train_pem_restarts(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: int, desc: str = "train PEM", **kw):
+    """``train_pem`` ``cfg.pem_restarts`` times from other seeds; keeps the PEM whose span contrast ends lowest.
+
+    Why: on the same NER forget rows, two seeds gave PER/ORG 25:1 and 3:1 on the dev probe (FINDINGS,
+    release_rec_ner), and the selective one had the lower final contrast loss (3e-5 vs 1.2e-3): the
+    contrast measures, on the PEM's own training text and without any real data, how well it learned
+    the target *apart from* the entities that must be kept. The first restart uses ``seed``, so
+    pem_restarts=1 is plain ``train_pem``. Costs pem_restarts x the training time.
+    """
+    if cfg.pem_restarts <= 1:
+        return train_pem(model, tokenizer, rows, cfg, seed=seed, desc=desc, **kw)
+    scores: list[float] = []
+    best = None
+    peft_model = None
+    for j in range(cfg.pem_restarts):
+        if peft_model is not None:
+            model = peft_model.unload()  # the base model without this restart's LoRA layers
+        peft_model, log = train_pem(model, tokenizer, rows, cfg, seed=seed + 7919 * j, desc=f"{desc} ({j + 1}/{cfg.pem_restarts})", **kw)
+        scores.append(round(log.final_contrast(cfg.epochs), 7))
+        if best is None or scores[-1] < scores[best[0]]:
+            best = (j, log, {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
+    j, log, state = best
+    with torch.no_grad():  # every restart has the same LoRA layout: the kept one's weights go into the last wrapper
+        params = dict(peft_model.named_parameters())
+        for n, v in state.items():
+            params[n].copy_(v)
+    log.restarts = {"final_contrast": scores, "kept": j}
     return peft_model, log
