@@ -32,11 +32,12 @@ class TrainLog:
     tokens: int = 0
     seconds: float = 0.0
     restarts: dict | None = None  # with release.pem_restarts: each restart's final contrast and the one kept
+    epochs: int = 1
 
-    def final_contrast(self, epochs: int) -> float:
+    def final_contrast(self, epochs: int | None = None) -> float:
         """Mean contrast loss over the last epoch's steps: how well the trained PEM tells target from keep spans
         in its own training text (one batch's value is too noisy to rank restarts by)."""
-        last = self.contrast[-max(1, math.ceil(len(self.contrast) / max(epochs, 1))):]
+        last = self.contrast[-max(1, math.ceil(len(self.contrast) / max(epochs or self.epochs, 1))):]
         return sum(last) / max(len(last), 1)
 
     def summary(self) -> dict:
@@ -44,6 +45,7 @@ class TrainLog:
                 "first_orth": self.orth[0] if self.orth else None, "last_orth": self.orth[-1] if self.orth else None,
                 "last_anchor": self.anchor[-1] if self.anchor else None,
                 "first_contrast": self.contrast[0] if self.contrast else None, "last_contrast": self.contrast[-1] if self.contrast else None,
+                "final_contrast": round(self.final_contrast(), 7) if self.contrast else None,
                 "tokens": self.tokens, "seconds": round(self.seconds, 2), **({"restarts": self.restarts} if self.restarts else {})}
 
 
@@ -278,7 +280,7 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: i
     if acc:
         train_model, opt = acc.prepare(peft_model, opt)
     total = cfg.epochs * math.ceil(len(encoded) / cfg.batch_size)
-    log, t0 = TrainLog(), time.time()
+    log, t0 = TrainLog(epochs=cfg.epochs), time.time()
     peft_model.train()
     opt.zero_grad()
     all_batches = batches(encoded, cfg.batch_size, cfg.epochs, seed)
@@ -330,7 +332,7 @@ def train_pem_restarts(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *
         if peft_model is not None:
             model = peft_model.unload()  # the base model without this restart's LoRA layers
         peft_model, log = train_pem(model, tokenizer, rows, cfg, seed=seed + 7919 * j, desc=f"{desc} ({j + 1}/{cfg.pem_restarts})", **kw)
-        scores.append(round(log.final_contrast(cfg.epochs), 7))
+        scores.append(round(log.final_contrast(), 7))
         if best is None or scores[-1] < scores[best[0]]:
             best = (j, log, {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
     j, log, state = best
