@@ -32,14 +32,14 @@ from revrel.config import load_config  # noqa: E402
 from revrel.evaluation import probes  # noqa: E402
 from revrel.io import read_jsonl  # noqa: E402
 from revrel.models.loading import load_model  # noqa: E402
+from revrel.release.loop import span_fns  # noqa: E402
 from revrel.tasks import get_task  # noqa: E402
 
 
 def parts_probe(task, cfg, tokenizer, unit: str) -> probes.Probe:
     """The task's dev probe with its target spans split by ``unit``'s marks."""
     ecfg = task.eval_config(cfg.eval)
-    fn = task.target_spans if unit == "task" else task.span_units[unit][0]
-    return probes.split_probe(task.probe(ecfg.split, ecfg.probe_items, tokenizer, ecfg.dataset), fn)
+    return probes.split_probe(task.probe(ecfg.split, ecfg.probe_items, tokenizer, ecfg.dataset), span_fns(task, unit)[0])
 
 
 def part_stats(before: dict, after: dict, probe: probes.Probe) -> dict:

@@ -225,16 +225,25 @@ def suppress_round(ctx: Context, k: int, rows: list[dict], probe: list[dict], pr
     return {"suppress": info, "probe_ppl_ratio": info["probe_ppl_ratio"], "round_budget": round(limit, 4), "reverted": sweep is None}
 
 
+def span_fns(task, unit: str = "task") -> tuple:
+    """(target spans, keep spans) functions of a release.span_unit: the task's own for "task", else ``Task.span_units``'s."""
+    if unit == "task":
+        return task.target_spans, task.keep_spans
+    if unit not in task.span_units:
+        from revrel.errors import RevrelError
+
+        have = ", ".join(["task", *task.span_units])
+        raise RevrelError(f"release.span_unit={unit}: task '{task.name}' declares the units {have}")
+    return task.span_units[unit]
+
+
 def with_target_spans(task, rows: list[dict], keep: bool = False, unit: str = "task") -> tuple[list[dict], dict]:
     """The forget rows with the task's target spans attached (rows without any span are dropped), and with
     ``keep`` the spans of what must be kept in the same text (``Task.keep_spans``, for release.span_contrast).
     ``unit`` other than "task" takes both from ``Task.span_units`` (release.span_unit)."""
     from revrel.errors import RevrelError
 
-    if unit != "task" and unit not in task.span_units:
-        have = ", ".join(["task", *task.span_units])
-        raise RevrelError(f"release.span_unit={unit}: task '{task.name}' declares the units {have}")
-    target_fn, keep_fn = task.span_units[unit] if unit != "task" else (task.target_spans, task.keep_spans)
+    target_fn, keep_fn = span_fns(task, unit)
     if target_fn is None:
         raise RevrelError(f"release.span_loss: task '{task.name}' does not declare target spans; set release.span_loss=false")
     if keep and keep_fn is None:
@@ -254,7 +263,7 @@ def with_target_spans(task, rows: list[dict], keep: bool = False, unit: str = "t
 def with_keep_spans(task, rows: list[dict], unit: str = "task") -> list[dict]:
     """The keep side's rows with the spans of what must be kept in them (``Task.keep_spans``; entities for NER),
     for release.span_contrast_retain. Rows are never dropped: one without spans is simply not contrasted."""
-    keep_fn = task.span_units[unit][1] if unit != "task" and unit in task.span_units else task.keep_spans
+    keep_fn = span_fns(task, unit)[1]
     if keep_fn is None:
         from revrel.errors import RevrelError
 

@@ -34,10 +34,10 @@ class TrainLog:
     restarts: dict | None = None  # with release.pem_restarts: each restart's final contrast and the one kept
     epochs: int = 1
 
-    def final_contrast(self, epochs: int | None = None) -> float:
+    def final_contrast(self) -> float:
         """Mean contrast loss over the last epoch's steps: how well the trained PEM tells target from keep spans
         in its own training text (one batch's value is too noisy to rank restarts by)."""
-        last = self.contrast[-max(1, math.ceil(len(self.contrast) / max(epochs or self.epochs, 1))):]
+        last = self.contrast[-max(1, math.ceil(len(self.contrast) / max(self.epochs, 1))):]
         return sum(last) / max(len(last), 1)
 
     def summary(self) -> dict:

@@ -113,13 +113,17 @@ def other_entity_spans(texts: Sequence[str]) -> list[list[tuple[int, int]]]:
     return [[(e.start_char, e.end_char) for e in doc.ents if e.label_ in KEEP_LABELS] for doc in _nlp().pipe([t or " " for t in texts])]
 
 
+# spaCy's labels for numbers, amounts and dates: not names, so the oracles leave them out of the entity count
+NUMERIC_LABELS = ("CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME")
+
+
 class SpacyPersonOracle:
     """Relevance = (# PERSON entities) / (# named entities) in the response; 0 when it names nothing."""
 
     def __call__(self, texts: Sequence[str]) -> list[float]:
         out = []
         for doc in _nlp().pipe([t or " " for t in texts]):
-            ents = [e for e in doc.ents if e.label_ not in ("CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME")]
+            ents = [e for e in doc.ents if e.label_ not in NUMERIC_LABELS]
             out.append(sum(e.label_ == "PERSON" for e in ents) / len(ents) if ents else 0.0)
         return out
 
@@ -155,7 +159,7 @@ class SpacyPersonDenseOracle:
     def __call__(self, texts: Sequence[str]) -> list[float]:
         out = []
         for doc in _nlp().pipe([t or " " for t in texts]):
-            ents = [e for e in doc.ents if e.label_ not in ("CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME")]
+            ents = [e for e in doc.ents if e.label_ not in NUMERIC_LABELS]
             persons = [e for e in ents if e.label_ == "PERSON"]
             words = sum(t.is_alpha for t in doc)
             if not persons or not words:
