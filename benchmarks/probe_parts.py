@@ -26,7 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from release_sweep import negation_point  # noqa: E402
+from release_sweep import done_keys, negation_point, settings_of  # noqa: E402
 
 from revrel.config import load_config  # noqa: E402
 from revrel.evaluation import probes  # noqa: E402
@@ -70,8 +70,8 @@ def main() -> None:
     if args.unit != "task" and args.unit not in task.span_units:
         raise SystemExit(f"error: --unit {args.unit!r}: {cfg.task} has units task, {', '.join(task.span_units) or '(none other)'}")
     out = Path(args.out or rec / "parts.jsonl")
-    settings = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in args.set}
-    done = {(json.dumps(r["settings"]), r["unit"], r["lambda"]) for r in read_jsonl(out, allow_empty=True)} if out.is_file() else set()
+    settings = settings_of(args.set)
+    done = done_keys(out, "unit", "lambda")
     todo = [lam for lam in args.lambdas if (json.dumps(settings), args.unit, lam) not in done]
     if not todo:
         return

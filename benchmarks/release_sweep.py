@@ -57,6 +57,18 @@ from revrel.tasks import get_task
 RETAIN_KEYS = ("rank", "lora_alpha", "target_modules", "lr", "epochs", "batch_size", "max_length")
 
 
+def settings_of(kvs: list[str]) -> dict:
+    """A sweep row's ``settings``: its --set strings as {key: value text}, the row's identity for resuming."""
+    return {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in kvs}
+
+
+def done_keys(out: Path, *fields: str) -> set[tuple]:
+    """(settings JSON, *fields) of the rows already in ``out``: a resumed sweep skips these points."""
+    if not out.is_file():
+        return set()
+    return {(json.dumps(r["settings"]), *(r[f] for f in fields)) for r in read_jsonl(out, allow_empty=True)}
+
+
 def grid_points(grids: list[str]) -> list[dict]:
     """``["release.ext_sub=none,both", "release.lr=1e-3"]`` -> every combination as --set style strings."""
     axes = []
@@ -133,14 +145,14 @@ def main() -> None:
     base_cfg = yaml.safe_load((rec / "config.yaml").read_text())
     forget, retain = (read_jsonl(rec / f"{n}.jsonl", allow_empty=True) for n in ("forget", "retain"))
     out = Path(args.out or rec / "sweep.jsonl")
-    done = {(json.dumps(r["settings"]), r["lambda"]) for r in read_jsonl(out, allow_empty=True)} if out.is_file() else set()
+    done = done_keys(out, "lambda")
     loaded = load_model(base_cfg["model"], dtype=base_cfg["dtype"])
     task = get_task(base_cfg["task"])
     axes = DevAxes(rec, load_config(None, base_cfg), loaded)
     sampled = DevSampled(rec, load_config(None, base_cfg), loaded, args.sampled) if args.sampled else None
     retain_cache: dict[str, Path] = {}
     for point in grid_points(args.grid):
-        settings = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in args.set + point}
+        settings = settings_of(args.set + point)
         todo = [lam for lam in args.lambdas if (json.dumps(settings), lam) not in done]
         if not todo:
             continue
@@ -181,7 +193,7 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
         over["release"].setdefault("prune", 0.01)  # a pruning curve: its strengths are the pruned shares (release.prune)
     cfg = load_config(None, merge_dicts(base_cfg, over))
     s = cfg.release
-    settings = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in kvs}
+    settings = settings_of(kvs)
     t0 = time.time()
     if not s.negate:
         return (suppress_point if s.suppress else prune_point)(loaded, task, forget, retain, s, settings, t0)
