@@ -263,8 +263,10 @@ def suppress_point(loaded, task, forget: list[dict], retain: list[dict], s, sett
     prune = PruneSweep(loaded.model, loaded.tokenizer, rows, keep, s.prune_steps, s.max_length, extra) if s.prune > 0 else None
     if prune:
         prune.set(s.prune)
-    # as in a Release round: pruning reads release.span_unit's spans, suppression release.suppress_unit's when set
-    rows_s, _, keep_s, extra_s = edit_rows(task, forget, retain, s, unit=s.suppress_unit) if s.suppress_unit else (rows, None, keep, extra)
+    # as in a Release round: pruning reads release.span_unit's spans, suppression release.suppress_unit's when set;
+    # the spans are found again only when that unit differs
+    unit = s.suppress_unit or s.span_unit
+    rows_s, _, keep_s, extra_s = edit_rows(task, forget, retain, s, unit=unit) if unit != s.span_unit else (rows, None, keep, extra)
     sweep = SuppressSweep.from_config(loaded.model, loaded.tokenizer, rows_s, keep_s, s, extra_s)
     info = {"tokens": len(sweep.tokens), "fit": sweep.fit, "pruned_first": s.prune or None, "top": [t["token"] for t in sweep.table[:20]]}
     return Point(HeldUnder(prune, s.prune, sweep) if prune else sweep, info, round(time.time() - t0, 1), None, None, span_info, len(rows))
