@@ -41,7 +41,14 @@ def main() -> None:
                                                           "forget data (the one-shot pem-negation baseline's input), the rest copied from REC")
     ap.add_argument("--like", help="the self-generated record to copy the keep side, dev probe and cached retain PEMs from; "
                                    "without --real, Reveal runs again with --set's overrides (e.g. another oracle)")
+    ap.add_argument("--keep-side", action="store_true", help="with --like REC: REC's forget set and dev probe, the keep side "
+                                                              "(retain rows, self-probe) generated again from the task's keep instructions as they are now")
     args = ap.parse_args()
+    if args.keep_side:
+        if not args.like:
+            raise SystemExit("--keep-side needs --like REC (the record whose forget set and dev probe to keep)")
+        keep_side_record(Path(args.like), Path(args.out))
+        return
     if args.real:
         real_record(Path(args.like), Path(args.out), args.real)
         return
@@ -126,6 +133,28 @@ def copy_keep_side(like: Path, out: Path) -> dict:
     if (like / "retain_pems").is_dir() and not (out / "retain_pems").exists():
         shutil.copytree(like / "retain_pems", out / "retain_pems")
     return json.loads((like / "record.json").read_text())
+
+
+def keep_side_record(like: Path, out: Path) -> None:
+    """``like``'s forget set, Reveal log and dev probe, with a keep side generated again from the task's keep
+    instructions as the code has them now: two records that differ only in the keep side (its retain PEM is
+    trained again by the sweep, so no cached retain PEM is copied)."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "forget.jsonl", "reveal.jsonl"):
+        shutil.copy2(like / name, out / name)
+    record = json.loads((like / "record.json").read_text())
+    cfg = load_config(like / "config.yaml", {})
+    ctx = reveal_context(cfg, out)
+    t0 = time.time()
+    retain, probe = self_generated_retain(ctx)
+    write_jsonl(out / "retain.jsonl", retain)
+    write_jsonl(out / "probe.jsonl", probe)
+    record.update(retain_size=len(retain), probe_size=len(probe), copied_from=str(like), keep_side="generated again",
+                  seconds={"retain": round(time.time() - t0, 1)})
+    (out / "record.json").write_text(json.dumps(record, indent=1))
+    print(f"{like}'s forget set with a new keep side ({len(retain)} retain rows, {len(probe)} probe rows) -> {out}/")
 
 
 def reveal_record(like: Path, out: Path, over: dict) -> None:
