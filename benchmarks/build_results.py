@@ -138,6 +138,9 @@ def sec_sweeps(notes: dict[str, str]) -> list[str]:
                  f"Record: {r['forget_size']} forget rows (mean relevance {r['forget_relevance']:.2f}) and the keep side of {r['source_run']}; "
                  f"dev probe as in `release_rec_{r['task']}`. "
                  if r.get("source_run") else
+                 f"Record: the forget rows of `{Path(r['copied_from']).name}` ({r['forget_size']}) and its dev probe, with a keep side "
+                 f"generated again ({r['retain_size']} retain rows; `release_record.py --keep-side`). "
+                 if r.get("keep_side") else
                  f"Record: {r['forget_size']} relevant self-generated forget rows (mean relevance {r['forget_relevance']:.2f}) from "
                  f"{variant} (`release_record.py --like`); keep side and dev probe as in `{Path(r['copied_from']).name}`. "
                  if r.get("copied_from") else

@@ -28,6 +28,18 @@ def test_pick_tokens_takes_target_span_tokens_the_keep_side_lacks(tiny):
         pick_tokens(tok, [dict(TARGET[0], spans=[[0, 0]])], KEEP, 5, 64)
 
 
+def test_pick_tokens_min_chars_leaves_out_short_word_pieces(tiny):
+    """release.suppress_min_chars: pieces shorter than N characters (besides a leading space) are never chosen, the
+    longer target tokens still are; 0 leaves the choice as it was."""
+    tok = tiny.tokenizer
+    every = pick_tokens(tok, TARGET, KEEP, 50, 64)[0]
+    size = {t: len(tok.decode([t]).removeprefix(" ")) for t in every}
+    cut = sorted(set(size.values()))[len(set(size.values())) // 2]  # a length that splits the chosen tokens in two
+    kept = pick_tokens(tok, TARGET, KEEP, 50, 64, min_chars=cut)[0]
+    assert kept and set(kept) == {t for t in every if size[t] >= cut} and len(kept) < len(every)
+    assert pick_tokens(tok, TARGET, KEEP, 50, 64, min_chars=0)[0] == every
+
+
 def test_suppression_lowers_only_the_chosen_logits_and_restores(tiny):
     model, tok = tiny.model, tiny.tokenizer
     emb = model.get_input_embeddings().weight.detach().clone()
@@ -72,7 +84,7 @@ def test_suppression_line_search_halves_the_strength_until_the_budget_holds(tiny
 
     model, tok = tiny.model, tiny.tokenizer
     head = model.get_output_embeddings()
-    cfg = SimpleNamespace(suppress=10, suppress_strength=8.0, suppress_prior=False, line_search=3, max_length=64)
+    cfg = SimpleNamespace(suppress=10, suppress_strength=8.0, suppress_prior=False, suppress_min_chars=0, line_search=3, max_length=64)
     original = head.weight.detach().clone()
     moved = lambda m: 1 + float((m.get_output_embeddings().weight.detach() - original).abs().max())  # noqa: E731 (grows with the strength)
     sweep, info = suppress_with_budget(model, tok, TARGET, KEEP, cfg, moved, 1 + float(sweep_step(model, tok)) * 2.5)

@@ -173,15 +173,3 @@ def test_eval_profiles_fill_only_unset_sizes():
     assert (code.n_prompts, code.n_math) == (100, 200)
     with pytest.raises(RevrelError, match="no eval profile"):
         tox.eval_config(EvalConfig(profile="huge"))
-
-
-def test_ner_keep_side_has_the_forget_sets_list_shape_in_probe_and_training():
-    """The keep side mirrors the forget set's shape (entities one per line, sports tables) on both sides of the
-    self-probe split, and its list text carries the non-person entity spans the span contrast can use."""
-    from revrel.tasks.ner import KEEP, KEEP_LISTS, KEEP_PROSE, other_entity_spans, person_spans
-
-    assert sorted(KEEP) == sorted(KEEP_PROSE + KEEP_LISTS) and len(set(KEEP)) == len(KEEP)
-    n_probe = max(4, len(KEEP) // 4)  # release.loop.self_generated_retain's split
-    assert set(KEEP[:n_probe]) & set(KEEP_LISTS) and set(KEEP[n_probe:]) & set(KEEP_LISTS)
-    text = "1. Berlin (Germany)\n2. London (United Kingdom)\nCALIFORNIA 62 72 .463"
-    assert len(other_entity_spans([text])[0]) >= 3 and person_spans([text]) == [[]]

@@ -108,6 +108,8 @@ class ReleaseConfig:
     suppress_unit: str = ""  # the spans whose tokens are suppressed: empty = release.span_unit; e.g. word while the PEM learns sentences
     suppress_prior: bool = False  # also count on the keep side how often the model expects each token (its summed
     # next-token probabilities), so a common word piece a small keep set lacks is not taken for a target token
+    suppress_min_chars: int = 0  # suppress only tokens with at least this many characters besides a leading space: shorter
+    # pieces ('n', ' D', ' b', 'st') are building blocks of ordinary words, and lowering one lowers every word it starts (0: any)
     prune_keep: str = "retain"  # the keep side pruning spares: retain (the self-generated keep-side texts) | keep_spans (the
     # task's keep spans inside the forget text, e.g. the clean words beside profane ones) | both (the larger activity of the two)
     span_unit: str = "task"  # which spans: the task's own (task) or another unit it declares (Task.span_units, e.g. toxicity: word)
@@ -219,6 +221,7 @@ class RunConfig:
         _check(s.prune_keep in ("retain", "keep_spans", "both"), "release.prune_keep must be retain, keep_spans or both")
         _check(s.prune_keep == "retain" or s.span_loss, "release.prune_keep=keep_spans/both needs release.span_loss: true (keep spans sit beside the target spans)")
         _check(1 <= s.prune_steps <= 100, "release.prune_steps must be in [1, 100]")
+        _check(s.suppress_min_chars >= 0, "release.suppress_min_chars must be >= 0")
         _check(s.anchor_lambda >= 0, "release.anchor_lambda must be >= 0 (the negation strength the anchor is measured at)")
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
         _check(bool(e.profile), "eval.profile must name a profile (quick or full)")

@@ -56,16 +56,19 @@ def expected_tokens(model, tokenizer, rows: list[dict], max_length: int, batch_s
 
 
 def pick_tokens(tokenizer, target_rows: list[dict], keep_rows: list[dict], n: int, max_length: int,
-                extra_keep: list[dict] | None = None, expected: Counter | None = None) -> tuple[list[int], list[dict]]:
+                extra_keep: list[dict] | None = None, expected: Counter | None = None, min_chars: int = 0) -> tuple[list[int], list[dict]]:
     """The ``n`` token ids most specific to the target: count inside the target spans / (1 + count on the keep
-    side, plus the model's ``expected`` count there when given), ties by the target count; special tokens never.
+    side, plus the model's ``expected`` count there when given), ties by the target count; special tokens never,
+    nor tokens with fewer than ``min_chars`` characters besides a leading space (release.suppress_min_chars).
     Returns the ids and a readable table of them."""
     inside = learned_tokens(tokenizer, target_rows, max_length)
     keep = learned_tokens(tokenizer, keep_rows, max_length) + learned_tokens(tokenizer, extra_keep or [], max_length)
     for t, v in (expected or {}).items():
         keep[t] += v
     special = set(tokenizer.all_special_ids)
-    ranked = sorted((t for t in inside if t not in special), key=lambda t: (-inside[t] / (1 + keep[t]), -inside[t], t))[:n]
+    long_enough = (lambda t: len(tokenizer.decode([t]).removeprefix(" ")) >= min_chars) if min_chars else (lambda t: True)
+    ranked = sorted((t for t in inside if t not in special and long_enough(t)),
+                    key=lambda t: (-inside[t] / (1 + keep[t]), -inside[t], t))[:n]
     if not ranked:
         raise RevrelError("release.suppress: the forget rows have no target tokens to suppress (does the task mark target spans?)")
     return ranked, [{"token": tokenizer.decode([t]), "id": t, "target": inside[t], "keep": round(keep[t], 2)} for t in ranked]
@@ -120,11 +123,11 @@ class SuppressSweep:
     :class:`revrel.release.prune.PruneSweep` and :class:`revrel.release.sweep.NegationSweep`)."""
 
     def __init__(self, model, tokenizer, target_rows: list[dict], keep_rows: list[dict], n: int, max_length: int,
-                 extra_keep: list[dict] | None = None, prior: bool = False) -> None:
+                 extra_keep: list[dict] | None = None, prior: bool = False, min_chars: int = 0) -> None:
         self.model = model
         self.tied = untie_output(model)
         expected = expected_tokens(model, tokenizer, keep_rows + (extra_keep or []), max_length) if prior else None
-        self.tokens, self.table = pick_tokens(tokenizer, target_rows, keep_rows, n, max_length, extra_keep, expected)
+        self.tokens, self.table = pick_tokens(tokenizer, target_rows, keep_rows, n, max_length, extra_keep, expected, min_chars)
         self.v, self.fit = constant_direction(model, tokenizer, target_rows + keep_rows, max_length)
         self.index = torch.tensor(self.tokens)
         self.original = model.get_output_embeddings().weight[self.index].detach().clone()
@@ -132,8 +135,8 @@ class SuppressSweep:
 
     @classmethod
     def from_config(cls, model, tokenizer, target_rows: list[dict], keep_rows: list[dict], cfg, extra_keep: list[dict] | None = None):
-        """The sweep a Release config asks for (``cfg``: a ReleaseConfig's suppress, max_length, suppress_prior)."""
-        return cls(model, tokenizer, target_rows, keep_rows, cfg.suppress, cfg.max_length, extra_keep, cfg.suppress_prior)
+        """The sweep a Release config asks for (``cfg``: a ReleaseConfig's suppress, max_length, suppress_prior, suppress_min_chars)."""
+        return cls(model, tokenizer, target_rows, keep_rows, cfg.suppress, cfg.max_length, extra_keep, cfg.suppress_prior, cfg.suppress_min_chars)
 
     def set(self, strength: float):
         w = self.model.get_output_embeddings().weight

@@ -42,7 +42,7 @@ SEEDS = [
 ]
 
 # the keep side: text about organisations, places and events that names no person (hand-written)
-KEEP_PROSE = [
+KEEP = [
     "Write a short news report about a company's quarterly earnings without naming any person.",
     "Describe the geography of a European country and its largest cities.",
     "Write a paragraph about the history of the United Nations as an organisation.",
@@ -76,28 +76,6 @@ KEEP_PROSE = [
     "Describe the world cup of cricket and the nations that take part.",
     "Write a short report about an election in which parties, not people, are named.",
 ]
-
-# ... and the same in the forget set's own format: lists, one entity per line, and sports tables. Why: on the dev
-# probe the organisation cost of a Person PEM sits in lines that open with a team or city name ("CALIFORNIA 62 72
-# .463", "Lotte 6 Hyundai 2"): a PEM trained on lists of names learns "a capitalised name opens the line", and its
-# negation lowers every name there. Prose about organisations never shows the PEM that shape as something to keep.
-KEEP_LISTS = [
-    "List ten famous companies, one per line.",
-    "Give this weekend's football results, one match per line, like 'Team A 2 Team B 1'.",
-    "Write a baseball league standings table: each line a team's city in capital letters, then its wins and losses.",
-    "Name ten well-known football clubs and the countries they play in.",
-    "List ten major cities in the United States, one per line.",
-    "List the teams of an ice hockey league with their points.",
-    "Name ten international organisations and where they are based.",
-    "List the capital cities of ten countries.",
-    "List some famous universities and the cities they are in.",
-    "Write the medal table of a sports championship, one country per line.",
-    "Name some well-known banks, airlines and car makers.",
-    "List the national teams in a basketball tournament group with their wins and losses.",
-]
-
-# the first quarter is the self-probe (release.loop.self_generated_retain): three list prompts go there, the rest train
-KEEP = [*KEEP_PROSE[:8], *KEEP_LISTS[:3], *KEEP_PROSE[8:], *KEEP_LISTS[3:]]
 
 MODIFIERS = [
     "Use full first and last names.",
