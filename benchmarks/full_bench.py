@@ -112,6 +112,8 @@ PLANS: dict[str, Plan] = {
         Sweep("", (*PRUNE, "release.prune_keep=both"), (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02)),
         Sweep("", (*PRUNE, "release.prune_keep=both", "release.suppress=50"), (4.0, 8.0, 16.0)),
         Sweep("big160", ("release.span_loss=true", "release.span_contrast=8", "release.epochs=1"), (2.0, 2.25, 2.5, 3.0)),
+        Sweep("big160", ("release.span_loss=true", "release.span_contrast=8", "release.epochs=1",
+                         r"release.negate_only=layers\.(1[5-9]|2\d)\."), (2.25, 2.5, 3.0, 3.5, 4.0)),
         Sweep("news", ("release.span_loss=true",), (0.25, 0.5, 1.0, 2.0)),
         Sweep("news", ("release.span_loss=true", "release.ext_sub=both"), (0.25, 0.5, 1.0, 2.0)),
         Sweep("real", ("release.span_loss=false",), (0.25, 0.5, 1.0, 2.0)),
