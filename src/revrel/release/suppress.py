@@ -66,8 +66,7 @@ def pick_tokens(tokenizer, target_rows: list[dict], keep_rows: list[dict], n: in
     for t, v in (expected or {}).items():
         keep[t] += v
     special = set(tokenizer.all_special_ids)
-    long_enough = (lambda t: len(tokenizer.decode([t]).removeprefix(" ")) >= min_chars) if min_chars else (lambda t: True)
-    ranked = sorted((t for t in inside if t not in special and long_enough(t)),
+    ranked = sorted((t for t in inside if t not in special and len(tokenizer.decode([t]).removeprefix(" ")) >= min_chars),
                     key=lambda t: (-inside[t] / (1 + keep[t]), -inside[t], t))[:n]
     if not ranked:
         raise RevrelError("release.suppress: the forget rows have no target tokens to suppress (does the task mark target spans?)")
