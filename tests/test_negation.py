@@ -163,3 +163,27 @@ def test_negation_sweep_can_negate_the_difference_from_a_retain_update(tiny, tmp
     model = NegationSweep(pm, minus=minus, mu=0.5).set(2.0)
     got = {f"base_model.model.{n.removesuffix('.weight')}": p for n, p in model.named_parameters()}
     assert expected and all(torch.allclose(got[k], w, atol=1e-6) for k, w in expected.items())
+
+
+def test_negate_rank_splits_each_update_by_singular_directions():
+    """negate_rank(1) keeps the top singular direction of B A (a rank-1 update whose norm is s1), negate_rank(-1)
+    the rest; the two add up to the whole update, and the delta's scaling is untouched. Bad k is a config error."""
+    import pytest
+
+    from revrel.config import load_config
+    from revrel.errors import RevrelError
+    from revrel.release.negation import negate_rank
+
+    deltas = {}
+    for k in (0, 1, -1):
+        pm = _one_linear_lora(3)[0]
+        if k:
+            info = negate_rank(pm, k)
+            assert 0.0 < info["energy_kept"] < 1.0
+        deltas[k] = pm.base_model.model[0].get_delta_weight("default")
+    s = torch.linalg.svdvals(deltas[0])
+    assert torch.linalg.matrix_rank(deltas[1]) == 1 and torch.allclose(torch.linalg.matrix_norm(deltas[1], 2), s[0], rtol=1e-4)
+    assert torch.allclose(torch.linalg.matrix_norm(deltas[-1], 2), s[1], rtol=1e-4)
+    assert torch.allclose(deltas[1] + deltas[-1], deltas[0], atol=1e-5)
+    with pytest.raises(RevrelError, match="negate_rank"):
+        load_config(None, {"release": {"rank": 8, "negate_rank": 8}})

@@ -277,3 +277,41 @@ def test_pem_restarts_keeps_the_restart_whose_span_contrast_ends_lowest(tiny_dir
     assert want.keys() == got.keys() and all(torch.allclose(want[n], got[n], atol=1e-6) for n in want)
     with pytest.raises(RevrelError, match="pem_restarts picks by the span contrast"):
         load_config(None, {"task": "ner", "release": {"pem_restarts": 2}})
+
+
+def test_pem_ensemble_negates_the_mean_of_its_members_updates(tiny_dir, tmp_path):
+    """pem_ensemble=2: one adapter of rank 2r whose update equals the mean of the two members, each retrained alone
+    from its seed; saved and loaded back it is the same update; it cannot be combined with pem_restarts."""
+    import pytest
+
+    from revrel.config import load_config
+    from revrel.errors import RevrelError
+    from revrel.models.loading import load_model
+    from revrel.release.checkpoint import save_adapter
+    from revrel.release.pem import train_pem_restarts
+
+    cfg = ReleaseConfig(rank=4, epochs=1, batch_size=4, lr=2e-2, target_modules=["q_proj", "v_proj"], span_loss=True,
+                        train_dtype="float32", pem_ensemble=2)
+
+    def deltas(pm):
+        return {n: m.get_delta_weight("default") for n, m in pm.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A}
+
+    loaded = load_model(str(tiny_dir))
+    pm, log = train_pem_restarts(loaded.model, loaded.tokenizer, SPAN_ROWS, cfg, seed=5)
+    assert pm.peft_config["default"].r == 8 and [m["seed"] for m in log.summary()["ensemble"]["members"]] == [5, 5 + 7919]
+    got = deltas(pm)
+    alone = []
+    for s in (5, 5 + 7919):
+        fresh = load_model(str(tiny_dir))
+        one, _ = train_pem(fresh.model, fresh.tokenizer, SPAN_ROWS, dataclasses.replace(cfg, pem_ensemble=1), seed=s)
+        alone.append(deltas(one))
+    assert got.keys() == alone[0].keys()
+    assert all(torch.allclose(got[n], (alone[0][n] + alone[1][n]) / 2, atol=1e-6) for n in got)
+    assert not all(torch.allclose(alone[0][n], alone[1][n], atol=1e-4) for n in got)  # the members differ
+    save_adapter(pm, tmp_path / "ens")
+    from peft import PeftModel
+
+    back = deltas(PeftModel.from_pretrained(load_model(str(tiny_dir)).model, str(tmp_path / "ens")))
+    assert all(torch.allclose(back[n], got[n], atol=1e-6) for n in got)
+    with pytest.raises(RevrelError, match="set only one of them"):
+        load_config(None, {"task": "ner", "release": {"pem_ensemble": 2, "pem_restarts": 2, "span_loss": True, "span_contrast": 1}})

@@ -82,6 +82,7 @@ class ReleaseConfig:
     retain_anchor: float = 0.0  # weight of the squared change of retain-token log-probs while training a forget PEM (0: off)
     keep_contrast: float = 0.0  # weight of a DPO-style term that trains the forget PEM to raise forget text more than keep text (0: off)
     span_contrast: float = 0.0  # the same contrast inside the forget text: target spans vs the task's keep spans (needs span_loss)
+    pem_ensemble: int = 1  # train this many forget PEMs (other seeds) and negate their mean update (one adapter of rank n * rank)
     pem_restarts: int = 1  # train this many forget PEMs (other seeds) and keep the one whose span contrast ends lowest (needs span_contrast)
     span_contrast_retain: bool = False  # the keep side's own entities (Task.keep_spans on retain.jsonl) join span contrast's rejected side
     contrast_beta: float = 5.0  # its sharpness: the margin (nats/token) saturates near a few / contrast_beta
@@ -95,6 +96,7 @@ class ReleaseConfig:
     # extract before subtract: project each forget update off the retain PEM's column / row space before negating
     ext_sub: str = "none"  # none | col | row | both
     negate_only: str = ""  # regex on module names: negate the PEM only there (e.g. "mlp"); empty: every module
+    negate_rank: int = 0  # k > 0: negate only each module's top-k singular directions of B A; k < 0: all but the top |k|; 0: all
     span_loss: bool = False  # train the forget PEM only on the tokens the task marks as target (Task.target_spans)
     # selective pruning (Pochinkov & Schoots 2024): zero this share of all MLP neurons per round, the ones most active on
     # the revealed target spans relative to the self-generated keep side (0: off); halved by the line search like lambda
@@ -200,6 +202,8 @@ class RunConfig:
         _check(s.contrast_beta > 0, "release.contrast_beta must be > 0")
         _check(s.span_contrast >= 0, "release.span_contrast must be >= 0")
         _check(s.pem_restarts >= 1, "release.pem_restarts must be >= 1")
+        _check(1 <= s.pem_ensemble <= 16, "release.pem_ensemble is a number of PEMs to average and must be in [1, 16]")
+        _check(s.pem_ensemble == 1 or s.pem_restarts == 1, "release.pem_ensemble averages PEMs and pem_restarts picks one: set only one of them")
         _check(s.pem_restarts == 1 or s.span_contrast > 0, "release.pem_restarts picks by the span contrast: set release.span_contrast > 0")
         _check(not s.span_contrast_retain or s.span_contrast > 0, "release.span_contrast_retain needs release.span_contrast > 0 (it widens that contrast)")
         _check(s.span_contrast == 0 or s.span_loss, "release.span_contrast needs release.span_loss: true (it contrasts the target spans)")
@@ -211,6 +215,7 @@ class RunConfig:
                 re.compile(s.negate_only)
             except re.error as exc:
                 raise RevrelError(f"release.negate_only is not a valid regular expression: {exc}") from None
+        _check(abs(s.negate_rank) < s.rank, "release.negate_rank must be between -(rank - 1) and rank - 1 (0: the whole update)")
         _check(0.0 <= s.prune <= 0.5, "release.prune is a share of the MLP neurons and must be in [0, 0.5]")
         _check(s.negate or s.prune > 0 or s.suppress > 0,
                "release.negate=false needs release.prune > 0 or release.suppress > 0 (otherwise a round changes nothing)")

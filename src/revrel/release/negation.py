@@ -49,6 +49,36 @@ def negate_only(peft_model, pattern: str, adapter: str = "default") -> dict:
     return {"pattern": pattern, "kept": kept, "zeroed": zeroed}
 
 
+@torch.no_grad()
+def negate_rank(peft_model, k: int, adapter: str = "default") -> dict:
+    """Keep only part of each module's update B A, by its singular directions: k > 0 the top k, k < 0 all but the top |k|.
+
+    Why: a PEM trained on lists of names may put what every name shares (a capitalised word opens the line) in its
+    strongest direction and what makes a *person* in weaker ones, or the other way round; a truncation after
+    training costs nothing to sweep on the same PEM. B and A are rewritten in place as U_k S_k and V_k^T (the
+    dropped directions as zero rows), so the adapter keeps its shape, scaling and file format.
+    Returns the mean share of the update's squared norm (sum of s^2) that was kept.
+    """
+    kept = []
+    for module in peft_model.modules():
+        if hasattr(module, "lora_A") and adapter in module.lora_A:
+            A, B = module.lora_A[adapter].weight, module.lora_B[adapter].weight  # (r, in), (out, r)
+            U, S, Vh = torch.linalg.svd(B.float() @ A.float(), full_matrices=False)
+            r = A.shape[0]
+            U, S, Vh = U[:, :r], S[:r], Vh[:r]
+            mask = torch.zeros(r, dtype=S.dtype)
+            if k > 0:
+                mask[:k] = 1
+            else:
+                mask[-k:] = 1
+            kept.append(float((S**2 * mask).sum() / (S**2).sum().clamp_min(1e-30)))
+            B.copy_((U * (S * mask)).to(B.dtype))
+            A.copy_(Vh.to(A.dtype))
+    if not kept:
+        raise RevrelError("release.negate_rank: the model has no LoRA modules to truncate")
+    return {"negate_rank": k, "energy_kept": round(sum(kept) / len(kept), 4)}
+
+
 def save_negated_adapter(src, dst, lam: float) -> None:
     """Write a copy of the LoRA adapter in ``src`` whose B matrices are multiplied by ``-lam``.
 

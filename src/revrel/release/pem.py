@@ -32,6 +32,7 @@ class TrainLog:
     tokens: int = 0
     seconds: float = 0.0
     restarts: dict | None = None  # with release.pem_restarts: each restart's final contrast and the one kept
+    ensemble: dict | None = None  # with release.pem_ensemble: each member's seed, steps and final loss
     epochs: int = 1
 
     def final_contrast(self) -> float:
@@ -46,7 +47,8 @@ class TrainLog:
                 "last_anchor": self.anchor[-1] if self.anchor else None,
                 "first_contrast": self.contrast[0] if self.contrast else None, "last_contrast": self.contrast[-1] if self.contrast else None,
                 "final_contrast": round(self.final_contrast(), 7) if self.contrast else None,
-                "tokens": self.tokens, "seconds": round(self.seconds, 2), **({"restarts": self.restarts} if self.restarts else {})}
+                "tokens": self.tokens, "seconds": round(self.seconds, 2), **({"restarts": self.restarts} if self.restarts else {}),
+                **({"ensemble": self.ensemble} if self.ensemble else {})}
 
 
 def lora_config(cfg: ReleaseConfig) -> LoraConfig:
@@ -323,6 +325,8 @@ def train_pem_restarts(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *
     the target *apart from* the entities that must be kept. The first restart uses ``seed``, so
     pem_restarts=1 is plain ``train_pem``. Costs pem_restarts x the training time.
     """
+    if cfg.pem_ensemble > 1:
+        return train_pem_ensemble(model, tokenizer, rows, cfg, seed=seed, desc=desc, **kw)
     if cfg.pem_restarts <= 1:
         return train_pem(model, tokenizer, rows, cfg, seed=seed, desc=desc, **kw)
     scores: list[float] = []
@@ -342,3 +346,41 @@ def train_pem_restarts(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *
             params[n].copy_(v)
     log.restarts = {"final_contrast": scores, "kept": j}
     return peft_model, log
+
+
+def train_pem_ensemble(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *, seed: int, desc: str = "train PEM", **kw):
+    """``train_pem`` ``cfg.pem_ensemble`` times from other seeds on the same rows; returns ONE adapter whose update is
+    the members' mean, (1/n) sum_j B_j A_j: rank n * r, its A the members' A stacked and its B theirs side by side / n
+    (lora_alpha n times larger, so the alpha / r scaling is unchanged).
+
+    Why: on the same NER forget rows two training seeds moved the dev ORG probe by -0.09 and +0.08 at the same
+    lambda (FINDINGS, release_rec_ner_big): the seed is as large a source of variance as Reveal's draw, and no
+    signal the method can see (final span contrast, the self-probe) tells the good seed. Averaging does not pick;
+    it shrinks that variance (about 1/sqrt(n) of it) at n times the training time. The first member uses ``seed``,
+    so its update is the one pem_ensemble=1 would train.
+    """
+    from dataclasses import replace
+
+    n = cfg.pem_ensemble
+    members: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
+    logs: list[TrainLog] = []
+    peft_model = None
+    for j in range(n):
+        if peft_model is not None:
+            model = peft_model.unload()
+        peft_model, log = train_pem(model, tokenizer, rows, cfg, seed=seed + 7919 * j, desc=f"{desc} ({j + 1}/{n})", **kw)
+        members.append({name: (m.lora_A["default"].weight.detach().clone(), m.lora_B["default"].weight.detach().clone())
+                        for name, m in peft_model.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A})
+        logs.append(log)
+    ens = get_peft_model(peft_model.unload(), replace(lora_config(cfg), r=n * cfg.rank, lora_alpha=n * cfg.lora_alpha))
+    with torch.no_grad():
+        for name, m in ens.named_modules():
+            if hasattr(m, "lora_A") and "default" in m.lora_A:
+                m.lora_A["default"].weight.copy_(torch.cat([mem[name][0] for mem in members], dim=0))
+                m.lora_B["default"].weight.copy_(torch.cat([mem[name][1] for mem in members], dim=1) / n)
+    ens.eval()
+    log = logs[0]
+    log.seconds = sum(x.seconds for x in logs)
+    log.ensemble = {"members": [{"seed": seed + 7919 * j, "steps": x.steps, "last_loss": x.loss[-1] if x.loss else None,
+                                 **({"final_contrast": round(x.final_contrast(), 7)} if x.contrast else {})} for j, x in enumerate(logs)]}
+    return ens, log
