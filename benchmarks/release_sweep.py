@@ -47,7 +47,7 @@ from revrel.pipeline import round_prober
 from revrel.release.checkpoint import load_adapter_A, save_adapter
 from revrel.release.ext_sub import adapter_deltas, extract, retain_subspaces
 from revrel.release.loop import with_keep_spans, with_target_spans
-from revrel.release.negation import negate_only, negate_rank
+from revrel.release.negation import negation_filters
 from revrel.release.orthogonality import stack_previous
 from revrel.release.pem import train_pem, train_pem_restarts
 from revrel.release.prune import PruneSweep, keep_sides
@@ -217,7 +217,7 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
         retain_dir = retain_cache[key]
         prev_A = stack_previous([load_adapter_A(retain_dir)]) if s.lambda_orth > 0 else None
     rows, span_info = with_target_spans(task, forget, keep=s.span_contrast > 0, unit=s.span_unit) if s.span_loss else (forget, None)
-    # ext_sub, negate_only and retain_contrast act after training: one forget PEM for all of them, kept on disk
+    # ext_sub, negate_only, negate_rank and retain_contrast act after training: one forget PEM for all of them, kept on disk
     fkey = json.dumps({k: v for k, v in sorted(settings.items()) if k not in ("release.ext_sub", "release.negate_only", "release.negate_rank", "sweep.retain_contrast")})
     fdir = rec / "forget_pems" / hashlib.sha1(fkey.encode()).hexdigest()[:12]
     if (fdir / "train.json").is_file():
@@ -231,9 +231,7 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
         save_adapter(pm, fdir)
         (fdir / "train.json").write_text(json.dumps(dict(tsum, key=fkey)))
     ext = extract(pm, retain_subspaces(retain_dir), s.ext_sub) if s.ext_sub != "none" else None
-    only = negate_only(pm, s.negate_only) if s.negate_only else None
-    if s.negate_rank:
-        only = (only or {}) | negate_rank(pm, s.negate_rank)
+    only = negation_filters(pm, s)
     mu = float(settings.get("sweep.retain_contrast", 0))  # sweep-only knob: negate delta_forget - mu * delta_retain
     sweep = NegationSweep(pm, minus=adapter_deltas(retain_dir) if mu else None, mu=mu)
     if suppressed is not None:

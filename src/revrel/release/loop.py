@@ -21,7 +21,7 @@ from revrel.models.generation import GenerationConfig, generate, perplexity, seq
 from revrel.models.loading import inference_view
 from revrel.progress import progress_bar
 from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
-from revrel.release.negation import negate_into_base, negate_only, negate_rank, negated_adapters, save_negated_adapter
+from revrel.release.negation import negate_into_base, negated_adapters, negation_filters, save_negated_adapter
 from revrel.release.orthogonality import lora_A, orthogonality_loss, stack_previous
 from revrel.release.pem import train_pem, train_pem_restarts
 from revrel.reveal.candidates import Candidate
@@ -153,9 +153,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
         from revrel.release.ext_sub import extract, retain_subspaces
 
         ext = extract(peft_model, retain_subspaces(ctx.run.adapters / "retain"), s.ext_sub)
-    only = negate_only(peft_model, s.negate_only) if s.negate_only else None
-    if s.negate_rank:
-        only = (only or {}) | negate_rank(peft_model, s.negate_rank)
+    only = negation_filters(peft_model, s)
     save_adapter(peft_model, ctx.run.adapters / f"round_{k}")
     orth_after = None
     if prev_A:

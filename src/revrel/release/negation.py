@@ -79,6 +79,16 @@ def negate_rank(peft_model, k: int, adapter: str = "default") -> dict:
     return {"negate_rank": k, "energy_kept": round(sum(kept) / len(kept), 4)}
 
 
+def negation_filters(peft_model, s) -> dict | None:
+    """Apply the release config's after-training filters to a trained PEM, in order: ``negate_only`` (which modules),
+    then ``negate_rank`` (which singular directions of each). Returns what they did (None: no filter), for the report.
+    One place for Release rounds and the sweeps, so both negate the same update."""
+    only = negate_only(peft_model, s.negate_only) if s.negate_only else None
+    if s.negate_rank:
+        only = (only or {}) | negate_rank(peft_model, s.negate_rank)
+    return only
+
+
 def save_negated_adapter(src, dst, lam: float) -> None:
     """Write a copy of the LoRA adapter in ``src`` whose B matrices are multiplied by ``-lam``.
 

@@ -331,11 +331,7 @@ def train_pem_restarts(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *
         return train_pem(model, tokenizer, rows, cfg, seed=seed, desc=desc, **kw)
     scores: list[float] = []
     best = None
-    peft_model = None
-    for j in range(cfg.pem_restarts):
-        if peft_model is not None:
-            model = peft_model.unload()  # the base model without this restart's LoRA layers
-        peft_model, log = train_pem(model, tokenizer, rows, cfg, seed=seed + 7919 * j, desc=f"{desc} ({j + 1}/{cfg.pem_restarts})", **kw)
+    for j, (_, peft_model, log) in enumerate(seeded_pems(model, tokenizer, rows, cfg, cfg.pem_restarts, seed=seed, desc=desc, **kw)):
         scores.append(round(log.final_contrast(), 7))
         if best is None or scores[-1] < scores[best[0]]:
             best = (j, log, {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
@@ -363,15 +359,11 @@ def train_pem_ensemble(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *
 
     n = cfg.pem_ensemble
     members: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
-    logs: list[TrainLog] = []
-    peft_model = None
-    for j in range(n):
-        if peft_model is not None:
-            model = peft_model.unload()
-        peft_model, log = train_pem(model, tokenizer, rows, cfg, seed=seed + 7919 * j, desc=f"{desc} ({j + 1}/{n})", **kw)
+    logs: list[tuple[int, TrainLog]] = []
+    for s, peft_model, log in seeded_pems(model, tokenizer, rows, cfg, n, seed=seed, desc=desc, **kw):
         members.append({name: (m.lora_A["default"].weight.detach().clone(), m.lora_B["default"].weight.detach().clone())
                         for name, m in peft_model.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A})
-        logs.append(log)
+        logs.append((s, log))
     ens = get_peft_model(peft_model.unload(), replace(lora_config(cfg), r=n * cfg.rank, lora_alpha=n * cfg.lora_alpha))
     with torch.no_grad():
         for name, m in ens.named_modules():
@@ -379,8 +371,20 @@ def train_pem_ensemble(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *
                 m.lora_A["default"].weight.copy_(torch.cat([mem[name][0] for mem in members], dim=0))
                 m.lora_B["default"].weight.copy_(torch.cat([mem[name][1] for mem in members], dim=1) / n)
     ens.eval()
-    log = logs[0]
-    log.seconds = sum(x.seconds for x in logs)
-    log.ensemble = {"members": [{"seed": seed + 7919 * j, "steps": x.steps, "last_loss": x.loss[-1] if x.loss else None,
-                                 **({"final_contrast": round(x.final_contrast(), 7)} if x.contrast else {})} for j, x in enumerate(logs)]}
+    log = logs[0][1]
+    log.seconds = sum(x.seconds for _, x in logs)
+    log.ensemble = {"members": [{"seed": s, "steps": x.steps, "last_loss": x.loss[-1] if x.loss else None,
+                                 **({"final_contrast": round(x.final_contrast(), 7)} if x.contrast else {})} for s, x in logs]}
     return ens, log
+
+
+def seeded_pems(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, n: int, *, seed: int, desc: str, **kw):
+    """Yield (seed, peft model, log) for ``n`` forget PEMs trained on the same rows from seeds ``seed + 7919 j``; each
+    trains on the base model the previous one leaves (its LoRA layers unloaded). What restarts pick from and an
+    ensemble averages; a caller that keeps a member's weights must copy them before the next one is trained."""
+    peft_model = None
+    for j in range(n):
+        if peft_model is not None:
+            model = peft_model.unload()
+        peft_model, log = train_pem(model, tokenizer, rows, cfg, seed=seed + 7919 * j, desc=f"{desc} ({j + 1}/{n})", **kw)
+        yield seed + 7919 * j, peft_model, log
