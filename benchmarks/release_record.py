@@ -24,7 +24,7 @@ from revrel.models.embedders import make_embedder
 from revrel.models.loading import load_model
 from revrel.pipeline import probe_items
 from revrel.release.checkpoint import RunDir
-from revrel.release.loop import Context, self_generated_retain
+from revrel.release.loop import Context, self_generated_keep, self_generated_retain
 from revrel.reveal.optimize import build_candidates, reveal
 from revrel.tasks import get_task
 
@@ -43,7 +43,12 @@ def main() -> None:
                                    "without --real, Reveal runs again with --set's overrides (e.g. another oracle)")
     ap.add_argument("--keep-side", action="store_true", help="with --like REC: REC's forget set and dev probe, the keep side "
                                                               "(retain rows, self-probe) generated again from the task's keep instructions as they are now")
+    ap.add_argument("--edit-keep", type=int, metavar="N", help="only add N extra self-generated keep-side texts (keep.jsonl) to the record "
+                                                                 "--out, what a run with release.edit_keep=N generates for pruning and suppression")
     args = ap.parse_args()
+    if args.edit_keep:
+        edit_keep_record(Path(args.out), args.edit_keep)
+        return
     if args.keep_side:
         if not args.like:
             raise SystemExit("--keep-side needs --like REC (the record whose forget set and dev probe to keep)")
@@ -155,6 +160,20 @@ def keep_side_record(like: Path, out: Path) -> None:
                   seconds={"retain": round(time.time() - t0, 1)})
     (out / "record.json").write_text(json.dumps(record, indent=1))
     print(f"{like}'s forget set with a new keep side ({len(retain)} retain rows, {len(probe)} probe rows) -> {out}/")
+
+
+def edit_keep_record(out: Path, n: int) -> None:
+    """keep.jsonl for release.edit_keep: ``n`` answers of the original model to the record's keep instructions,
+    generated as a run with this record's config and seed would (``self_generated_keep``)."""
+    ctx = reveal_context(load_config(out / "config.yaml", {}), out)
+    t0 = time.time()
+    rows = self_generated_keep(ctx, n)
+    write_jsonl(out / "keep.jsonl", rows)
+    record = json.loads((out / "record.json").read_text())
+    record.setdefault("seconds", {})["edit_keep"] = round(time.time() - t0, 1)
+    record["edit_keep_size"] = len(rows)
+    (out / "record.json").write_text(json.dumps(record, indent=1))
+    print(f"{len(rows)} extra keep-side texts -> {out}/keep.jsonl")
 
 
 def reveal_record(like: Path, out: Path, over: dict) -> None:

@@ -195,13 +195,14 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
     s = cfg.release
     settings = settings_of(kvs)
     t0 = time.time()
+    keep_texts = retain + record_keep(rec, s.edit_keep)  # pruning's and suppression's keep side (release.edit_keep)
     if not s.negate:
-        return (suppress_point if s.suppress else prune_point)(loaded, task, forget, retain, s, settings, t0)
+        return (suppress_point if s.suppress else prune_point)(loaded, task, forget, keep_texts, s, settings, t0)
     suppressed = None
     if s.suppress:  # suppression first, at its fixed strength: the forget PEM trains under it, as in a Release round
         from revrel.release.suppress import SuppressSweep
 
-        rows_s, _, keep_s, extra_s = edit_rows(task, forget, retain, s, unit=s.suppress_unit or s.span_unit)
+        rows_s, _, keep_s, extra_s = edit_rows(task, forget, keep_texts, s, unit=s.suppress_unit or s.span_unit)
         suppressed = SuppressSweep.from_config(loaded.model, loaded.tokenizer, rows_s, keep_s, s, extra_s)
         suppressed.set(s.suppress_strength)
     prev_A, retain_dir = None, None
@@ -237,6 +238,17 @@ def negation_point(rec: Path, base_cfg: dict, kvs: list[str], loaded, task, forg
     if suppressed is not None:
         sweep = HeldUnder(suppressed, s.suppress_strength, sweep)
     return Point(sweep, tsum, round(time.time() - t0, 1), ext, only, span_info, len(rows))
+
+
+def record_keep(rec: Path, n: int) -> list[dict]:
+    """The first ``n`` of a record's extra keep-side texts (keep.jsonl, ``release_record.py --edit-keep``) for release.edit_keep."""
+    if not n:
+        return []
+    rows = read_jsonl(rec / "keep.jsonl", allow_empty=True) if (rec / "keep.jsonl").is_file() else []
+    if len(rows) < n:
+        raise SystemExit(f"release.edit_keep={n}: {rec} holds {len(rows)} extra keep-side texts; "
+                         f"run release_record.py --out {rec} --task T --edit-keep {n} first")
+    return rows[:n]
 
 
 def edit_rows(task, forget: list[dict], retain: list[dict], s, unit: str = "") -> tuple[list[dict], dict | None, list[dict], list[dict] | None]:

@@ -132,6 +132,7 @@ def test_suppression_only_round_edits_the_head_in_the_saved_model_and_reports_it
     ({"suppress": -1}, "must be in \\[0, 5000\\]"),
     ({"suppress": 5, "suppress_strength": 0}, "must be > 0"),
     ({"suppress": 5, "merge": False}, "needs release.merge: true"),
+    ({"edit_keep": -1}, "must be in \\[0, 100000\\]"),
 ])
 def test_suppress_config_errors(release, msg):
     from revrel.config import load_config
@@ -215,3 +216,48 @@ def test_sweep_bench_suppresses_then_negates_and_zero_is_the_original(tiny):
     with torch.no_grad():
         back = point.set(0.0)(input_ids=ids).logits[0]
     assert torch.allclose(back, before, atol=1e-5)
+
+
+def test_edit_keep_texts_join_the_keep_side_of_the_token_choice(tmp_path, tiny):
+    """release.edit_keep: the texts a run writes to keep.jsonl join retain.jsonl on suppression's keep side, so a
+    target word that ordinary text also uses (here "idiot" in a keep text) is no longer taken for a target token."""
+    from revrel.io import write_jsonl
+    from revrel.release.loop import edit_keep_rows
+    from revrel.release.prune import keep_sides
+
+    tok = tiny.tokenizer
+    write_jsonl(tmp_path / "retain.jsonl", KEEP)
+    def choose():
+        keep, extra = keep_sides(TARGET, edit_keep_rows(tmp_path), "retain")
+        return pick_tokens(tok, TARGET, keep, 50, 64, extra)[0]
+
+    plain = choose()
+    extra = [{"instruction": "say something", "response": "my idiot of a cat"}]
+    write_jsonl(tmp_path / "keep.jsonl", extra)
+    assert edit_keep_rows(tmp_path) == KEEP + extra
+    idiot = span_ids(tok, dict(TARGET[0], spans=[[12, 17]]))
+    chosen = choose()
+    assert idiot <= set(plain) and not idiot & set(chosen[: len(plain) - len(idiot)])
+    assert chosen[: len(plain) - len(idiot)] == [t for t in plain if t not in idiot]
+
+
+def test_a_run_with_edit_keep_writes_its_keep_texts_and_counts_them(tiny_dir, tmp_path):
+    """The run generates release.edit_keep answers to the retain side's training instructions (not the self-probe's)
+    once, beside retain.jsonl (where edit_keep_rows reads them, the test above); without edit_keep none."""
+
+    from revrel.config import load_config
+    from revrel.io import read_jsonl
+    from revrel.pipeline import unlearn
+
+    from tiny import tiny_overrides
+
+    out = tmp_path / "run"
+    report = unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"rounds": 1, "suppress": 5, "negate": False, "span_loss": True,
+                                                                               "edit_keep": 6})))
+    keep, retain, probe = (read_jsonl(out / f"{n}.jsonl") for n in ("keep", "retain", "probe"))
+    assert 0 < len(keep) <= 6 and {r["instruction"] for r in keep} <= {r["instruction"] for r in retain}
+    assert not {r["instruction"] for r in keep} & {r["instruction"] for r in probe}
+    assert report["rounds"][0]["suppress"]["tokens"] == 5
+    bare = tmp_path / "bare"
+    unlearn(load_config(None, tiny_overrides(bare, tiny_dir, release={"rounds": 1, "suppress": 5, "negate": False, "span_loss": True})))
+    assert not (bare / "keep.jsonl").exists()

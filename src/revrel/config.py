@@ -114,6 +114,9 @@ class ReleaseConfig:
     # pieces ('n', ' D', ' b', 'st') are building blocks of ordinary words, and lowering one lowers every word it starts (0: any)
     prune_keep: str = "retain"  # the keep side pruning spares: retain (the self-generated keep-side texts) | keep_spans (the
     # task's keep spans inside the forget text, e.g. the clean words beside profane ones) | both (the larger activity of the two)
+    edit_keep: int = 0  # this many more self-generated keep-side texts (answers to the task's keep instructions, keep.jsonl) join
+    # the retain rows on pruning's and suppression's keep side only (never trained on): 128 texts are too few to show which
+    # word pieces ordinary text uses, so a small keep side lets 'st' or ' T' pass for target tokens (0: the retain rows only)
     span_unit: str = "task"  # which spans: the task's own (task) or another unit it declares (Task.span_units, e.g. toxicity: word)
     retain_file: str = ""  # JSONL with instruction/response; empty: self-generated
     retain_from: str = "generic"  # self-generated retain set from: generic benign chat | task (the task's keep side)
@@ -227,6 +230,7 @@ class RunConfig:
         _check(s.prune_keep == "retain" or s.span_loss, "release.prune_keep=keep_spans/both needs release.span_loss: true (keep spans sit beside the target spans)")
         _check(1 <= s.prune_steps <= 100, "release.prune_steps must be in [1, 100]")
         _check(s.suppress_min_chars >= 0, "release.suppress_min_chars must be >= 0")
+        _check(0 <= s.edit_keep <= 100000, "release.edit_keep is a number of self-generated keep-side texts and must be in [0, 100000]")
         _check(s.anchor_lambda >= 0, "release.anchor_lambda must be >= 0 (the negation strength the anchor is measured at)")
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
         _check(bool(e.profile), "eval.profile must name a profile (quick or full)")

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -74,6 +75,26 @@ class Context:
         return self._vllm
 
 
+def _keep_instructions(ctx: Context) -> tuple[list[str], list[str]]:
+    """(probe instructions, training instructions) of the self-generated retain side: the task's keep instructions
+    with release.retain_from=task, else generic benign chat; the first quarter (at least 4) are the self-probe's."""
+    instr = ctx.task.retain_instructions
+    if ctx.cfg.release.retain_from == "task":
+        if not ctx.task.keep_instructions:
+            from revrel.errors import RevrelError
+
+            raise RevrelError(f"release.retain_from=task: task '{ctx.task.name}' declares no keep_instructions; use generic")
+        instr = ctx.task.keep_instructions
+    n_probe = max(4, len(instr) // 4)
+    return instr[:n_probe], instr[n_probe:]
+
+
+def _answers(ctx: Context, instr: list[str], seed: int, desc: str) -> list[dict]:
+    gens = generate(ctx.gen_model(), ctx.tok, instr,
+                    GenerationConfig(max_new_tokens=64, temperature=0.7, top_p=0.9, batch_size=ctx.cfg.reveal.batch_size, seed=seed), desc=desc)
+    return [{"instruction": g.prompt, "response": g.text} for g in gens if g.text.strip()]
+
+
 def self_generated_retain(ctx: Context) -> tuple[list[dict], list[dict]]:
     """(retain rows, probe rows): the original model's answers to generic benign instructions."""
     s = ctx.cfg.release
@@ -81,21 +102,17 @@ def self_generated_retain(ctx: Context) -> tuple[list[dict], list[dict]]:
         rows = read_jsonl(s.retain_file, required=("instruction", "response"))
         n_probe = max(1, len(rows) // 4)
         return rows[n_probe:] or rows, rows[:n_probe]
-    instr = ctx.task.retain_instructions
-    if s.retain_from == "task":
-        if not ctx.task.keep_instructions:
-            from revrel.errors import RevrelError
-
-            raise RevrelError(f"release.retain_from=task: task '{ctx.task.name}' declares no keep_instructions; use generic")
-        instr = ctx.task.keep_instructions
-    n_probe = max(4, len(instr) // 4)
-    probe_instr, train_instr = instr[:n_probe], instr[n_probe:]
+    probe_instr, train_instr = _keep_instructions(ctx)
     train_instr = (train_instr * (s.n_retain // max(len(train_instr), 1) + 1))[: s.n_retain]
-    gens = generate(ctx.gen_model(), ctx.tok, train_instr + probe_instr,
-                    GenerationConfig(max_new_tokens=64, temperature=0.7, top_p=0.9, batch_size=ctx.cfg.reveal.batch_size, seed=ctx.cfg.seed + 17),
-                    desc="retain: self-generate")
-    rows = [{"instruction": g.prompt, "response": g.text} for g in gens if g.text.strip()]
+    rows = _answers(ctx, train_instr + probe_instr, ctx.cfg.seed + 17, "retain: self-generate")
     return rows[: len(train_instr)], rows[len(train_instr) :]
+
+
+def self_generated_keep(ctx: Context, n: int) -> list[dict]:
+    """release.edit_keep: ``n`` more answers of the original model to the retain side's training instructions (another
+    sampling seed), for pruning's and suppression's keep side only: a token ordinary text uses shows up in them."""
+    train_instr = _keep_instructions(ctx)[1]
+    return _answers(ctx, (train_instr * (n // max(len(train_instr), 1) + 1))[:n], ctx.cfg.seed + 29, "keep side: self-generate")
 
 
 def probe_perplexity(ctx: Context, probe: list[dict]) -> float:
@@ -186,8 +203,15 @@ def _edit_inputs(ctx: Context, rows: list[dict], probe: list[dict], probe_ppl0: 
     perplexity ratio of ``ctx.model``, the edited model, as their budget signal."""
     from revrel.release.prune import keep_sides
 
-    keep, extra = keep_sides(rows, read_jsonl(ctx.run.root / "retain.jsonl"), ctx.cfg.release.prune_keep)
+    keep, extra = keep_sides(rows, edit_keep_rows(ctx.run.root), ctx.cfg.release.prune_keep)
     return keep, extra, lambda model: probe_perplexity(ctx, probe) / probe_ppl0
+
+
+def edit_keep_rows(root: Path) -> list[dict]:
+    """The self-generated keep-side texts pruning and suppression compare with: retain.jsonl, and keep.jsonl's
+    texts when release.edit_keep wrote them."""
+    extra = root / "keep.jsonl"
+    return read_jsonl(root / "retain.jsonl") + (read_jsonl(extra, allow_empty=True) if extra.is_file() else [])
 
 
 def prune_round(ctx: Context, k: int, rows: list[dict], probe: list[dict], probe_ppl0: float, limit: float) -> dict:
@@ -295,6 +319,8 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
         retain, probe = self_generated_retain(ctx)
         write_jsonl(retain_path, retain)
         write_jsonl(probe_path, probe)
+        if cfg.release.edit_keep and (cfg.release.prune > 0 or cfg.release.suppress > 0):
+            write_jsonl(run.root / "keep.jsonl", self_generated_keep(ctx, cfg.release.edit_keep))
         retain_train = None
         if cfg.release.negate and cfg.release.retain_pem and (cfg.release.lambda_orth > 0 or cfg.release.ext_sub != "none"):
             peft_model, rlog = train_pem(ctx.model, ctx.tok, retain, cfg.release, seed=cfg.seed + 7, desc="train retain PEM")
