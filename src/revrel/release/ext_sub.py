@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from revrel.release.lora import lora_modules
+
 MODES = ("none", "col", "row", "both")
 
 
@@ -50,9 +52,7 @@ def extract(peft_model, subspaces: dict[str, tuple[torch.Tensor, torch.Tensor]],
     if mode == "none":
         return {"mode": mode}
     before = after = 0.0
-    for name, module in peft_model.named_modules():
-        if not (hasattr(module, "lora_A") and adapter in module.lora_A):
-            continue
+    for name, module in lora_modules(peft_model, adapter):
         key = module_key(name)
         if key not in subspaces:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from revrel.errors import RevrelError
+from revrel.release.lora import lora_modules
 
 
 @torch.no_grad()
@@ -14,13 +15,12 @@ def negate_into_base(peft_model, lam: float, adapter: str = "default"):
     Returns the plain base model (same object peft wrapped), now unlearned. ``get_delta_weight``
     already includes the scaling alpha / r (and any fan-in/fan-out transpose).
     """
-    for module in peft_model.modules():
-        if hasattr(module, "lora_A") and adapter in module.lora_A:
-            base = module.get_base_layer()
-            delta = module.get_delta_weight(adapter)
-            if not torch.isfinite(delta).all():
-                raise RevrelError("the trained LoRA has non-finite weights (training diverged); lower release.lr and rerun with --resume")
-            base.weight.sub_((lam * delta).to(base.weight.dtype))
+    for _, module in lora_modules(peft_model, adapter):
+        base = module.get_base_layer()
+        delta = module.get_delta_weight(adapter)
+        if not torch.isfinite(delta).all():
+            raise RevrelError("the trained LoRA has non-finite weights (training diverged); lower release.lr and rerun with --resume")
+        base.weight.sub_((lam * delta).to(base.weight.dtype))
     return peft_model.unload()
 
 
@@ -37,13 +37,12 @@ def negate_only(peft_model, pattern: str, adapter: str = "default") -> dict:
 
     rx = re.compile(pattern)
     kept = zeroed = 0
-    for name, module in peft_model.named_modules():
-        if hasattr(module, "lora_B") and adapter in module.lora_B:
-            if rx.search(name):
-                kept += 1
-            else:
-                module.lora_B[adapter].weight.zero_()
-                zeroed += 1
+    for name, module in lora_modules(peft_model, adapter):
+        if rx.search(name):
+            kept += 1
+        else:
+            module.lora_B[adapter].weight.zero_()
+            zeroed += 1
     if not kept:
         raise RevrelError(f"release.negate_only={pattern!r} matches no LoRA module; names look like 'model.layers.3.mlp.up_proj'")
     return {"pattern": pattern, "kept": kept, "zeroed": zeroed}
@@ -60,20 +59,19 @@ def negate_rank(peft_model, k: int, adapter: str = "default") -> dict:
     Returns the mean share of the update's squared norm (sum of s^2) that was kept.
     """
     kept = []
-    for module in peft_model.modules():
-        if hasattr(module, "lora_A") and adapter in module.lora_A:
-            A, B = module.lora_A[adapter].weight, module.lora_B[adapter].weight  # (r, in), (out, r)
-            U, S, Vh = torch.linalg.svd(B.float() @ A.float(), full_matrices=False)
-            r = A.shape[0]
-            U, S, Vh = U[:, :r], S[:r], Vh[:r]
-            mask = torch.zeros(r, dtype=S.dtype)
-            if k > 0:
-                mask[:k] = 1
-            else:
-                mask[-k:] = 1
-            kept.append(float((S**2 * mask).sum() / (S**2).sum().clamp_min(1e-30)))
-            B.copy_((U * (S * mask)).to(B.dtype))
-            A.copy_(Vh.to(A.dtype))
+    for _, module in lora_modules(peft_model, adapter):
+        A, B = module.lora_A[adapter].weight, module.lora_B[adapter].weight  # (r, in), (out, r)
+        U, S, Vh = torch.linalg.svd(B.float() @ A.float(), full_matrices=False)
+        r = A.shape[0]
+        U, S, Vh = U[:, :r], S[:r], Vh[:r]
+        mask = torch.zeros(r, dtype=S.dtype)
+        if k > 0:
+            mask[:k] = 1
+        else:
+            mask[-k:] = 1
+        kept.append(float((S**2 * mask).sum() / (S**2).sum().clamp_min(1e-30)))
+        B.copy_((U * (S * mask)).to(B.dtype))
+        A.copy_(Vh.to(A.dtype))
     if not kept:
         raise RevrelError("release.negate_rank: the model has no LoRA modules to truncate")
     return {"negate_rank": k, "energy_kept": round(sum(kept) / len(kept), 4)}

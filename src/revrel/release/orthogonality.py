@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from revrel.release.lora import lora_modules
+
 
 def lora_A(peft_model, adapter: str = "default") -> dict[str, torch.Tensor]:
     """Module name -> A matrix (rank x in_features) of ``adapter``, as live parameters."""
-    out = {}
-    for name, module in peft_model.named_modules():
-        if hasattr(module, "lora_A") and adapter in module.lora_A:
-            out[_key(name)] = module.lora_A[adapter].weight
-    return out
+    return {_key(name): module.lora_A[adapter].weight for name, module in lora_modules(peft_model, adapter)}
 
 
 def _key(name: str) -> str:

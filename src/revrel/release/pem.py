@@ -18,6 +18,7 @@ from revrel.config import ReleaseConfig
 from revrel.models.encoding import encode_pair
 from revrel.models.generation import labelled_logits, token_lp
 from revrel.progress import progress_bar
+from revrel.release.lora import lora_modules
 from revrel.release.losses import keep_contrast_loss
 from revrel.release.orthogonality import lora_A, orthogonality_loss
 
@@ -362,14 +363,13 @@ def train_pem_ensemble(model, tokenizer, rows: list[dict], cfg: ReleaseConfig, *
     logs: list[tuple[int, TrainLog]] = []
     for s, peft_model, log in seeded_pems(model, tokenizer, rows, cfg, n, seed=seed, desc=desc, **kw):
         members.append({name: (m.lora_A["default"].weight.detach().clone(), m.lora_B["default"].weight.detach().clone())
-                        for name, m in peft_model.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A})
+                        for name, m in lora_modules(peft_model)})
         logs.append((s, log))
     ens = get_peft_model(peft_model.unload(), replace(lora_config(cfg), r=n * cfg.rank, lora_alpha=n * cfg.lora_alpha))
     with torch.no_grad():
-        for name, m in ens.named_modules():
-            if hasattr(m, "lora_A") and "default" in m.lora_A:
-                m.lora_A["default"].weight.copy_(torch.cat([mem[name][0] for mem in members], dim=0))
-                m.lora_B["default"].weight.copy_(torch.cat([mem[name][1] for mem in members], dim=1) / n)
+        for name, m in lora_modules(ens):
+            m.lora_A["default"].weight.copy_(torch.cat([mem[name][0] for mem in members], dim=0))
+            m.lora_B["default"].weight.copy_(torch.cat([mem[name][1] for mem in members], dim=1) / n)
     ens.eval()
     log = logs[0][1]
     log.seconds = sum(x.seconds for _, x in logs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from revrel.errors import RevrelError
+from revrel.release.lora import lora_modules
 
 
 class NegationSweep:
@@ -23,15 +24,14 @@ class NegationSweep:
         from revrel.release.ext_sub import module_key
 
         self.layers: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = []
-        for name, module in peft_model.named_modules():
-            if hasattr(module, "lora_A") and adapter in module.lora_A:
-                base = module.get_base_layer()
-                delta = module.get_delta_weight(adapter).detach().clone()
-                if minus is not None and mu:
-                    delta -= mu * minus[module_key(name)].to(delta.dtype)
-                if not torch.isfinite(delta).all():
-                    raise RevrelError("the trained LoRA has non-finite weights (training diverged); lower release.lr")
-                self.layers.append((base, base.weight.detach().clone(), delta))
+        for name, module in lora_modules(peft_model, adapter):
+            base = module.get_base_layer()
+            delta = module.get_delta_weight(adapter).detach().clone()
+            if minus is not None and mu:
+                delta -= mu * minus[module_key(name)].to(delta.dtype)
+            if not torch.isfinite(delta).all():
+                raise RevrelError("the trained LoRA has non-finite weights (training diverged); lower release.lr")
+            self.layers.append((base, base.weight.detach().clone(), delta))
         self.model = peft_model.unload()
         self.lam = 0.0
 
