@@ -72,6 +72,8 @@ def main() -> None:
     t0 = time.time()
     ctx = reveal_context(cfg, out)
     retain, probe = self_generated_retain(ctx)
+    if cfg.release.edit_keep:  # what a run generates for pruning's and suppression's keep side (release.edit_keep)
+        write_jsonl(out / "keep.jsonl", self_generated_keep(ctx, cfg.release.edit_keep))
     t_retain = time.time()
     rv = reveal_round1(ctx, out)
     t_reveal = time.time()
