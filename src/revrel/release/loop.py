@@ -89,6 +89,11 @@ def _keep_instructions(ctx: Context) -> tuple[list[str], list[str]]:
     return instr[:n_probe], instr[n_probe:]
 
 
+def _cycled(instr: list[str], n: int) -> list[str]:
+    """The first ``n`` of ``instr`` repeated in order (the same instructions asked again, sampled anew)."""
+    return (instr * (n // max(len(instr), 1) + 1))[:n]
+
+
 def _answers(ctx: Context, instr: list[str], seed: int, desc: str) -> list[dict]:
     gens = generate(ctx.gen_model(), ctx.tok, instr,
                     GenerationConfig(max_new_tokens=64, temperature=0.7, top_p=0.9, batch_size=ctx.cfg.reveal.batch_size, seed=seed), desc=desc)
@@ -103,7 +108,7 @@ def self_generated_retain(ctx: Context) -> tuple[list[dict], list[dict]]:
         n_probe = max(1, len(rows) // 4)
         return rows[n_probe:] or rows, rows[:n_probe]
     probe_instr, train_instr = _keep_instructions(ctx)
-    train_instr = (train_instr * (s.n_retain // max(len(train_instr), 1) + 1))[: s.n_retain]
+    train_instr = _cycled(train_instr, s.n_retain)
     rows = _answers(ctx, train_instr + probe_instr, ctx.cfg.seed + 17, "retain: self-generate")
     return rows[: len(train_instr)], rows[len(train_instr) :]
 
@@ -111,8 +116,7 @@ def self_generated_retain(ctx: Context) -> tuple[list[dict], list[dict]]:
 def self_generated_keep(ctx: Context, n: int) -> list[dict]:
     """release.edit_keep: ``n`` more answers of the original model to the retain side's training instructions (another
     sampling seed), for pruning's and suppression's keep side only: a token ordinary text uses shows up in them."""
-    train_instr = _keep_instructions(ctx)[1]
-    return _answers(ctx, (train_instr * (n // max(len(train_instr), 1) + 1))[:n], ctx.cfg.seed + 29, "keep side: self-generate")
+    return _answers(ctx, _cycled(_keep_instructions(ctx)[1], n), ctx.cfg.seed + 29, "keep side: self-generate")
 
 
 def probe_perplexity(ctx: Context, probe: list[dict]) -> float:
