@@ -25,7 +25,7 @@ from revrel.io import read_jsonl
 from revrel.models.loading import load_model
 from revrel.release.baselines import METHODS
 from revrel.release.checkpoint import RunDir
-from revrel.release.loop import Context
+from revrel.rounds import Context
 from revrel.tasks import get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from release_sweep import at_budget, at_budget_by_setting, curves, setting_name, table  # noqa: E402
 
-from revrel.evaluation.report import pm_change, rounds_table  # noqa: E402
+from revrel.commands.report import pm_change, rounds_table  # noqa: E402
 from revrel.io import read_jsonl  # noqa: E402
 
 RES = Path(__file__).resolve().parent / "results"

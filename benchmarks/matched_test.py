@@ -111,7 +111,7 @@ def matched_strength(points: list[dict], continuous: bool) -> float:
 
 
 def score_original(task_name: str, out: Path, n_sampled: int = 0) -> None:
-    from revrel.evaluation.probes import items_to_json, summarize
+    from revrel.metrics.probes import items_to_json, summarize
     from revrel.models.loading import load_model
     from revrel.pipeline import probe_items
     from revrel.tasks import get_task
@@ -159,7 +159,7 @@ def run_method(task_name: str, m: dict, out: Path, n_sampled: int = 0, attacks: 
         from revrel.config import load_config, merge_dicts, parse_set
         from revrel.release.baselines import METHODS
         from revrel.release.checkpoint import RunDir
-        from revrel.release.loop import Context
+        from revrel.rounds import Context
 
         kvs = [f"{k}={v}" for k, v in m["settings"].items() if k != "method"]
         over = parse_set(kvs)
@@ -203,7 +203,7 @@ def attack_point(task_name: str, model, loaded, reference, score, at: float, poi
     """Each model attack on the method's model at its matched strength: the test target change after it and the
     share of the unattacked change it takes back; a quantization is also applied to the original (cached in
     ``original_attacks.json``), and the share is measured from there too, as ``revrel attack`` does."""
-    from revrel.evaluation.attacks import QUANT_ATTACKS, attacked_copy, probe_back
+    from revrel.commands.attacks import QUANT_ATTACKS, attacked_copy, probe_back
     from revrel.models.loading import LoadedModel
     from revrel.tasks import get_task
 

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from release_sweep import done_keys, negation_point, settings_of  # noqa: E402
 
 from revrel.config import load_config  # noqa: E402
-from revrel.evaluation import probes  # noqa: E402
+from revrel.metrics import probes  # noqa: E402
 from revrel.io import read_jsonl  # noqa: E402
 from revrel.models.loading import load_model  # noqa: E402
-from revrel.release.loop import span_fns  # noqa: E402
+from revrel.rounds import span_fns  # noqa: E402
 from revrel.tasks import get_task  # noqa: E402
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 import yaml
 
 from revrel.config import load_config, parse_set
-from revrel.evaluation.probes import items_to_json, summarize
+from revrel.metrics.probes import items_to_json, summarize
 from revrel.io import write_jsonl
 from revrel.models.embedders import make_embedder
 from revrel.models.loading import load_model
 from revrel.pipeline import probe_items
 from revrel.release.checkpoint import RunDir
-from revrel.release.loop import Context, self_generated_keep, self_generated_retain
+from revrel.rounds import Context, self_generated_keep, self_generated_retain
 from revrel.reveal.optimize import build_candidates, reveal
 from revrel.tasks import get_task
 

@@ -46,8 +46,8 @@ from revrel.models.loading import load_model
 from revrel.pipeline import round_prober
 from revrel.release.checkpoint import load_adapter_A, save_adapter
 from revrel.release.ext_sub import adapter_deltas, extract, retain_subspaces
-from revrel.release.loop import with_keep_spans, with_target_spans
-from revrel.release.negation import negation_filters
+from revrel.rounds import with_keep_spans, with_target_spans
+from revrel.release.negate import negation_filters
 from revrel.release.orthogonality import stack_previous
 from revrel.release.pem import train_pem, train_pem_restarts
 from revrel.release.prune import PruneSweep, keep_sides

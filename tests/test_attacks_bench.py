@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from revrel.commands.attacks import attack_run, quantize_rtn
 from revrel.config import load_config
 from revrel.errors import RevrelError
-from revrel.evaluation.attacks import attack_run, quantize_rtn
 from revrel.pipeline import unlearn
 
 from tiny import tiny_overrides
@@ -39,11 +39,11 @@ def test_attack_section_added_to_report(tiny_dir, tmp_path):
 def test_probe_only_attacks_measure_how_much_of_the_target_change_comes_back(tiny_dir, tmp_path):
     """GGUF round trips and RTN quantization, scored on the probe: f32 GGUF takes nothing back (exact
     weights), quantization takes back some fraction; prompt attacks are skipped; unknown names fail."""
-    from revrel.evaluation.attacks import gguf_round_trip
+    from revrel.commands.attacks import gguf_round_trip
     from revrel.pipeline import load_run_model
 
     out = tmp_path / "run"
-    unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"rounds": 1, "lambda_neg": 4.0})))
+    unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"rounds": 1, "edits": [{"negate": {"strength": 4.0}}]})))
     res = attack_run(str(out), attacks=("gguf-q8_0", "int4", "jailbreak"), probe_only=True)
     assert "jailbreak" not in res and res["probe_target_change"] != 0
     for name in ("gguf-q8_0", "int4"):
@@ -61,13 +61,13 @@ def test_probe_only_attacks_measure_how_much_of_the_target_change_comes_back(tin
 
 
 def test_bench_runs_methods_side_by_side(tiny_dir, tmp_path, monkeypatch):
-    from revrel.evaluation.bench import bench
+    from revrel.commands.bench import bench
 
     tests_dir = str(Path(__file__).parent)
     monkeypatch.setenv("PYTHONPATH", tests_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("REVREL_PLUGINS", "tiny")
     over = tiny_overrides(tmp_path, tiny_dir)
-    sets = [f"{sec}.{k}={v}" for sec in ("reveal", "release", "eval") for k, v in over[sec].items()] + ["release.rounds=1", "release.baseline_steps=2"]
+    sets = [f"{sec}.{k}={v}" for sec in ("reveal", "release", "eval") for k, v in over[sec].items()] + ["release.rounds=1", "baseline.steps=2"]
     md = bench("tiny", ["revrel", "ga", "npo"], str(tmp_path / "bench"), ["--model", str(tiny_dir)] + [x for s in sets for x in ("--set", s)])
     text = md.read_text()
     assert "| revrel |" in text and "| ga |" in text and "| npo |" in text

@@ -39,12 +39,12 @@ FORGET = [{"instruction": "write a rude comment", "response": "you are an idiot 
 
 def test_gradient_ascent_raises_forget_loss(tiny):
     from revrel.release.baselines import METHODS
-    from revrel.release.loop import Context
+    from revrel.rounds import Context
 
     enc = encode_rows(tiny.tokenizer, FORGET[:1], 64)
     with torch.no_grad():
         lp0, n = seq_logp(tiny.model, tiny.tokenizer, enc)
-    cfg = load_config(None, {"release": {"method": "ga", "baseline_steps": 5, "baseline_lr": 1e-2, "batch_size": 2}})
+    cfg = load_config(None, {"method": "ga", "baseline": {"steps": 5, "lr": 1e-2}, "release": {"pem": {"batch_size": 2}}})
     ctx = Context(loaded=tiny, task=None, oracle=None, embed=None, cfg=cfg, run=None)
     info = METHODS["ga"](ctx, FORGET, [])
     with torch.no_grad():
@@ -56,7 +56,7 @@ def test_gradient_ascent_raises_forget_loss(tiny):
 def test_on_step_hook_sees_every_checkpoint_of_one_training_run(tiny):
     """A strength sweep scores checkpoints of one run: the hook gets the model as trained so far."""
     from revrel.release.baselines import METHODS
-    from revrel.release.loop import Context
+    from revrel.rounds import Context
 
     enc = encode_rows(tiny.tokenizer, FORGET[:1], 64)
     seen: list[tuple[int, float, bool]] = []
@@ -65,7 +65,7 @@ def test_on_step_hook_sees_every_checkpoint_of_one_training_run(tiny):
         lp, n = seq_logp(model, tiny.tokenizer, enc)
         seen.append((step, float(-lp / n), model.training))
 
-    cfg = load_config(None, {"release": {"method": "npo", "baseline_steps": 4, "baseline_lr": 1e-2, "batch_size": 2}})
+    cfg = load_config(None, {"method": "npo", "baseline": {"steps": 4, "lr": 1e-2}, "release": {"pem": {"batch_size": 2}}})
     ctx = Context(loaded=tiny, task=None, oracle=None, embed=None, cfg=cfg, run=None, on_step=on_step)
     METHODS["npo"](ctx, FORGET, FORGET[:0])
     assert [s for s, _, _ in seen] == [1, 2, 3, 4]
@@ -81,7 +81,7 @@ def test_each_baseline_runs_through_unlearn(tiny_dir, tmp_path, method):
     from revrel.pipeline import unlearn
 
     out = tmp_path / method
-    report = unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"method": method, "baseline_steps": 2, "baseline_lr": 1e-3})))
+    report = unlearn(load_config(None, tiny_overrides(out, tiny_dir, method=method, baseline={"steps": 2, "lr": 1e-3})))
     assert report["method"] == method and report["rounds"][0]["method"] == method
     assert (out / "model" / "model.safetensors").is_file() and (out / "forget.jsonl").is_file()
     from safetensors.torch import load_file

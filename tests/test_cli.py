@@ -32,10 +32,15 @@ def test_malformed_yaml_one_line_exit_2(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["unlearn", "--task", "nope", "--out", "x"], "unknown task 'nope'"),
-    (["unlearn", "--set", "release.lr=-1", "--out", "x"], "release.lr"),
+    (["unlearn", "--set", "release.pem.lr=-1", "--out", "x"], "release.pem.lr"),
     (["unlearn", "--set", "reveal.k", "--out", "x"], "section.key=value"),
     (["eval", "--task", "toxicity", "--set", "reveal.oracle=nope"], "no oracle 'nope'"),
     (["bench", "--task", "code"], "needs --out DIR"),
+    (["unlearn", "--set", "release.edits=[{negat: {}}]", "--out", "x"], "release.edits[0]: unknown edit 'negat'; known edits: negate, prune, suppress"),
+    (["unlearn", "--set", "release.edits=[{negate: {lambda: 2}}]", "--out", "x"], "unknown config key 'release.edits[0].negate.lambda'"),
+    (["unlearn", "--set", "release.edits=[{suppress: {tokens: 0}}]", "--out", "x"], "release.edits[0].suppress.tokens is a number of output tokens"),
+    (["unlearn", "--set", "release.edits=[]", "--out", "x"], "release.edits must list at least one edit"),
+    (["unlearn", "--set", "method=dpo", "--out", "x"], "method must be one of revrel, ga, graddiff, npo, simnpo, pem-negation"),
 ])
 def test_user_errors_exit_2(capsys, args, needle):
     assert main(args) == 2
@@ -46,7 +51,7 @@ def test_user_errors_exit_2(capsys, args, needle):
 def test_unlearn_on_tiny_via_cli(tiny_dir, tmp_path, capsys):
     out = tmp_path / "cli-run"
     sets = ["reveal.n_soft=2", "reveal.n_paraphrases=0", "reveal.n_init=2", "reveal.budget=1", "reveal.k=2", "reveal.max_new_tokens=6",
-            "reveal.relevance_threshold=0", "release.rounds=1", "release.rank=2", "release.n_retain=2", "release.relevance_target=0",
+            "reveal.relevance_threshold=0", "release.rounds=1", "release.pem.rank=2", "release.n_retain=2", "release.relevance_target=0",
             "release.utility_budget=1000", "eval.n_prompts=1", "eval.samples=1", "eval.max_new_tokens=4", "eval.n_ppl=2"]
     args = ["unlearn", "--task", "tiny", "--model", str(tiny_dir), "--out", str(out), "-q"] + [a for s in sets for a in ("--set", s)]
     assert main(args) == 0
@@ -62,8 +67,8 @@ def test_quiet_run_prints_no_progress_bars_and_a_one_screen_summary(tiny_dir, tm
     `revrel eval` on the run compares against the run's stored before-metrics."""
     out = tmp_path / "quiet-run"
     sets = ["reveal.n_soft=2", "reveal.n_paraphrases=0", "reveal.n_init=2", "reveal.budget=1", "reveal.k=2", "reveal.max_new_tokens=6",
-            "reveal.relevance_threshold=0", "reveal.batch_size=2", "release.rounds=1", "release.rank=2", "release.n_retain=4",
-            "release.relevance_target=0", "release.utility_budget=1000", "release.batch_size=1", "eval.n_prompts=4", "eval.samples=1",
+            "reveal.relevance_threshold=0", "reveal.batch_size=2", "release.rounds=1", "release.pem.rank=2", "release.n_retain=4",
+            "release.relevance_target=0", "release.utility_budget=1000", "release.pem.batch_size=1", "eval.n_prompts=4", "eval.samples=1",
             "eval.max_new_tokens=4", "eval.n_ppl=2", "eval.batch_size=2", "eval.probe_items=3"]
     env_args = ["--task", "tiny", "--model", str(tiny_dir), "--out", str(out)] + [a for s in sets for a in ("--set", s)]
     plugin = {"REVREL_PLUGINS": "tiny", "PYTHONPATH": str(Path(__file__).parent), "TQDM_DISABLE": ""}

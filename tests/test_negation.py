@@ -1,7 +1,7 @@
 import torch
 from peft import LoraConfig, get_peft_model
 
-from revrel.release.negation import negate_into_base
+from revrel.release.negate import negate_into_base
 
 
 def _lora_model(tiny, seed=0):
@@ -18,6 +18,17 @@ def _logits(model, tok):
     ids = torch.tensor([tok("hello friend, how are you today")["input_ids"]])
     with torch.no_grad():
         return model(input_ids=ids).logits
+
+
+def load_stacked(base_model, folders):
+    """``base_model`` wrapped with every adapter in ``folders``, all active (what a user does with peft)."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(base_model, str(folders[0]), adapter_name="neg_0")
+    for i, f in enumerate(folders[1:], 1):
+        model.load_adapter(str(f), adapter_name=f"neg_{i}")
+    model.base_model.set_adapter([f"neg_{i}" for i in range(len(folders))])
+    return model.eval()
 
 
 def test_lambda_zero_is_bit_identical(tiny):
@@ -54,7 +65,7 @@ def test_negation_matches_hand_computation():
 
 def test_saved_negated_adapter_on_the_original_weights_equals_the_merged_negation(tmp_path):
     """W + s(-lambda B)A from the saved adapter == W - lambda s B A merged (one Linear, by hand)."""
-    from revrel.release.negation import load_stacked, save_negated_adapter
+    from revrel.release.negate import save_negated_adapter
 
     pm, w0, A, B = _one_linear_lora(1)
     pm.save_pretrained(tmp_path / "a")
@@ -75,7 +86,7 @@ def test_combined_adapter_for_vllm_equals_the_stacked_negations(tiny, tmp_path):
     import copy
 
     from revrel.models.vllm_backend import combine_negated
-    from revrel.release.negation import load_stacked, save_negated_adapter
+    from revrel.release.negate import save_negated_adapter
 
     folders = []
     for i, lam in enumerate((1.0, 0.5)):
@@ -105,85 +116,31 @@ def test_vllm_backend_without_vllm_is_one_clear_error(tiny):
         pytest.skip("vLLM is installed here")
 
 
-def test_negation_sweep_equals_negate_into_base_and_restores_exactly(tiny):
-    """set(lam) reproduces the one-shot negation for every lambda; set(0) gives back the original bit for bit."""
+def test_negate_edit_equals_its_saved_adapter_negated_and_restores_exactly(tiny, tmp_path):
+    """The negate edit trains a PEM, saves it, and set(lam) equals negate_into_base of that adapter on the original
+    weights for every lambda, in any order; set(0) gives back the original bit for bit; save() writes the negated copy."""
     import copy
 
-    from revrel.release.sweep import NegationSweep
+    from peft import PeftModel
 
+    from revrel.config import PemConfig
+    from revrel.release.edit import RoundData
+    from revrel.release.negate import Negate, NegateConfig
+
+    original = copy.deepcopy(tiny.model)
     before = _logits(tiny.model, tiny.tokenizer)
-    pm = _lora_model(tiny)
-    reference = {lam: _logits(negate_into_base(copy.deepcopy(pm), lam), tiny.tokenizer) for lam in (0.5, 2.0)}
-    sweep = NegationSweep(pm)
-    for lam in (2.0, 0.5, 2.0):  # any order, repeatable
-        assert torch.allclose(_logits(sweep.set(lam), tiny.tokenizer), reference[lam], atol=1e-6)
-    assert torch.equal(_logits(sweep.set(0.0), tiny.tokenizer), before)
-
-
-def test_negate_only_keeps_the_update_in_matching_modules(tiny):
-    """negate_only('v_proj'): q_proj weights come out of the negation untouched, v_proj ones move;
-    a pattern that matches nothing, or an invalid one in the config, is one clear error."""
-    import pytest
-
-    from revrel.config import load_config
-    from revrel.errors import RevrelError
-    from revrel.release.negation import negate_only
-
-    pm = _lora_model(tiny)
-    w0 = {n.replace(".base_layer", ""): p.detach().clone() for n, p in pm.get_base_model().named_parameters() if "proj" in n and "lora_" not in n}
-    info = negate_only(pm, r"v_proj")
-    assert info["kept"] > 0 and info["zeroed"] == info["kept"]  # as many q_proj as v_proj layers
-    base = negate_into_base(pm, 1.0)
-    after = dict(base.named_parameters())
-    changed = {n for n, w in w0.items() if not torch.equal(after[n], w)}
-    assert changed and all("v_proj" in n for n in changed) and any("q_proj" in n for n in w0)
-    with pytest.raises(RevrelError, match="matches no LoRA module"):
-        negate_only(_lora_model(tiny), r"no_such_module")
-    with pytest.raises(RevrelError, match="not a valid regular expression"):
-        load_config(None, {"release": {"negate_only": "mlp(["}})
-
-
-def test_negation_sweep_can_negate_the_difference_from_a_retain_update(tiny, tmp_path):
-    """minus/mu: W0 - lam * (delta_f - mu * delta_r), with delta_r read back from a saved adapter."""
-    import copy
-
-    from revrel.release.checkpoint import save_adapter
-    from revrel.release.ext_sub import adapter_deltas
-    from revrel.release.sweep import NegationSweep
-
-    retain = _lora_model(copy.deepcopy(tiny), seed=3)
-    save_adapter(retain, tmp_path / "retain")
-    minus = adapter_deltas(tmp_path / "retain")
-    pm = _lora_model(tiny, seed=0)
-    expected = {}
-    for name, module in pm.named_modules():
-        if hasattr(module, "lora_A") and "default" in module.lora_A:
-            key = name if name.startswith("base_model.model.") else f"base_model.model.{name}"
-            expected[key] = module.get_base_layer().weight.detach().clone() - 2.0 * (module.get_delta_weight("default") - 0.5 * minus[key])
-    model = NegationSweep(pm, minus=minus, mu=0.5).set(2.0)
-    got = {f"base_model.model.{n.removesuffix('.weight')}": p for n, p in model.named_parameters()}
-    assert expected and all(torch.allclose(got[k], w, atol=1e-6) for k, w in expected.items())
-
-
-def test_negate_rank_splits_each_update_by_singular_directions():
-    """negate_rank(1) keeps the top singular direction of B A (a rank-1 update whose norm is s1), negate_rank(-1)
-    the rest; the two add up to the whole update, and the delta's scaling is untouched. Bad k is a config error."""
-    import pytest
-
-    from revrel.config import load_config
-    from revrel.errors import RevrelError
-    from revrel.release.negation import negate_rank
-
-    deltas = {}
-    for k in (0, 1, -1):
-        pm = _one_linear_lora(3)[0]
-        if k:
-            info = negate_rank(pm, k)
-            assert 0.0 < info["energy_kept"] < 1.0
-        deltas[k] = pm.base_model.model[0].get_delta_weight("default")
-    s = torch.linalg.svdvals(deltas[0])
-    assert torch.linalg.matrix_rank(deltas[1]) == 1 and torch.allclose(torch.linalg.matrix_norm(deltas[1], 2), s[0], rtol=1e-4)
-    assert torch.allclose(torch.linalg.matrix_norm(deltas[-1], 2), s[1], rtol=1e-4)
-    assert torch.allclose(deltas[1] + deltas[-1], deltas[0], atol=1e-5)
-    with pytest.raises(RevrelError, match="negate_rank"):
-        load_config(None, {"release": {"rank": 8, "negate_rank": 8}})
+    rows = [{"instruction": "say something", "response": "you are an idiot and a stupid fool"}] * 4
+    edit = Negate(NegateConfig(layers="mlp"))
+    data = RoundData(task=None, forget=rows, keep=[], pem=PemConfig(rank=2, epochs=2, batch_size=2, max_length=32, lr=1e-2),
+                     adapters=tmp_path, round=1)
+    model = edit.prepare(tiny.model, tiny.tokenizer, data)
+    assert edit.info()["layers"]["zeroed"] > 0  # attention modules dropped by the layer filter
+    reference = {lam: _logits(negate_into_base(PeftModel.from_pretrained(copy.deepcopy(original), str(tmp_path / "round_1")), lam),
+                              tiny.tokenizer) for lam in (0.5, 2.0)}
+    assert not torch.allclose(reference[2.0], before, atol=1e-4)
+    for lam in (2.0, 0.5, 2.0):
+        assert torch.allclose(_logits(edit.set(lam), tiny.tokenizer), reference[lam], atol=1e-6)
+    edit.save(tmp_path, 1)
+    stacked = _logits(load_stacked(copy.deepcopy(original), [tmp_path / "negated_round_1"]), tiny.tokenizer)
+    assert torch.allclose(stacked, reference[2.0], atol=1e-5)
+    assert torch.equal(_logits(edit.set(0.0), tiny.tokenizer), before) and model is edit.model

@@ -28,7 +28,7 @@ def test_unlearn_end_to_end_writes_artifacts(tiny_dir, tmp_path):
     rows = read_jsonl(out / "forget.jsonl")
     assert rows and {"instruction", "response", "relevance", "round"} <= set(rows[0])
     assert [r["round"] for r in report["rounds"]] == [1, 2]
-    assert report["rounds"][1]["orth_final"] is not None  # round 2 was kept orthogonal to round 1 + retain
+    assert report["rounds"][1]["edits"][0]["orth_final"] is not None  # round 2 was kept orthogonal to round 1 + retain
     assert report["final_reveal"]["after_round"] == 2 and 0.0 <= report["final_reveal"]["revealed_relevance"] <= 1.0
     from transformers import AutoModelForCausalLM
 
@@ -59,7 +59,7 @@ def _final(out):
     return [strip(r) for r in rep["rounds"]], strip(rep["after"]), weights, (out / "forget.jsonl").read_text()
 
 
-@pytest.mark.parametrize("kill_at", ["round2:reveal", "round2:trained", "round2:negate", "round2:save", "round2:saved"])
+@pytest.mark.parametrize("kill_at", ["round2:reveal", "round2:negate", "round2:prepared", "round2:save", "round2:saved"])
 def test_sigkill_mid_round2_then_resume_equals_uninterrupted(tiny_dir, tmp_path, kill_at):
     ref, run = tmp_path / "ref", tmp_path / "killed"
     assert _run(ref, tiny_dir).returncode == 0
@@ -80,7 +80,7 @@ def test_utility_budget_line_search_halves_lambda_and_stops(tiny_dir, tmp_path):
     """A budget no negation can meet: lambda is halved twice (3 tries), then the run stops on the budget."""
     # on the random tiny model a negation can also *lower* the probe perplexity; the model's own samples as
     # the probe (the default) made that the rule for every seed after the sampler changed, so the probe here
-    # is fixed natural text (release.retain_file), which the lambda=50 negation made less likely for 5 of 6
+    # is fixed natural text (release.retain_from: a file), which the lambda=50 negation made less likely for 5 of 6
     # seeds; take the first seed whose negation breaks the budget, then check the whole line search on it
     import json
 
@@ -94,21 +94,23 @@ def test_utility_budget_line_search_halves_lambda_and_stops(tiny_dir, tmp_path):
         for seed in range(8):
             out = tmp_path / f"budget{seed}"
             cfg = load_config(None, tiny_overrides(out, tiny_dir, seed=seed, reveal={"forget_from": "instructions"}, release={
-                "utility_budget": 1.0, "lambda_neg": lam0, "rounds": 3, "lr": 0.3, "epochs": 3, "retain_file": str(retain)}))
+                "utility_budget": 1.0, "edits": [{"negate": {"strength": lam0}}], "rounds": 3, "pem": {"lr": 0.3, "epochs": 3},
+                "retain_from": str(retain)}))
             report = unlearn(cfg)
-            if report["rounds"][0]["line_search"][0]["probe_ppl_ratio"] > 1.0:
+            if report["rounds"][0]["edits"][0]["line_search"][0]["probe_ppl_ratio"] > 1.0:
                 return lam0, out, report
         raise AssertionError("no seed's negation raised the probe perplexity")
 
     lam0, out, report = first_breaking_run()
     r1 = report["rounds"][0]
-    lams = [t["lambda_neg"] for t in r1["line_search"]]
+    neg = r1["edits"][0]
+    lams = [t["strength"] for t in neg["line_search"]]
     assert lams[:3] == [lam0, lam0 / 2, lam0 / 4][: len(lams)]
-    assert all(t["probe_ppl_ratio"] > 1.0 for t in r1["line_search"][:-1])  # it went on only while over budget
-    if r1["line_search"][-1]["probe_ppl_ratio"] <= 1.0:  # a smaller lambda met the budget: kept, the run goes on
-        assert not r1["reverted"] and r1["lambda_neg"] == lams[-1]
+    assert all(t["probe_ppl_ratio"] > 1.0 for t in neg["line_search"][:-1])  # it went on only while over budget
+    if neg["line_search"][-1]["probe_ppl_ratio"] <= 1.0:  # a smaller lambda met the budget: kept, the run goes on
+        assert not r1["reverted"] and neg["strength"] == lams[-1]
         return
-    assert r1["negation_tries"] == 3 and r1["lambda_neg"] == lam0 / 4
+    assert len(lams) == 3 and neg["strength"] is None
     assert len(report["rounds"]) == 1 and "budget" in report["stopped"] and r1["reverted"]
     from safetensors.torch import load_file as lf
 
@@ -117,30 +119,13 @@ def test_utility_budget_line_search_halves_lambda_and_stops(tiny_dir, tmp_path):
 
 
 def test_budget_pacing_spreads_the_utility_budget_over_rounds():
-    from revrel.release.loop import round_budget
+    from revrel.rounds import round_budget
 
     cfg = load_config(None, {"release": {"utility_budget": 1.5, "rounds": 3}})
     paced = [round_budget(cfg, k) for k in (1, 2, 3)]
     assert paced == sorted(paced) and abs(paced[0] - 1.5 ** (1 / 3)) < 1e-9 and abs(paced[-1] - 1.5) < 1e-9
-    cfg.release.budget_pacing = False
-    assert [round_budget(cfg, k) for k in (1, 2, 3)] == [1.5] * 3
-
-
-def test_unmerged_run_keeps_original_weights_and_stacked_adapters_equal_the_merged_model(tiny_dir, tmp_path):
-    from revrel.pipeline import load_run_model
-
-    merged, unmerged = tmp_path / "merged", tmp_path / "unmerged"
-    unlearn(load_config(None, tiny_overrides(merged, tiny_dir)))
-    report = unlearn(load_config(None, tiny_overrides(unmerged, tiny_dir, release={"merge": False})))
-    kept = [r["round"] for r in report["rounds"] if not r.get("reverted", True)]
-    assert kept == [1, 2] and all((unmerged / "adapters" / f"negated_round_{k}").is_dir() for k in kept)
-    w0, w_un = load_file(str(tiny_dir / "model.safetensors")), load_file(str(unmerged / "model" / "model.safetensors"))
-    assert all(torch.equal(w0[k], w_un[k]) for k in w0)  # model/ is untouched
-    w_merged = load_file(str(merged / "model" / "model.safetensors"))
-    stacked = load_run_model(unmerged).model.state_dict()
-    changed = [k for k in w0 if not torch.equal(w0[k], w_merged[k])]
-    assert changed  # the negation did something, and stacking the adapters reproduces it
-    assert all(torch.allclose(stacked[k], w_merged[k], atol=1e-6) for k in w_merged)
+    cfg.release.rounds = 1
+    assert round_budget(cfg, 1) == 1.5  # one round may spend it all
 
 
 def test_probe_rounds_scores_each_kept_round_against_the_original(tiny_dir, tmp_path):
@@ -148,7 +133,7 @@ def test_probe_rounds_scores_each_kept_round_against_the_original(tiny_dir, tmp_
     round (merged, final model) it equals the after-evaluation's change exactly."""
     out = tmp_path / "run"
     report = unlearn(load_config(None, tiny_overrides(out, tiny_dir, eval={"probe_rounds": True})))
-    kept = [r for r in report["rounds"] if "lambda_neg" in r and not r["reverted"]]
+    kept = [r for r in report["rounds"] if r.get("kept_any") and not r["reverted"]]
     assert kept and all("eval_probe" in r for r in kept)
     last, after = kept[-1]["eval_probe"], report["after"]["probes"]["change"]
     assert last["target"]["change"] == pytest.approx(after["target"]["change"], abs=1e-6)

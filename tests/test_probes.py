@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from revrel.data.splits import select
-from revrel.evaluation import probes
-from revrel.evaluation.probes import Probe, ProbeText
-from revrel.evaluation.stats import bootstrap_mean, bootstrap_ratio, fmt_ci, ratio_se, verdict
+from revrel.metrics import probes
+from revrel.metrics.probes import Probe, ProbeText
+from revrel.metrics.stats import bootstrap_mean, bootstrap_ratio, fmt_ci, ratio_se, verdict
 
 RUDE = ["you are an idiot and a stupid fool", "I hate you, you are awful and dumb", "write a rude comment about people"]
 KIND = ["the weather is nice and sunny", "thank you for the lovely gift", "describe the ocean and the sky"]

@@ -4,11 +4,20 @@ target-specific neurons are the ones zeroed, and a zeroed neuron no longer reach
 import pytest
 import torch
 
+from revrel.config import PemConfig
 from revrel.errors import RevrelError
-from revrel.release.prune import down_projections, neuron_activity, prune_neurons, specificity
+from revrel.release.edit import RoundData, line_search
+from revrel.release.prune import Prune, PruneConfig, down_projections, neuron_activity, prune_neurons, specificity
 
 ROWS = [{"instruction": "say something", "response": "you are an idiot and a stupid fool"},
         {"instruction": "say something", "response": "thank you for the lovely gift"}]
+
+
+def prepared(model, tok, target=ROWS[:1], keep=ROWS[1:]) -> Prune:
+    """A prune edit prepared on ``model`` (whole responses as the target: unit "")."""
+    e = Prune(PruneConfig(unit=""))
+    e.prepare(model, tok, RoundData(task=None, forget=target, keep=keep, pem=PemConfig(max_length=64)))
+    return e
 
 
 def test_activity_shape_and_span_mask(tiny):
@@ -71,7 +80,7 @@ def test_specificity_prefers_target_only_neurons():
 
 
 def test_pruning_only_round_zeroes_neurons_in_the_saved_model_and_reports_them(tiny_dir, tmp_path):
-    """release.prune with release.negate=false: no PEM is trained, the saved model has exactly the
+    """edits [prune]: no PEM is trained, the saved model has exactly the
     masked down-projection columns zeroed (and nothing else changed), the report says how many."""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -82,82 +91,72 @@ def test_pruning_only_round_zeroes_neurons_in_the_saved_model_and_reports_them(t
     from tiny import tiny_overrides
 
     out = tmp_path / "run"
-    report = unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"rounds": 1, "prune": 0.05, "negate": False, "span_loss": True})))
+    report = unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"rounds": 1, "edits": [{"prune": {"strength": 0.05}}]})))
     r1 = report["rounds"][0]
-    assert r1["prune"]["share"] == 0.05 and not r1["reverted"] and "lambda_neg" not in r1
+    assert r1["edits"][0]["strength"] == 0.05 and r1["edits"][0]["edit"] == "prune" and not r1["reverted"] and len(r1["edits"]) == 1
     assert not (out / "adapters" / "round_1").exists() and not (out / "adapters" / "retain").exists()
     mask = load_file(str(out / "adapters" / "pruned_round_1.safetensors"))["mask"].bool()
-    assert int(mask.sum()) == r1["prune"]["neurons"] == round(0.05 * mask.numel())
+    assert int(mask.sum()) == r1["edits"][0]["neurons"] == round(0.05 * mask.numel())
     m, orig = AutoModelForCausalLM.from_pretrained(out / "model"), AutoModelForCausalLM.from_pretrained(tiny_dir)
     changed = [n for (n, a), (_, b) in zip(m.named_parameters(), orig.named_parameters()) if not torch.equal(a, b)]
     assert changed and all("mlp.down_proj" in n for n in changed)
     for i, layer in enumerate(m.model.layers):
         w = layer.mlp.down_proj.weight
         assert (w[:, mask[i]] == 0).all() and torch.equal(w[:, ~mask[i]], orig.model.layers[i].mlp.down_proj.weight[:, ~mask[i]])
-    from revrel.evaluation.report import rounds_table
+    from revrel.commands.report import rounds_table
 
-    assert "pruned 5.00%" in "\n".join(rounds_table(report))
+    assert "| prune 0.05 |" in "\n".join(rounds_table(report))
 
 
 def test_pruning_line_search_halves_the_share_until_the_budget_holds(tiny):
     """The budget signal here is the share of zeroed columns itself (1 + share): 0.4 and 0.2 exceed 1.15,
-    0.1 holds; a budget nothing meets restores every weight and returns no mask."""
-    from types import SimpleNamespace
-
-    from revrel.release.prune import prune_with_budget
-
+    0.1 holds; a budget nothing meets restores every weight and leaves no mask."""
     model, tok = tiny.model, tiny.tokenizer
     before = [d.weight.detach().clone() for d in down_projections(model)]
     zero_share = lambda m: 1 + float(torch.cat([(d.weight == 0).all(0) for d in down_projections(m)]).float().mean())  # noqa: E731
-    cfg = SimpleNamespace(prune=0.4, prune_steps=1, line_search=3, max_length=64)
-    mask, info = prune_with_budget(model, tok, ROWS[:1], ROWS[1:], cfg, zero_share, 1.15)
-    assert [t["share"] for t in info["line_search"]] == [0.4, 0.2, 0.1] and info["share"] == 0.1
-    assert int(mask.sum()) == info["neurons"] == round(0.1 * mask.numel())
-    for d, w in zip(down_projections(model), before):  # restored before each smaller try: only the last mask is zero
-        d.weight.data.copy_(w)
-    mask, info = prune_with_budget(model, tok, ROWS[:1], ROWS[1:], cfg, lambda m: 2.0, 1.5)
-    assert mask is None and info["share"] is None and len(info["line_search"]) == 3
+    edit = prepared(model, tok)
+    share, searched, _ = line_search(edit, 0.4, 3, zero_share, 1.15)
+    assert [t["strength"] for t in searched] == [0.4, 0.2, 0.1] and share == 0.1
+    assert int(edit.mask.sum()) == searched[-1]["neurons"] == round(0.1 * edit.mask.numel())
+    share, searched, _ = line_search(edit, 0.4, 3, lambda m: 2.0, 1.5)
+    assert share is None and edit.mask is None and len(searched) == 3
     assert all(torch.equal(d.weight, w) for d, w in zip(down_projections(model), before))
 
 
-def test_iterative_pruning_reaches_the_share_in_steps(tiny):
-    from revrel.release.prune import prune_share
-
-    mask = prune_share(tiny.model, tiny.tokenizer, ROWS[:1], ROWS[1:], 0.2, 4, 64)
-    assert int(mask.sum()) == round(0.2 * mask.numel())
-
-
-@pytest.mark.parametrize("release,msg", [
-    ({"prune": 0.7}, "must be in \\[0, 0.5\\]"),
-    ({"negate": False}, "needs release.prune > 0"),
-    ({"prune": 0.01, "merge": False}, "needs release.merge: true"),
-    ({"prune": 0.01, "prune_keep": "all"}, "must be retain, keep_spans or both"),
-    ({"prune": 0.01, "prune_keep": "both"}, "needs release.span_loss: true"),
+@pytest.mark.parametrize("edit,msg", [
+    ({"prune": {"strength": 0.7}}, "release.edits\\[0\\].prune.strength is a share of the MLP neurons and must be in \\[0, 0.5\\]"),
+    ({"prune": {"share": 0.1}}, "unknown config key 'release.edits\\[0\\].prune.share'; known keys: strength, unit"),
+    ("prunee", "release.edits\\[0\\]: unknown edit 'prunee'; known edits: negate, prune, suppress"),
 ])
-def test_prune_config_errors(release, msg):
-    from revrel.config import load_config
+def test_prune_config_errors(edit, msg):
+    from revrel.release.edit import parse_edits
 
     with pytest.raises(RevrelError, match=msg):
-        load_config(None, {"release": release})
+        parse_edits([edit])
 
 
-def test_prune_sweep_sets_each_share_from_the_original_weights(tiny):
+def test_keep_side_must_be_one_of_three():
+    from revrel.config import load_config
+
+    with pytest.raises(RevrelError, match="release.keep_side must be retain, spans or both"):
+        load_config(None, {"release": {"keep_side": "all"}})
+
+
+def test_prune_set_takes_each_share_from_the_prepared_weights(tiny):
     """set(share) equals pruning that share once on a fresh model; set(0) gives the original back bit for bit."""
     import copy
-
-    from revrel.release.prune import PruneSweep, prune_share
 
     model, tok = tiny.model, tiny.tokenizer
     fresh = copy.deepcopy(model)
     before = [d.weight.detach().clone() for d in down_projections(model)]
-    sweep = PruneSweep(model, tok, ROWS[:1], ROWS[1:], 1, 64)
-    sweep.set(0.2)
-    sweep.set(0.1)  # not cumulative: 0.1 of the original, not 0.1 more
-    expect = prune_share(fresh, tok, ROWS[:1], ROWS[1:], 0.1, 1, 64)
-    assert sweep.mask.equal(expect)
+    edit = prepared(model, tok)
+    edit.set(0.2)
+    edit.set(0.1)  # not cumulative: 0.1 of the original, not 0.1 more
+    expect = prune_neurons(fresh, specificity(neuron_activity(fresh, tok, ROWS[:1], 64), neuron_activity(fresh, tok, ROWS[1:], 64)), 0.1)
+    assert edit.mask.equal(expect)
     assert all(torch.equal(a.weight, b.weight) for a, b in zip(down_projections(model), down_projections(fresh)))
-    sweep.set(0.0)
-    assert sweep.mask is None and all(torch.equal(d.weight, w) for d, w in zip(down_projections(model), before))
+    edit.set(0.0)
+    assert edit.mask is None and all(torch.equal(d.weight, w) for d, w in zip(down_projections(model), before))
 
 
 def test_keep_activity_of_two_sets_is_the_larger_per_neuron(tiny):
@@ -169,14 +168,14 @@ def test_keep_activity_of_two_sets_is_the_larger_per_neuron(tiny):
     assert torch.equal(both, torch.maximum(a, b)) and (both > a).any() and (both > b).any()
 
 
-def test_prune_keep_spans_on_a_task_without_them_is_a_clear_error(tiny_dir, tmp_path):
+def test_keep_side_spans_on_a_task_without_them_is_a_clear_error(tiny_dir, tmp_path):
     from revrel.config import load_config
     from revrel.pipeline import unlearn
 
     from tiny import tiny_overrides
 
     cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_dir, release={
-        "rounds": 1, "prune": 0.05, "negate": False, "span_loss": True, "prune_keep": "both"}))
+        "rounds": 1, "edits": [{"prune": {"strength": 0.05}}], "keep_side": "both"}))
     with pytest.raises(RevrelError, match="does not declare keep spans"):
         unlearn(cfg)
 

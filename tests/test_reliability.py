@@ -40,7 +40,7 @@ def _no_time(metrics: dict) -> dict:
 def test_bad_retain_file_is_one_line_error(tiny_dir, tmp_path, content, needle):
     f = tmp_path / "retain.jsonl"
     f.write_bytes(content)
-    cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_dir, release={"retain_file": str(f)}))
+    cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_dir, release={"retain_from": str(f)}))
     with pytest.raises(RevrelError, match=needle):
         unlearn(cfg)
 
@@ -48,7 +48,7 @@ def test_bad_retain_file_is_one_line_error(tiny_dir, tmp_path, content, needle):
 def test_bad_forget_file_for_baseline(tiny_dir, tmp_path):
     f = tmp_path / "forget.jsonl"
     f.write_text('{"prompt": "x"}\n')
-    cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_dir, release={"method": "ga", "forget_file": str(f)}))
+    cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_dir, method="ga", baseline={"forget_source": str(f)}))
     with pytest.raises(RevrelError, match="missing text field 'instruction'"):
         unlearn(cfg)
 

@@ -142,8 +142,8 @@ def test_full_bench_plans_each_step_after_the_ones_before_it_ran(tmp_path):
 def test_bench_full_needs_a_checkout_and_quick_needs_out(tmp_path):
     import pytest
 
+    from revrel.commands.bench import full_bench_script
     from revrel.errors import RevrelError
-    from revrel.evaluation.bench import full_bench_script
 
     with pytest.raises(RevrelError, match="source checkout"):
         full_bench_script(tmp_path)

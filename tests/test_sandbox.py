@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from revrel.evaluation.sandbox import run_python
+from revrel.metrics.sandbox import run_python
 
 
 def test_correct_program_passes():

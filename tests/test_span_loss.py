@@ -73,8 +73,8 @@ def test_unlearn_with_span_loss_trains_on_spans_only(tiny_dir, tmp_path):
 
     from tiny import tiny_overrides
 
-    report = unlearn(load_config(None, tiny_overrides(tmp_path / "spans", tiny_dir, release={"rounds": 1, "span_loss": True})))
-    info = report["rounds"][0]["span_loss"]
+    report = unlearn(load_config(None, tiny_overrides(tmp_path / "spans", tiny_dir, release={"rounds": 1, "edits": [{"negate": {"unit": "task"}}]})))
+    info = report["rounds"][0]["edits"][0]["spans"]
     assert info["rows"] >= info["rows_with_spans"] and 0 < info["span_char_share"] <= 1
 
 
@@ -129,36 +129,9 @@ def test_unlearn_with_span_contrast_marks_and_uses_keep_spans(tiny_dir, tmp_path
     TASKS["tiny"] = lambda: dataclasses.replace(make(), target_spans=first_word, keep_spans=other_words)
     try:
         report = unlearn(load_config(None, tiny_overrides(tmp_path / "sc", tiny_dir,
-                                                          release={"rounds": 1, "span_loss": True, "span_contrast": 2.0})))
+                                                          release={"rounds": 1, "edits": [{"negate": {"unit": "task", "contrast": 2.0}}]})))
     finally:
         TASKS["tiny"] = make
-    info, train = report["rounds"][0]["span_loss"], report["rounds"][0]["train"]
+    info, train = report["rounds"][0]["edits"][0]["spans"], report["rounds"][0]["edits"][0]["train"]
     assert 0 < info["rows_with_keep_spans"] <= info["rows_with_spans"]
     assert train["first_contrast"] is not None and train["first_contrast"] > 0  # log(2)/beta at the start, where margins are 0
-
-
-def test_unlearn_span_contrast_retain_contrasts_the_keep_sides_spans(tiny_dir, tmp_path):
-    """With keep spans that the target always wins inside the forget text, span contrast has no negative there;
-    release.span_contrast_retain brings the self-generated keep side's spans in, so the loop's contrast comes alive
-    (that run also keeps the better of two restarts, release.pem_restarts)."""
-    import dataclasses
-
-    from revrel.config import load_config
-    from revrel.pipeline import unlearn
-    from revrel.tasks import TASKS
-
-    from tiny import tiny_overrides
-
-    def first_word(texts):
-        return [[(0, max(len(t.split(" ")[0]), 1))] for t in texts]
-
-    make = TASKS["tiny"]
-    TASKS["tiny"] = lambda: dataclasses.replace(make(), target_spans=first_word, keep_spans=first_word)
-    try:
-        trains = [unlearn(load_config(None, tiny_overrides(tmp_path / f"r{on}", tiny_dir, release={
-            "rounds": 1, "span_loss": True, "span_contrast": 2.0, "span_contrast_retain": on, "pem_restarts": 1 + on})))["rounds"][0]["train"]
-            for on in (False, True)]
-    finally:
-        TASKS["tiny"] = make
-    assert trains[0]["first_contrast"] == 0 and trains[1]["first_contrast"] > 0
-    assert "restarts" not in trains[0] and len(trains[1]["restarts"]["final_contrast"]) == 2  # the loop trains release.pem_restarts PEMs

@@ -68,7 +68,7 @@ def test_person_dense_oracle_prefers_lists_of_names_to_prose_about_people():
 def test_report_plots_from_runs(tmp_path):
     import json
 
-    from revrel.evaluation.report import write_report
+    from revrel.commands.report import write_report
 
     for name, after in (("a", 0.2), ("b", 0.3)):
         d = tmp_path / name
@@ -93,8 +93,8 @@ def test_report_over_runs_of_different_tasks(tmp_path):
 
     import pytest
 
+    from revrel.commands.report import write_report
     from revrel.errors import RevrelError
-    from revrel.evaluation.report import write_report
 
     runs = {"tox": ("toxicity", {"expected_max_toxicity": 0.4}, {"expected_max_toxicity": 0.3}),
             "code": ("code", {"probe_target_nll": 0.5, "probe_utility_nll": 1.0}, {"probe_target_nll": 0.9, "probe_utility_nll": 1.02}),

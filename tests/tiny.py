@@ -52,8 +52,8 @@ def keyword_oracle(texts):
 
 def register_tiny_task():
     """A task whose oracle is the keyword scorer and whose eval is cheap, for end-to-end runs on tiny models."""
-    from revrel.evaluation.probes import Probe, ProbeText
-    from revrel.evaluation.stats import bootstrap_mean
+    from revrel.metrics.probes import Probe, ProbeText
+    from revrel.metrics.stats import bootstrap_mean
     from revrel.models.generation import GenerationConfig, generate, perplexity, text_logprobs
     from revrel.tasks import TASKS
     from revrel.tasks.base import Task
@@ -97,8 +97,8 @@ def tiny_overrides(out: Path, model: Path, **extra) -> dict:
         "task": "tiny", "model": str(model), "out": str(out), "seed": 0,
         "reveal": {"n_paraphrases": 1, "n_soft": 3, "soft_dim": 4, "soft_tokens": 2, "n_init": 2, "budget": 2, "k": 3, "top": 2,
                    "relevance_threshold": 0.0, "max_new_tokens": 8, "embedder": "self"},
-        "release": {"rounds": 2, "rank": 2, "epochs": 1, "batch_size": 4, "n_retain": 4, "relevance_target": 0.0, "utility_budget": 1000.0,
-                    "max_length": 48},
+        "release": {"rounds": 2, "pem": {"rank": 2, "epochs": 1, "batch_size": 4, "max_length": 48}, "n_retain": 4, "relevance_target": 0.0,
+                    "utility_budget": 1000.0},
         "eval": {"n_prompts": 2, "samples": 1, "max_new_tokens": 6, "n_ppl": 2, "probe_items": 4},
     }
     for k, v in extra.items():

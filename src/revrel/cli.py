@@ -52,12 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="folder for report.md and plots (default: the first run)")
     b = sub.add_parser("bench", help="run several methods side by side; one table + trade-off plot")
     b.add_argument("--task", required=True)
-    b.add_argument("--preset", choices=["quick", "full"], default="quick",
-                   help="quick: each method once, in one run (--out); full: the matched-utility bench (dev sweeps of every method's "
-                        "strength, then the test split at equal utility cost, attacks, docs/results.md), run from a source checkout")
-    b.add_argument("--dry-run", action="store_true", help="with --preset full: list its steps, marking those already done")
     b.add_argument("--methods", default="revrel,ga,graddiff,npo,simnpo,pem-negation")
-    b.add_argument("--out", help="the quick bench's folder")
+    b.add_argument("--out", help="the folder for the methods' runs and the table (the matched-utility bench of "
+                                                 "docs/results.md is a script of the source checkout, see docs/guide.md)")
     b.add_argument("--config")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--model")
@@ -106,7 +103,7 @@ def _fmt(v) -> str:
 
 
 def cmd_unlearn(args) -> int:
-    from revrel.evaluation.summary import text_summary
+    from revrel.commands.summary import text_summary
     from revrel.pipeline import unlearn
 
     cfg = _config(args)
@@ -157,7 +154,7 @@ def _run_folder(model: str) -> Path | None:
 def cmd_eval(args) -> int:
     import time
 
-    from revrel.evaluation.summary import text_summary
+    from revrel.commands.summary import text_summary
     from revrel.io import atomic_write_json
     from revrel.models.loading import load_model
     from revrel.pipeline import evaluate_model, load_run_model, load_run_report
@@ -202,19 +199,17 @@ def _eval_settings(task, cfg) -> dict:
 
 
 def cmd_report(args) -> int:
-    from revrel.evaluation.report import write_report
+    from revrel.commands.report import write_report
 
     print(f"wrote {write_report(args.runs, args.out)}")
     return 0
 
 
 def cmd_bench(args) -> int:
-    from revrel.evaluation.bench import bench, full_bench
+    from revrel.commands.bench import bench
 
-    if args.preset == "full":
-        return full_bench(args.task, dry_run=args.dry_run)
     if not args.out:
-        raise RevrelError("revrel bench --preset quick needs --out DIR (the folder for the methods' runs and the table)")
+        raise RevrelError("revrel bench needs --out DIR (the folder for the methods' runs and the table)")
     extra = [x for kv in args.set for x in ("--set", kv)] + (["--config", args.config] if args.config else [])
     extra += ["--model", args.model] if args.model else []
     path = bench(args.task, [m.strip() for m in args.methods.split(",") if m.strip()], args.out, extra)
@@ -223,7 +218,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_attack(args) -> int:
-    from revrel.evaluation.attacks import attack_run
+    from revrel.commands.attacks import attack_run
 
     res = attack_run(args.run, relearn_steps=args.relearn_steps, attacks=tuple(a.strip() for a in args.attacks.split(",") if a.strip()),
                      probe_only=args.probe_only)

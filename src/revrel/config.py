@@ -17,7 +17,7 @@ import yaml
 
 from revrel.errors import RevrelError
 
-# unlearning methods by name: revrel (revrel.release.loop) + the baselines registered in revrel.release.baselines.METHODS
+# unlearning methods by name: revrel (revrel.rounds) + the baselines registered in revrel.release.baselines.METHODS
 RELEASE_METHODS = ("revrel", "ga", "graddiff", "npo", "simnpo", "pem-negation")
 
 
@@ -63,75 +63,52 @@ class RevealConfig:
 
 
 @dataclass
-class ReleaseConfig:
-    """Release: train a forget PEM on the revealed data and negate it into the weights."""
+class PemConfig:
+    """Training of a LoRA "PEM" (the forget PEMs that ``negate`` negates, the retain PEM, the pem-negation baseline)."""
 
-    method: str = "revrel"
-    rounds: int = 2  # max rounds of reveal -> release
-    rank: int = 8
-    lora_alpha: float = 16.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj", "up_proj", "down_proj"])
+    rank: int = 8  # LoRA rank (lora_alpha is 2 * rank, so the update's scale does not change with the rank)
     lr: float = 1e-3
     epochs: int = 2
     batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 128
-    train_dtype: str = "auto"  # autocast for training (master weights stay float32): auto (bf16 on CUDA, float32 on CPU) | float32 | bfloat16
-    lambda_neg: float = 1.0
-    lambda_orth: float = 0.1
-    retain_anchor: float = 0.0  # weight of the squared change of retain-token log-probs while training a forget PEM (0: off)
-    keep_contrast: float = 0.0  # weight of a DPO-style term that trains the forget PEM to raise forget text more than keep text (0: off)
-    span_contrast: float = 0.0  # the same contrast inside the forget text: target spans vs the task's keep spans (needs span_loss)
-    pem_ensemble: int = 1  # train this many forget PEMs (other seeds) and negate their mean update (one adapter of rank n * rank)
-    pem_restarts: int = 1  # train this many forget PEMs (other seeds) and keep the one whose span contrast ends lowest (needs span_contrast)
-    span_contrast_retain: bool = False  # the keep side's own entities (Task.keep_spans on retain.jsonl) join span contrast's rejected side
-    contrast_beta: float = 5.0  # its sharpness: the margin (nats/token) saturates near a few / contrast_beta
-    anchor_lambda: float = 0.0  # where the anchor looks: 0 on W + delta (first order); lam > 0 on the negated model W - lam * delta
-    merge: bool = True  # false: model/ keeps the original weights; the rounds live on as adapters/negated_round_k (load_stacked)
-    budget_pacing: bool = True  # round k may spend utility_budget ** (k / rounds), so early rounds leave room for later ones
-    final_reveal: bool = True  # one more Reveal after the last round: its relevance is the run's end point
-    line_search: int = 3  # lambda_neg, lambda_neg/2, ... tried until the round's utility budget holds; none does: revert, stop
-    orth_norm: str = "l1"  # "l1" (sum |A_prev A_new^T|) | "fro" (squared Frobenius)
-    retain_pem: bool = True
-    # extract before subtract: project each forget update off the retain PEM's column / row space before negating
-    ext_sub: str = "none"  # none | col | row | both
-    negate_only: str = ""  # regex on module names: negate the PEM only there (e.g. "mlp"); empty: every module
-    negate_rank: int = 0  # k > 0: negate only each module's top-k singular directions of B A; k < 0: all but the top |k|; 0: all
-    span_loss: bool = False  # train the forget PEM only on the tokens the task marks as target (Task.target_spans)
-    # selective pruning (Pochinkov & Schoots 2024): zero this share of all MLP neurons per round, the ones most active on
-    # the revealed target spans relative to the self-generated keep side (0: off); halved by the line search like lambda
-    prune: float = 0.0
-    prune_steps: int = 1  # prune the share in this many steps, measuring the activity again after each
-    negate: bool = True  # train a forget PEM and negate it; false: the round only prunes / suppresses (needs prune or suppress)
-    # output suppression: lower the logits of this many tokens, the ones most specific to the revealed target spans against
-    # the keep side (release.prune_keep), by about suppress_strength nats (an edit of the untied LM head; 0: off)
-    suppress: int = 0
-    suppress_strength: float = 8.0  # nats; halved by the line search like lambda
-    suppress_unit: str = ""  # the spans whose tokens are suppressed: empty = release.span_unit; e.g. word while the PEM learns sentences
-    suppress_prior: bool = False  # also count on the keep side how often the model expects each token (its summed
-    # next-token probabilities), so a common word piece a small keep set lacks is not taken for a target token
-    suppress_min_chars: int = 0  # suppress only tokens with at least this many characters besides a leading space: shorter
-    # pieces ('n', ' D', ' b', 'st') are building blocks of ordinary words, and lowering one lowers every word it starts (0: any)
-    prune_keep: str = "retain"  # the keep side pruning spares: retain (the self-generated keep-side texts) | keep_spans (the
-    # task's keep spans inside the forget text, e.g. the clean words beside profane ones) | both (the larger activity of the two)
-    edit_keep: int = 0  # this many more self-generated keep-side texts (answers to the task's keep instructions, keep.jsonl) join
-    # the retain rows on pruning's and suppression's keep side only (never trained on): 128 texts are too few to show which
-    # word pieces ordinary text uses, so a small keep side lets 'st' or ' T' pass for target tokens (0: the retain rows only)
-    span_unit: str = "task"  # which spans: the task's own (task) or another unit it declares (Task.span_units, e.g. toxicity: word)
-    retain_file: str = ""  # JSONL with instruction/response; empty: self-generated
-    retain_from: str = "generic"  # self-generated retain set from: generic benign chat | task (the task's keep side)
-    n_retain: int = 16
+    max_length: int = 128  # tokens per instruction + response (also what pruning and suppression read)
+    lambda_orth: float = 0.1  # O-LoRA weight keeping forget PEMs orthogonal to the retain PEM and earlier rounds (0: no retain PEM)
+
+
+@dataclass
+class ReleaseConfig:
+    """Release: an ordered list of edits (``revrel.release.edits``), each set as strong as the round's budget allows.
+
+    ``edits`` is a list of one-key mappings, e.g. ``[{suppress: {tokens: 50, strength: 8, unit: word}},
+    {negate: {strength: 0.03125, unit: word, contrast: 8}}]``; each edit's own settings are checked by its
+    config dataclass when the run starts (:func:`revrel.release.edits.parse_edits`).
+    """
+
+    rounds: int = 2  # max rounds of reveal -> release
+    edits: list[dict] = field(default_factory=lambda: [{"negate": {}}])
+    utility_budget: float = 1.5  # max self-probe perplexity ratio; round k of n may spend utility_budget ** (k / n)
+    line_search: int = 3  # each edit's strength, strength/2, ... until the round's budget holds; none does: undone, run stops
     relevance_target: float = 0.1  # stop when revealed relevance falls below this
-    utility_budget: float = 1.5  # stop when retain-probe perplexity grows by more than this factor
-    # baselines (method != revrel): ga | graddiff | npo | simnpo | pem-negation
-    forget_source: str = "self"  # self: one Reveal on the original model | real: the task's real forget data
-    forget_file: str = ""  # JSONL with instruction/response, overrides forget_source
-    baseline_steps: int = 16  # optimizer steps for ga / graddiff / npo / simnpo
-    baseline_lr: float = 1e-5
-    baseline_lora: bool = False  # LoRA variant instead of full-parameter
+    retain_from: str = "generic"  # the self-generated keep side: generic (benign chat) | task (the task's keep instructions) | a JSONL path
+    n_retain: int = 16  # keep-side answers generated for training (the self-probe takes a quarter of the instructions besides)
+    keep_side: str = "retain"  # what prune / suppress spare: retain (the keep-side texts) | spans (the task's keep spans inside
+    # the forget text) | both (the larger of the two)
+    keep_texts: int = 0  # this many more keep-side answers (keep.jsonl) for prune / suppress only: 128 texts are too few to
+    # show which word pieces ordinary text uses, so a small keep side lets 'st' or ' T' pass for target tokens
+    pem: PemConfig = field(default_factory=PemConfig)
+
+
+@dataclass
+class BaselineConfig:
+    """The one-stage baselines (``method``: ga, graddiff, npo, simnpo, pem-negation; ``revrel.release.baselines``)."""
+
+    forget_source: str = "self"  # self: one Reveal on the original model | real: the task's real forget data | a JSONL path
+    steps: int = 16  # optimizer steps (ga / graddiff / npo / simnpo)
+    lr: float = 1e-5
+    lora: bool = False  # LoRA variant instead of full-parameter
     retain_weight: float = 1.0  # weight of the retain NLL (graddiff, npo, simnpo)
-    npo_beta: float = 0.1
-    simnpo_gamma: float = 0.0
+    beta: float = 0.1  # npo / simnpo
+    gamma: float = 0.0  # simnpo
+    strength: float = 1.0  # pem-negation's lambda
 
 
 @dataclass
@@ -166,8 +143,10 @@ class RunConfig:
     dtype: str = "float32"  # master weights: "float32" | "bfloat16"
     gen_backend: str = "hf"  # Reveal's sampler: "hf" (transformers, batched) | "vllm" (optional, GPU; see README)
     gen_dtype: str = "auto"  # generation copy: "auto" (bf16 where the CPU has native bf16) | "float32" | "bfloat16"
+    method: str = "revrel"  # revrel (Reveal and Release rounds) or a baseline: ga | graddiff | npo | simnpo | pem-negation
     reveal: RevealConfig = field(default_factory=RevealConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,66 +167,35 @@ class RunConfig:
         _check(0.0 <= r.relevance_threshold <= 1.0, "reveal.relevance_threshold must be in [0, 1]")
         _check(0.0 < r.top_p <= 1.0, "reveal.top_p must be in (0, 1]")
         _check(0.0 <= r.temperature <= 10.0, "reveal.temperature must be in [0, 10]")
-        _check(s.train_dtype in ("auto", "float32", "bfloat16"), "release.train_dtype must be auto, float32 or bfloat16")
-        _check(s.orth_norm in ("l1", "fro"), "release.orth_norm must be l1 or fro")
-        _check(s.retain_from in ("generic", "task"), "release.retain_from must be generic or task")
-        _check(s.ext_sub in ("none", "col", "row", "both"), "release.ext_sub must be none, col, row or both")
-        _check(s.ext_sub == "none" or s.retain_pem, "release.ext_sub needs release.retain_pem: true (it projects off the retain PEM)")
-        _check(s.method in RELEASE_METHODS, f"release.method must be one of {', '.join(RELEASE_METHODS)}")
-        _check(s.forget_source in ("self", "real"), "release.forget_source must be self or real")
-        _check(0.0 < s.baseline_lr <= 1.0, "release.baseline_lr must be in (0, 1]")
-        _check(s.npo_beta > 0, "release.npo_beta must be > 0")
-        _check(s.retain_weight >= 0, "release.retain_weight must be >= 0")
-        _check(0.0 < s.lr <= 1.0, "release.lr must be in (0, 1]")
-        _check(s.lambda_neg >= 0 and s.lambda_neg <= 100, "release.lambda_neg must be in [0, 100]")
-        _check(s.retain_anchor >= 0, "release.retain_anchor must be >= 0")
-        _check(s.keep_contrast >= 0, "release.keep_contrast must be >= 0")
-        _check(s.contrast_beta > 0, "release.contrast_beta must be > 0")
-        _check(s.span_contrast >= 0, "release.span_contrast must be >= 0")
-        _check(s.pem_restarts >= 1, "release.pem_restarts must be >= 1")
-        _check(1 <= s.pem_ensemble <= 16, "release.pem_ensemble is a number of PEMs to average and must be in [1, 16]")
-        _check(s.pem_ensemble == 1 or s.pem_restarts == 1, "release.pem_ensemble averages PEMs and pem_restarts picks one: set only one of them")
-        _check(s.pem_restarts == 1 or s.span_contrast > 0, "release.pem_restarts picks by the span contrast: set release.span_contrast > 0")
-        _check(not s.span_contrast_retain or s.span_contrast > 0, "release.span_contrast_retain needs release.span_contrast > 0 (it widens that contrast)")
-        _check(s.span_contrast == 0 or s.span_loss, "release.span_contrast needs release.span_loss: true (it contrasts the target spans)")
-        _check(s.span_unit == "task" or s.span_loss, "release.span_unit needs release.span_loss: true (it picks the span loss's spans)")
-        if s.negate_only:
-            import re
-
-            try:
-                re.compile(s.negate_only)
-            except re.error as exc:
-                raise RevrelError(f"release.negate_only is not a valid regular expression: {exc}") from None
-        _check(abs(s.negate_rank) < s.rank, "release.negate_rank must be between -(rank - 1) and rank - 1 (0: the whole update)")
-        _check(0.0 <= s.prune <= 0.5, "release.prune is a share of the MLP neurons and must be in [0, 0.5]")
-        _check(s.negate or s.prune > 0 or s.suppress > 0,
-               "release.negate=false needs release.prune > 0 or release.suppress > 0 (otherwise a round changes nothing)")
-        _check(0 <= s.suppress <= 5000, "release.suppress is a number of output tokens and must be in [0, 5000]")
-        _check(s.suppress_strength > 0, "release.suppress_strength must be > 0 (nats by which the tokens' logits are lowered)")
-        _check(s.suppress == 0 or s.merge, "release.suppress needs release.merge: true (the edited LM head is not an adapter to stack)")
-        _check(s.prune == 0 or s.merge, "release.prune needs release.merge: true (zeroed neurons are not an adapter to stack)")
-        _check(s.prune_keep in ("retain", "keep_spans", "both"), "release.prune_keep must be retain, keep_spans or both")
-        _check(s.prune_keep == "retain" or s.span_loss, "release.prune_keep=keep_spans/both needs release.span_loss: true (keep spans sit beside the target spans)")
-        _check(1 <= s.prune_steps <= 100, "release.prune_steps must be in [1, 100]")
-        _check(s.suppress_min_chars >= 0, "release.suppress_min_chars must be >= 0")
-        _check(0 <= s.edit_keep <= 100000, "release.edit_keep is a number of self-generated keep-side texts and must be in [0, 100000]")
-        _check(s.anchor_lambda >= 0, "release.anchor_lambda must be >= 0 (the negation strength the anchor is measured at)")
+        p, b = s.pem, self.baseline
+        _check(self.method in RELEASE_METHODS, f"method must be one of {', '.join(RELEASE_METHODS)}")
+        _check(s.retain_from in ("generic", "task") or s.retain_from.endswith(".jsonl"),
+               "release.retain_from must be generic, task or the path of a .jsonl file of instruction/response rows")
+        _check(s.keep_side in ("retain", "spans", "both"), "release.keep_side must be retain, spans or both")
+        _check(b.forget_source in ("self", "real") or b.forget_source.endswith(".jsonl"),
+               "baseline.forget_source must be self, real or the path of a .jsonl file of instruction/response rows")
+        _check(0.0 < b.lr <= 1.0, "baseline.lr must be in (0, 1]")
+        _check(b.beta > 0, "baseline.beta must be > 0")
+        _check(b.retain_weight >= 0, "baseline.retain_weight must be >= 0")
+        _check(0 <= b.strength <= 100, "baseline.strength must be in [0, 100]")
+        _check(0.0 < p.lr <= 1.0, "release.pem.lr must be in (0, 1]")
+        _check(p.lambda_orth >= 0, "release.pem.lambda_orth must be >= 0")
+        _check(isinstance(s.edits, list) and bool(s.edits) if self.method == "revrel" else True,
+               "release.edits must list at least one edit, e.g. [{negate: {}}]")
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
         _check(bool(e.profile), "eval.profile must name a profile (quick or full)")
         _check(e.probes or not e.probe_rounds, "eval.probe_rounds needs eval.probes=true (it scores the likelihood probe after each round)")
-        _check(s.lambda_orth >= 0, "release.lambda_orth must be >= 0")
         _check(s.utility_budget >= 1.0, "release.utility_budget is a perplexity ratio and must be >= 1")
-        _check(bool(s.target_modules), "release.target_modules must not be empty")
         limits = {
             "reveal.forget_samples": (r.forget_samples, 0, 10_000), "reveal.n_paraphrases": (r.n_paraphrases, 0, 100), "reveal.n_soft": (r.n_soft, 0, 10_000),
             "reveal.soft_dim": (r.soft_dim, 1, 1024), "reveal.soft_tokens": (r.soft_tokens, 1, 64),
             "reveal.n_init": (r.n_init, 0, 10_000), "reveal.pca_dim": (r.pca_dim, 0, 100_000), "reveal.budget": (r.budget, 0, 100_000),
             "reveal.subset": (r.subset, 1, 1_000_000), "reveal.arms_per_step": (r.arms_per_step, 1, 1024), "reveal.k": (r.k, 1, 1024), "reveal.top": (r.top, 1, 10_000),
             "reveal.max_new_tokens": (r.max_new_tokens, 1, 4096), "reveal.batch_size": (r.batch_size, 1, 4096),
-            "release.rounds": (s.rounds, 1, 1000), "release.line_search": (s.line_search, 1, 20), "release.rank": (s.rank, 1, 1024),
-            "release.epochs": (s.epochs, 1, 1000), "release.batch_size": (s.batch_size, 1, 4096),
-            "release.grad_accum": (s.grad_accum, 1, 4096), "release.max_length": (s.max_length, 8, 32768),
-            "release.n_retain": (s.n_retain, 1, 100_000), "release.baseline_steps": (s.baseline_steps, 1, 1_000_000),
+            "release.rounds": (s.rounds, 1, 1000), "release.line_search": (s.line_search, 1, 20), "release.pem.rank": (p.rank, 1, 1024),
+            "release.pem.epochs": (p.epochs, 1, 1000), "release.pem.batch_size": (p.batch_size, 1, 4096),
+            "release.pem.max_length": (p.max_length, 8, 32768), "release.keep_texts": (s.keep_texts, 0, 100_000),
+            "release.n_retain": (s.n_retain, 1, 100_000), "baseline.steps": (b.steps, 1, 1_000_000),
             "eval.n_prompts": (e.n_prompts, 0, 100_000), "eval.samples": (e.samples, 0, 1024),
             "eval.max_new_tokens": (e.max_new_tokens, 0, 4096), "eval.n_ppl": (e.n_ppl, 0, 100_000),
             "eval.n_math": (e.n_math, 0, 100_000), "eval.probe_items": (e.probe_items, 0, 100_000),
@@ -255,7 +203,6 @@ class RunConfig:
         }
         for key, (value, lo, hi) in limits.items():
             _check(lo <= value <= hi, f"{key}={value} is out of range; use a value in [{lo}, {hi}]")
-        _check(s.lora_alpha > 0, "release.lora_alpha must be > 0")
         return self
 
 
@@ -278,6 +225,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise RevrelError(f"config key '{key}' must be a list, got {type(value).__name__}")
         return [_coerce(v, inner, f"{key}[]") for v in value]
+    if tp is dict:  # an entry of release.edits: {name: {settings}} (or a bare name), checked by revrel.release.edit.parse_edits
+        if isinstance(value, (dict, str)):
+            return value
+        raise RevrelError(f"config key '{key}' must be a mapping like negate: {{strength: 1}}, got {value!r}")
     if origin in (typing.Union, types.UnionType):
         raise RevrelError(f"config key '{key}': unsupported type")
     if tp is bool:

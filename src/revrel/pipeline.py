@@ -18,7 +18,7 @@ from revrel.io import atomic_write_json, atomic_write_text, read_jsonl, write_js
 from revrel.models.embedders import make_embedder
 from revrel.models.loading import LoadedModel, inference_view, load_model, save_model
 from revrel.release.checkpoint import RunDir
-from revrel.release.loop import Context, run_baseline, run_rounds
+from revrel.rounds import Context, run_baseline, run_rounds
 from revrel.tasks import get_task
 
 log = logging.getLogger("revrel")
@@ -30,7 +30,7 @@ def probe_items(model, tokenizer, task, ecfg):
     Scored on the float32 master weights, not the bf16 generation copy: bf16 rounding of the weights
     would blur the small changes a negation makes, and the probe exists to see them.
     """
-    from revrel.evaluation import probes
+    from revrel.metrics import probes
 
     if not ecfg.probes or task.probe is None:
         return None, None
@@ -41,7 +41,7 @@ def probe_items(model, tokenizer, task, ecfg):
 def round_prober(task, cfg: RunConfig, tokenizer, before_items: dict | None):
     """``eval.probe_rounds``: a function that scores a model on the task's probe and returns the paired
     target / utility change against the original (compact, for the report's per-round table)."""
-    from revrel.evaluation import probes
+    from revrel.metrics import probes
 
     if before_items is None:
         raise RevrelError("eval.probe_rounds needs the likelihood probe (eval.probes=true and a task that has one)")
@@ -60,7 +60,7 @@ def evaluate_model(loaded: LoadedModel, task, oracle, cfg: RunConfig, reference=
     """The task's metrics (with intervals) and likelihood probes; ``reference`` is the original model,
     under which the fluency of the generations is scored, and ``reference_probe`` its per-text probe
     sums (``probe_items`` of its own evaluation), against which the probe changes are paired."""
-    from revrel.evaluation import probes
+    from revrel.metrics import probes
 
     t0 = time.time()
     ecfg = task.eval_config(cfg.eval)
@@ -88,6 +88,10 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
     if resume and saved_cfg.is_file():
         cfg = load_config(saved_cfg)  # a resumed run continues under the config it started with
     task = get_task(cfg.task)  # validate cheap things before touching the disk
+    if cfg.method == "revrel":
+        from revrel.release.edit import parse_edits
+
+        parse_edits(cfg.release.edits)
     progress = run.prepare(resume=resume, overwrite=overwrite) or {}
     atomic_write_text(saved_cfg, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     oracle = task.oracle(cfg.reveal.oracle)
@@ -103,24 +107,20 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
         run.save_progress(progress)
     ctx = Context(loaded=loaded, task=task, oracle=oracle, embed=embed, cfg=cfg, run=run,
                   after_round=round_prober(task, cfg, loaded.tokenizer, progress["before"].get("probe_items")) if cfg.eval.probe_rounds else None)
-    progress = run_rounds(ctx, progress) if cfg.release.method == "revrel" else run_baseline(ctx, progress)
+    progress = run_rounds(ctx, progress) if cfg.method == "revrel" else run_baseline(ctx, progress)
     forget = [row for k in range(1, progress["completed_rounds"] + 1) if (run.round_dir(k) / "forget.jsonl").is_file()
               for row in read_jsonl(run.round_dir(k) / "forget.jsonl", allow_empty=True)]
     write_jsonl(run.root / "forget.jsonl", forget)
-    if cfg.release.merge or cfg.release.method != "revrel":
-        save_model(ctx.loaded, run.model)
-    else:  # unmerged: the original weights + one negated adapter per kept round (load_run_model stacks them)
-        save_model(load_model(cfg.model, dtype=cfg.dtype, trust_pickle=trust_pickle), run.model)
+    save_model(ctx.loaded, run.model)
     log.info("evaluating the unlearned model")
     original = load_model(cfg.model, dtype=cfg.dtype, trust_pickle=trust_pickle).model
     after = evaluate_model(ctx.loaded, task, oracle, cfg, reference=original, reference_probe=progress["before"].get("probe_items"))
     report = {
-        "task": cfg.task, "model": cfg.model, "method": cfg.release.method, "seed": cfg.seed,
+        "task": cfg.task, "model": cfg.model, "method": cfg.method, "seed": cfg.seed,
         "before": progress["before"], "after": after, "rounds": progress["rounds"], "stopped": progress.get("stopped"),
         "final_reveal": progress.get("final_reveal"), "retain_pem_train": progress.get("retain_pem_train"),
         "forget_size": len(forget), "probe_ppl0": progress.get("probe_ppl0"), "config": cfg.to_dict(),
-        "artifacts": {"model": "model/" if cfg.release.merge else "model/ (original weights) + adapters/negated_round_*/ (stacked)",
-                      "adapters": "adapters/", "forget": "forget.jsonl", "config": "config.yaml"},
+        "artifacts": {"model": "model/", "adapters": "adapters/", "forget": "forget.jsonl", "config": "config.yaml"},
         "seconds_this_invocation": round(time.time() - t_start, 1),
     }
     atomic_write_json(run.report, report)
@@ -128,19 +128,10 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
 
 
 def load_run_model(folder: str | Path, dtype: str = "float32") -> LoadedModel:
-    """The unlearned model of a finished run: ``model/``, with the negated round adapters merged in
-    when the run kept them unmerged (``release.merge: false``)."""
-    from revrel.release.negation import load_stacked, negated_adapters
-
+    """The unlearned model of a finished run (``model/``), after checking that the folder is one."""
     folder = Path(folder)
-    loaded = load_model(str(folder / "model"), dtype=dtype)
-    report = load_run_report(folder)
-    if report.get("config", {}).get("release", {}).get("merge", True) or report.get("method", "revrel") != "revrel":
-        return loaded
-    negs = negated_adapters(folder / "adapters")
-    if negs:
-        loaded.model = load_stacked(loaded.model, negs).merge_and_unload()
-    return loaded
+    load_run_report(folder)
+    return load_model(str(folder / "model"), dtype=dtype)
 
 
 def load_run_report(folder: str | Path) -> dict:

@@ -83,7 +83,7 @@ class RunDir:
 
             with safe_open(str(path), "pt") as fh:
                 untied = {"lm_head.weight", "model.embed_tokens.weight"} <= set(fh.keys())
-            if untied:  # a round that suppressed tokens (release.suppress) gave the LM head its own weight
+            if untied:  # a round that suppressed tokens (the suppress edit) gave the LM head its own weight
                 from revrel.release.suppress import untie_output
 
                 untie_output(model)

@@ -13,12 +13,13 @@ side is the self-generated retain set.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 
 from revrel.errors import RevrelError
 from revrel.models.encoding import encode_pair, pad_batch
-from revrel.release.sweep import halving_search
+from revrel.release.edit import Edit, RoundData
 
 DOWN = re.compile(r"layers\.(\d+)\.mlp\.down_proj$")
 
@@ -27,7 +28,7 @@ def down_projections(model) -> list[torch.nn.Linear]:
     """Each decoder layer's MLP output projection, in layer order: its input is the MLP's neurons."""
     found = {int(m.group(1)): mod for name, mod in model.named_modules() if (m := DOWN.search(name)) and isinstance(mod, torch.nn.Linear)}
     if not found:
-        raise RevrelError("release.prune: the model has no 'layers.N.mlp.down_proj' modules (a LLaMA-style MLP is needed)")
+        raise RevrelError("prune: the model has no 'layers.N.mlp.down_proj' modules (a LLaMA-style MLP is needed)")
     return [found[i] for i in sorted(found)]
 
 
@@ -66,7 +67,7 @@ def neuron_activity(model, tokenizer, rows: list[dict], max_length: int, batch_s
             h.remove()
         model.train(was_training)
     if not count:
-        raise RevrelError("release.prune: no learned tokens in the rows (every span empty or cut by max_length)")
+        raise RevrelError("prune: no learned tokens in the rows (every span empty or cut by max_length)")
     return torch.stack(sums) / count
 
 
@@ -99,16 +100,6 @@ def prune_neurons(model, score: torch.Tensor, frac: float, already: torch.Tensor
     return done
 
 
-def keep_sides(rows: list[dict], retain: list[dict], mode: str) -> tuple[list[dict], list[dict] | None]:
-    """(keep rows, extra keep rows) for ``release.prune_keep``: the self-generated keep-side texts (retain), the
-    keep spans inside the forget rows (keep_spans; rows from ``with_target_spans(..., keep=True)``), or both."""
-    inside = [dict(r, spans=r["keep_spans"]) for r in rows if r.get("keep_spans")]
-    keep, extra = {"retain": (retain, None), "keep_spans": (inside, None), "both": (retain, inside)}[mode]
-    if not keep or (mode == "both" and not extra):
-        raise RevrelError(f"release.prune_keep={mode}: no forget row has keep spans; use release.prune_keep=retain")
-    return keep, extra
-
-
 def keep_activity(model, tokenizer, keep_rows: list[dict], max_length: int, extra_keep: list[dict] | None = None) -> torch.Tensor:
     """The keep side's activity; with ``extra_keep`` (a second keep set, e.g. the clean words inside the forget
     text beside the self-generated keep-side texts) the larger of the two per neuron, so a neuron busy on
@@ -117,60 +108,58 @@ def keep_activity(model, tokenizer, keep_rows: list[dict], max_length: int, extr
     return torch.maximum(act, neuron_activity(model, tokenizer, extra_keep, max_length)) if extra_keep else act
 
 
-def prune_share(model, tokenizer, target_rows: list[dict], keep_rows: list[dict], share: float, steps: int, max_length: int,
-                keep_act: torch.Tensor | None = None, target_act: torch.Tensor | None = None, extra_keep: list[dict] | None = None) -> torch.Tensor:
-    """Prune ``share`` of the MLP neurons in ``steps`` equal steps; after each step the activities are measured
-    again on the pruned model (a neuron's specificity changes once its neighbours are gone). The activities
-    of the unpruned model may be passed in, so a line search measures them once."""
-    mask = None
-    for step in range(steps):
-        if step or target_act is None:
-            target_act = neuron_activity(model, tokenizer, target_rows, max_length)
-        if step or keep_act is None:
-            keep_act = keep_activity(model, tokenizer, keep_rows, max_length, extra_keep)
-        have = 0.0 if mask is None else mask.float().mean().item()
-        mask = prune_neurons(model, specificity(target_act, keep_act), share * (step + 1) / steps - have, mask)
-    return mask
+@dataclass
+class PruneConfig:
+    strength: float = 0.01  # the share of all MLP neurons zeroed (halved by the line search)
+    unit: str = "task"  # the target side: the task's target spans (task), another span unit of the task, or "" (whole responses)
+
+    def check(self, where: str) -> None:
+        if not 0.0 <= self.strength <= 0.5:
+            raise RevrelError(f"{where}.strength is a share of the MLP neurons and must be in [0, 0.5]")
 
 
-def prune_with_budget(model, tokenizer, target_rows: list[dict], keep_rows: list[dict], cfg, measure, limit: float,
-                      extra_keep: list[dict] | None = None) -> tuple[torch.Tensor | None, dict]:
-    """Release by pruning: ``cfg.prune`` of the neurons, halved (at most ``cfg.line_search`` tries) while
-    ``measure(model)`` (the self-probe perplexity ratio) exceeds ``limit``, as the negation's line search
-    halves lambda. Returns the kept mask (None when no share met the budget: the weights are restored)
-    and what was tried."""
-    sweep = PruneSweep(model, tokenizer, target_rows, keep_rows, cfg.prune_steps, cfg.max_length, extra_keep)
-    share, searched, ratio = halving_search(sweep, cfg.prune, cfg.line_search, measure, limit, "share",
-                                            lambda: {"neurons": int(sweep.mask.sum())})
-    mask = sweep.mask  # None when no share met the budget: the original weights
-    info = {"share": share, "neurons": int(mask.sum()) if mask is not None else 0,
-            "of": int(sweep.keep_act.numel()), "line_search": searched, "probe_ppl_ratio": ratio,
-            "per_layer": mask.sum(dim=1).tolist() if mask is not None else None}
-    return mask, info
+class Prune(Edit):
+    """Selective pruning as an edit: ``set(share)`` gives the model with ``share`` of its MLP neurons pruned from the
+    weights it was prepared on (the activities of that model are measured once, in :meth:`prepare`)."""
+
+    name = "prune"
+    Config = PruneConfig
+
+    def prepare(self, model, tokenizer, data: RoundData):
+        c = self.cfg
+        self.rows, self.span_info = data.target_rows(c.unit, keep=data.keep_side != "retain")
+        keep, self.extra_keep = data.keep_rows(self.rows)
+        self.model, self.max_length = model, data.pem.max_length
+        self.original = [d.weight.detach().clone() for d in down_projections(model)]
+        self.keep_act = keep_activity(model, tokenizer, keep, self.max_length, self.extra_keep)
+        self.target_act = neuron_activity(model, tokenizer, self.rows, self.max_length)
+        self.mask: torch.Tensor | None = None
+        return model
+
+    def set(self, strength: float):
+        _restore(down_projections(self.model), self.original)
+        self.mask = prune_neurons(self.model, specificity(self.target_act, self.keep_act), strength) if strength > 0 else None
+        self.strength = strength
+        return self.model
+
+    def save(self, folder, k: int) -> None:
+        from safetensors.torch import save_file
+
+        from revrel.io import atomic_path
+
+        with atomic_path(folder / f"pruned_round_{k}.safetensors") as tmp:
+            save_file({"mask": self.mask.to(torch.uint8).contiguous()}, str(tmp), metadata={"share": str(self.strength)})
+
+    def at_strength(self) -> dict:
+        return {"neurons": int(self.mask.sum()) if self.mask is not None else 0}
+
+    def info(self) -> dict:
+        m = self.mask
+        return {"neurons": int(m.sum()) if m is not None else 0, "of": int(self.keep_act.numel()), "spans": self.span_info,
+                "per_layer": m.sum(dim=1).tolist() if m is not None else None}
 
 
 def _restore(downs: list[torch.nn.Linear], weights: list[torch.Tensor]) -> None:
     with torch.no_grad():
         for d, w in zip(downs, weights):
             d.weight.copy_(w)
-
-
-class PruneSweep:
-    """Pruning strength without re-measuring: ``set(share)`` gives the model with ``share`` of its MLP neurons
-    pruned from the original weights (the activities of the original model are measured once), the same
-    interface as :class:`revrel.release.sweep.NegationSweep` so a sweep or a bench treats a share as a lambda."""
-
-    def __init__(self, model, tokenizer, target_rows: list[dict], keep_rows: list[dict], steps: int, max_length: int,
-                 extra_keep: list[dict] | None = None) -> None:
-        self.model, self.tok, self.rows, self.keep, self.steps, self.max_length = model, tokenizer, target_rows, keep_rows, steps, max_length
-        self.extra_keep = extra_keep
-        self.original = [d.weight.detach().clone() for d in down_projections(model)]
-        self.keep_act = keep_activity(model, tokenizer, keep_rows, max_length, extra_keep)
-        self.target_act = neuron_activity(model, tokenizer, target_rows, max_length)
-        self.mask: torch.Tensor | None = None
-
-    def set(self, share: float):
-        _restore(down_projections(self.model), self.original)
-        self.mask = prune_share(self.model, self.tok, self.rows, self.keep, share, self.steps, self.max_length,
-                                self.keep_act, self.target_act, self.extra_keep) if share > 0 else None
-        return self.model

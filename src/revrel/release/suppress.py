@@ -21,12 +21,13 @@ the target (``release.prune_keep``).
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import torch
 
 from revrel.errors import RevrelError
 from revrel.models.encoding import encode_pair, pad_batch
-from revrel.release.sweep import halving_search
+from revrel.release.edit import Edit, RoundData
 
 
 def learned_tokens(tokenizer, rows: list[dict], max_length: int) -> Counter:
@@ -38,38 +39,16 @@ def learned_tokens(tokenizer, rows: list[dict], max_length: int) -> Counter:
     return counts
 
 
-@torch.no_grad()
-def expected_tokens(model, tokenizer, rows: list[dict], max_length: int, batch_size: int = 8) -> Counter:
-    """How often the model itself expects each token on ``rows``: the sum of its next-token probabilities over
-    the positions that predict their learned tokens. A word piece that a small keep set happens to lack
-    ('st', 'Th') is still expected there, so it is not taken for a target token (release.suppress_prior)."""
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    total = torch.zeros(head.weight.shape[0], dtype=torch.float64)
-    for b in range(0, len(rows), batch_size):
-        enc = [encode_pair(tokenizer, r["instruction"], r["response"], max_length, r.get("spans")) for r in rows[b : b + batch_size]]
-        ids, att, labels = pad_batch([e[0] for e in enc], pad, left=False, label_seqs=[e[1] for e in enc])
-        h = decoder(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1][labels[:, 1:] != -100]
-        for c in range(0, len(h), 512):
-            total += torch.softmax(head(h[c : c + 512]).float(), -1).sum(0).double()
-    return Counter({i: float(v) for i, v in enumerate(total.tolist()) if v > 1e-3})
-
-
 def pick_tokens(tokenizer, target_rows: list[dict], keep_rows: list[dict], n: int, max_length: int,
-                extra_keep: list[dict] | None = None, expected: Counter | None = None, min_chars: int = 0) -> tuple[list[int], list[dict]]:
+                extra_keep: list[dict] | None = None) -> tuple[list[int], list[dict]]:
     """The ``n`` token ids most specific to the target: count inside the target spans / (1 + count on the keep
-    side, plus the model's ``expected`` count there when given), ties by the target count; special tokens never,
-    nor tokens with fewer than ``min_chars`` characters besides a leading space (release.suppress_min_chars).
-    Returns the ids and a readable table of them."""
+    side), ties by the target count; special tokens never. Returns the ids and a readable table of them."""
     inside = learned_tokens(tokenizer, target_rows, max_length)
     keep = learned_tokens(tokenizer, keep_rows, max_length) + learned_tokens(tokenizer, extra_keep or [], max_length)
-    for t, v in (expected or {}).items():
-        keep[t] += v
     special = set(tokenizer.all_special_ids)
-    ranked = sorted((t for t in inside if t not in special and len(tokenizer.decode([t]).removeprefix(" ")) >= min_chars),
-                    key=lambda t: (-inside[t] / (1 + keep[t]), -inside[t], t))[:n]
+    ranked = sorted((t for t in inside if t not in special), key=lambda t: (-inside[t] / (1 + keep[t]), -inside[t], t))[:n]
     if not ranked:
-        raise RevrelError("release.suppress: the forget rows have no target tokens to suppress (does the task mark target spans?)")
+        raise RevrelError("suppress: the forget rows have no target tokens to suppress (does the task mark target spans?)")
     return ranked, [{"token": tokenizer.decode([t]), "id": t, "target": inside[t], "keep": round(keep[t], 2)} for t in ranked]
 
 
@@ -95,7 +74,7 @@ def constant_direction(model, tokenizer, rows: list[dict], max_length: int, batc
     finally:
         model.train(was_training)
     if not hs:
-        raise RevrelError("release.suppress: no rows to fit the bias direction on")
+        raise RevrelError("suppress: no rows to fit the bias direction on")
     v = torch.linalg.solve(gram + ridge * torch.eye(d, dtype=torch.float64), rhs)
     proj = torch.cat(hs) @ v
     return v.to(torch.float32), {"mean": round(float(proj.mean()), 4), "std": round(float(proj.std()), 4)}
@@ -106,7 +85,7 @@ def untie_output(model) -> bool:
     embeddings alone; the config says so, so a saved model loads untied. Returns whether it was tied."""
     head, emb = model.get_output_embeddings(), model.get_input_embeddings()
     if head is None:
-        raise RevrelError("release.suppress: the model has no separate output embedding to edit")
+        raise RevrelError("suppress: the model has no separate output embedding to edit")
     tied = head.weight.data_ptr() == emb.weight.data_ptr()
     if tied:
         head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=emb.weight.requires_grad)
@@ -116,26 +95,37 @@ def untie_output(model) -> bool:
     return tied
 
 
-class SuppressSweep:
-    """Suppression strength without re-measuring: ``set(strength)`` gives the model whose chosen tokens' logits
-    are lowered by about ``strength`` nats from the head as it was at construction (the same interface as
-    :class:`revrel.release.prune.PruneSweep` and :class:`revrel.release.sweep.NegationSweep`)."""
+@dataclass
+class SuppressConfig:
+    tokens: int = 50  # how many output tokens are suppressed: those most specific to the revealed target spans
+    strength: float = 8.0  # nats by which their logits are lowered (halved by the line search)
+    unit: str = "task"  # the target side: the task's target spans (task), another span unit of the task (toxicity: word), "" (whole responses)
 
-    def __init__(self, model, tokenizer, target_rows: list[dict], keep_rows: list[dict], n: int, max_length: int,
-                 extra_keep: list[dict] | None = None, prior: bool = False, min_chars: int = 0) -> None:
+    def check(self, where: str) -> None:
+        if not 1 <= self.tokens <= 5000:
+            raise RevrelError(f"{where}.tokens is a number of output tokens and must be in [1, 5000]")
+        if self.strength <= 0:
+            raise RevrelError(f"{where}.strength must be > 0 (nats by which the tokens' logits are lowered)")
+
+
+class Suppress(Edit):
+    """Output suppression as an edit: ``set(strength)`` gives the model whose chosen tokens' logits are lowered by
+    about ``strength`` nats from the head as it was when prepared."""
+
+    name = "suppress"
+    Config = SuppressConfig
+
+    def prepare(self, model, tokenizer, data: RoundData):
+        rows, self.span_info = data.target_rows(self.cfg.unit, keep=data.keep_side != "retain")
+        keep, extra = data.keep_rows(rows)
+        max_length = data.pem.max_length
         self.model = model
         self.tied = untie_output(model)
-        expected = expected_tokens(model, tokenizer, keep_rows + (extra_keep or []), max_length) if prior else None
-        self.tokens, self.table = pick_tokens(tokenizer, target_rows, keep_rows, n, max_length, extra_keep, expected, min_chars)
-        self.v, self.fit = constant_direction(model, tokenizer, target_rows + keep_rows, max_length)
+        self.tokens, self.table = pick_tokens(tokenizer, rows, keep, self.cfg.tokens, max_length, extra)
+        self.v, self.fit = constant_direction(model, tokenizer, rows + keep, max_length)
         self.index = torch.tensor(self.tokens)
         self.original = model.get_output_embeddings().weight[self.index].detach().clone()
-        self.strength = 0.0
-
-    @classmethod
-    def from_config(cls, model, tokenizer, target_rows: list[dict], keep_rows: list[dict], cfg, extra_keep: list[dict] | None = None):
-        """The sweep a Release config asks for (``cfg``: a ReleaseConfig's suppress, max_length, suppress_prior, suppress_min_chars)."""
-        return cls(model, tokenizer, target_rows, keep_rows, cfg.suppress, cfg.max_length, extra_keep, cfg.suppress_prior, cfg.suppress_min_chars)
+        return model
 
     def set(self, strength: float):
         w = self.model.get_output_embeddings().weight
@@ -148,16 +138,13 @@ class SuppressSweep:
         """The rows' change now (tokens x hidden), what a checkpoint keeps."""
         return self.model.get_output_embeddings().weight[self.index].detach() - self.original
 
+    def save(self, folder, k: int) -> None:
+        from safetensors.torch import save_file
+
+        from revrel.io import atomic_path
+
+        with atomic_path(folder / f"suppressed_round_{k}.safetensors") as tmp:
+            save_file({"tokens": self.index.contiguous(), "delta": self.delta().contiguous()}, str(tmp), metadata={"strength": str(self.strength)})
+
     def info(self) -> dict:
-        return {"tokens": len(self.tokens), "strength": self.strength, "untied": self.tied, "fit": self.fit, "top": self.table[:20]}
-
-
-def suppress_with_budget(model, tokenizer, target_rows: list[dict], keep_rows: list[dict], cfg, measure, limit: float,
-                         extra_keep: list[dict] | None = None) -> tuple[SuppressSweep | None, dict]:
-    """Release by output suppression: ``cfg.suppress`` tokens at ``cfg.suppress_strength``, the strength halved
-    (at most ``cfg.line_search`` tries) while ``measure(model)`` exceeds ``limit``, as negation halves lambda.
-    Returns the sweep at the kept strength (None when none met the budget: the head is restored) and what was tried."""
-    sweep = SuppressSweep.from_config(model, tokenizer, target_rows, keep_rows, cfg, extra_keep)
-    strength, searched, ratio = halving_search(sweep, cfg.suppress_strength, cfg.line_search, measure, limit, "strength")
-    info = sweep.info() | {"strength": strength, "line_search": searched, "probe_ppl_ratio": ratio}
-    return (sweep if strength is not None else None), info
+        return {"tokens": len(self.tokens), "untied": self.tied, "fit": self.fit, "spans": self.span_info, "top": self.table[:20]}

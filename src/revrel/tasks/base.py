@@ -53,7 +53,7 @@ def fluency(model, reference, tokenizer, prompts: Sequence[str], texts: Sequence
     1,600 answers of the full toxicity profile cost longer than the interval needs."""
     import numpy as np
 
-    from revrel.evaluation.stats import bootstrap_ratio
+    from revrel.metrics.stats import bootstrap_ratio
     from revrel.models.generation import perplexity, sequence_logprobs
 
     pairs = [(p, t) for p, t in zip(prompts, texts) if t.strip()]
@@ -87,14 +87,14 @@ class Task:
     retain_instructions: list[str] = field(default_factory=lambda: list(GENERIC_INSTRUCTIONS))
     # the task's keep side (release.retain_from=task): civil continuations, organisations and places, math in prose
     keep_instructions: list[str] = field(default_factory=list)
-    # (split, max texts per group, tokenizer) -> revrel.evaluation.probes.Probe: real target vs utility text
+    # (split, max texts per group, tokenizer) -> revrel.metrics.probes.Probe: real target vs utility text
     probe: Callable[..., object] | None = None
-    # responses -> per response, the character spans that make it relevant (release.span_loss trains only on them)
+    # responses -> per response, the character spans that make it relevant (an edit with unit: task reads only them)
     target_spans: Callable[[Sequence[str]], list[list[tuple[int, int]]]] | None = None
     # responses -> per response, the spans of what must be KEPT in the same text (ner: the other entity types);
-    # release.span_contrast trains the forget PEM to raise the target spans more than these
+    # the negate edit's contrast trains the forget PEM to raise the target spans more than these
     keep_spans: Callable[[Sequence[str]], list[list[tuple[int, int]]]] | None = None
-    # other span units (release.span_unit) -> (target_spans, keep_spans), e.g. toxicity's words next to its sentences
+    # other span units (an edit's unit) -> (target_spans, keep_spans), e.g. toxicity's words next to its sentences
     span_units: dict[str, tuple[Callable, Callable | None]] = field(default_factory=dict)
     # eval profile name -> EvalConfig values (quick: the README run's sizes; full: the protocol sizes)
     profiles: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PROFILES.items()})

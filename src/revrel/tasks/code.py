@@ -1,7 +1,7 @@
 """Code vs math: forget coding, keep GSM8K-style math.
 
 Forget: HumanEval and MBPP pass@1 (greedy), the generated code run only in the sandbox
-(``revrel.evaluation.sandbox``), plus the mean per-token NLL of the canonical solutions.
+(``revrel.metrics.sandbox``), plus the mean per-token NLL of the canonical solutions.
 Retain: GSM8K accuracy (number after '####' vs the model's last number) and mean NLL of the
 reference solutions. Oracle for Reveal: the response holds parseable Python with a function
 definition (1), parseable Python statements without one (0.3), or no code (0).
@@ -19,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from revrel.data import find_data
 from revrel.data.splits import select
 from revrel.errors import RevrelError
-from revrel.evaluation.probes import Probe, ProbeText, chat_prefix
-from revrel.evaluation.sandbox import run_python
-from revrel.evaluation.stats import bootstrap_mean
 from revrel.io import read_jsonl
+from revrel.metrics.probes import Probe, ProbeText, chat_prefix
+from revrel.metrics.sandbox import run_python
+from revrel.metrics.stats import bootstrap_mean
 from revrel.models.generation import GenerationConfig, generate
 from revrel.tasks import register
 from revrel.tasks.base import Task, fluency
@@ -114,7 +114,7 @@ PROSE_PIECE = re.compile(r"[^`\n]*[A-Za-z]{3}[^`\n]*")  # a line's stretch betwe
 
 def prose_spans(texts: Sequence[str]) -> list[list[tuple[int, int]]]:
     """The prose around the code blocks (fence lines and inline `code` left out): the keep side inside a
-    coding response (release.span_contrast), since explanation in plain words is what math answers share
+    coding response (the negate edit's contrast), since explanation in plain words is what math answers share
     with it, so the PEM learns what is specific to code rather than what makes a helpful answer."""
     out = []
     for t, code in zip(texts, code_spans(texts), strict=True):

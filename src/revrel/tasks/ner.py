@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from revrel.data import find_data
 from revrel.data.splits import split_file
 from revrel.errors import RevrelError
-from revrel.evaluation.probes import Probe, ProbeText
-from revrel.evaluation.stats import bootstrap_ratio
+from revrel.metrics.probes import Probe, ProbeText
+from revrel.metrics.stats import bootstrap_ratio
 from revrel.models.generation import GenerationConfig, generate, sequence_logprobs
 from revrel.tasks import register
 from revrel.tasks.base import Task, fluency

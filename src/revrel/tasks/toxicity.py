@@ -22,9 +22,9 @@ import torch
 from revrel.data import find_data
 from revrel.data.splits import select
 from revrel.errors import RevrelError
-from revrel.evaluation.probes import Probe, ProbeText
-from revrel.evaluation.stats import bootstrap_mean
 from revrel.io import read_jsonl
+from revrel.metrics.probes import Probe, ProbeText
+from revrel.metrics.stats import bootstrap_mean
 from revrel.models.generation import GenerationConfig, generate, perplexity, text_logprobs
 from revrel.tasks import register
 from revrel.tasks.base import Task, fluency
@@ -144,7 +144,7 @@ def toxic_spans(texts: Sequence[str], threshold: float = 0.5) -> list[list[tuple
 
 
 def civil_spans(texts: Sequence[str], threshold: float = 0.5) -> list[list[tuple[int, int]]]:
-    """The sentences scored *not* toxic: the keep side inside a toxic response (release.span_contrast)."""
+    """The sentences scored *not* toxic: the keep side inside a toxic response (the negate edit's contrast)."""
     return [[(a, b) for a, b, p in sent if p < threshold] for sent in _sentence_scores(texts)]
 
 
@@ -171,7 +171,7 @@ def _word_scores(texts: Sequence[str]) -> list[list[tuple[int, int, float]]]:
     try:
         from profanity_check import predict_prob
     except ImportError as exc:
-        raise RevrelError("release.span_unit=word on toxicity needs alt-profanity-check: pip install alt-profanity-check") from exc
+        raise RevrelError("unit=word on toxicity needs alt-profanity-check: pip install alt-profanity-check") from exc
     words = [[m.span() for m in WORD.finditer(t)] for t in texts]
     vocab = sorted(w for w in {t[a:b].lower() for t, spans in zip(texts, words) for a, b in spans} if not is_identity_term(w))
     prob = dict(zip(vocab, map(float, predict_prob(vocab)))) if vocab else {}
@@ -179,7 +179,7 @@ def _word_scores(texts: Sequence[str]) -> list[list[tuple[int, int, float]]]:
 
 
 def profane_word_spans(texts: Sequence[str], threshold: float = 0.5) -> list[list[tuple[int, int]]]:
-    """The profane or insulting words of each response (release.span_unit=word): the tokens that make a
+    """The profane or insulting words of each response (unit: word): the tokens that make a
     continuation toxic, without the ordinary words around them that benign text shares."""
     return [[(a, b) for a, b, p in ws if p >= threshold] for ws in _word_scores(texts)]
 

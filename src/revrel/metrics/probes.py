@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from revrel.evaluation.stats import ratio_se
+from revrel.metrics.stats import ratio_se
 from revrel.models.encoding import pad_batch
 from revrel.models.generation import scored_nll
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from revrel.evaluation.stats import fmt_ci, verdict
+from revrel.metrics.stats import fmt_ci, verdict
 
 
 def _num(v) -> float | None:

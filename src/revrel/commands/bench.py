@@ -14,16 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+from revrel.commands.report import headline, write_report
 from revrel.config import RELEASE_METHODS
 from revrel.errors import RevrelError
-from revrel.evaluation.report import headline, write_report
 from revrel.io import atomic_write_json, atomic_write_text
 
 ALL = list(RELEASE_METHODS)
 
 
 def run_method(method: str, out: Path, args: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "revrel.cli", "unlearn", "--out", str(out), "--set", f"release.method={method}", "-q", *args]
+    cmd = [sys.executable, "-m", "revrel.cli", "unlearn", "--out", str(out), "--set", f"method={method}", "-q", *args]
     cmd.append("--resume" if (out / "progress.json").is_file() else "--overwrite")
     t0 = time.time()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=dict(os.environ, TQDM_DISABLE="1"))
@@ -44,8 +44,8 @@ def _probe_cell(after: dict, role: str) -> str:
 def bench_table(rows: list[dict]) -> list[str]:
     """Markdown: the original and each method's headline metrics with 95% intervals, the probe changes
     against the original (nats/token, paired SE), wall time and peak memory."""
-    from revrel.evaluation.stats import fmt_ci
-    from revrel.evaluation.summary import headline_metrics
+    from revrel.commands.summary import headline_metrics
+    from revrel.metrics.stats import fmt_ci
 
     keys = headline_metrics(rows[0]["after"])
     head = "| method | " + " | ".join(keys) + " | target NLL change | utility NLL change | selectivity | wall s | peak RSS MB |"
@@ -88,21 +88,3 @@ def bench(task: str, methods: list[str], out: str, extra: list[str]) -> Path:
     lines += ["![trade-off](tradeoff.png)", "![before/after](before_after.png)"]
     atomic_write_text(root / "bench.md", "\n".join(lines) + "\n")
     return root / "bench.md"
-
-
-def full_bench_script(start: Path | None = None) -> Path:
-    """``benchmarks/full_bench.py`` of the source checkout: under the working directory, or beside an editable install."""
-    here = Path(__file__).resolve()
-    for root in (start or Path.cwd(), *([] if start else [here.parents[3]])):
-        f = root / "benchmarks" / "full_bench.py"
-        if f.is_file():
-            return f
-    raise RevrelError("revrel bench --preset full runs the benchmark scripts of a revrel source checkout (benchmarks/full_bench.py); "
-                      "run it from the repository root, or use --preset quick --out DIR")
-
-
-def full_bench(task: str, dry_run: bool = False) -> int:
-    """The matched-utility bench of ``task`` (``benchmarks/full_bench.py``): records, dev sweeps, test at equal utility
-    cost, attacks, docs. It is resumable: a rerun does only the steps and points not done yet."""
-    script = full_bench_script()
-    return subprocess.call([sys.executable, str(script), "--task", task, *(["--dry-run"] if dry_run else [])], cwd=script.parents[1])

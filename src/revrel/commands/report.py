@@ -14,8 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from revrel.commands.summary import markdown_summary  # noqa: E402
 from revrel.errors import RevrelError  # noqa: E402
-from revrel.evaluation.summary import markdown_summary  # noqa: E402
 from revrel.io import atomic_path, atomic_write_text  # noqa: E402
 
 
@@ -163,19 +163,16 @@ def pm_change(change: dict | None) -> str:
 
 
 def _strength(e: dict) -> str:
-    """A round's release strength: its lambda, and the share of MLP neurons it pruned (release.prune)."""
-    parts = [f"{e['lambda_neg']:g}"] if e.get("lambda_neg") is not None else []
-    if (e.get("prune") or {}).get("share") is not None:
-        parts.append(f"pruned {e['prune']['share']:.2%}")
-    if (e.get("suppress") or {}).get("strength") is not None:
-        parts.append(f"{e['suppress']['tokens']} tokens -{e['suppress']['strength']:g} nats")
-    return " + ".join(parts) or "-"
+    """A round's edits at the strengths their line searches kept, e.g. 'suppress 8 + negate 0.0312' (a baseline: its strength)."""
+    if "edits" not in e:
+        return f"{e['strength']:g}" if e.get("strength") is not None else "-"
+    return " + ".join(f"{x['edit']} {'undone' if x['strength'] is None else format(x['strength'], '.3g')}" for x in e["edits"]) or "-"
 
 
 def rounds_table(r: dict) -> list[str]:
     """Markdown: one row per round of a run's report (Reveal, negation, self-probe, task probe), plus
     the final Reveal's row; shared by report.md and docs/results.md."""
-    lines = ["| round | revealed relevance | forget set | lambda / pruned | probe ppl ratio | target probe change | utility probe change | seconds |",
+    lines = ["| round | revealed relevance | forget set | edits at strength | probe ppl ratio | target probe change | utility probe change | seconds |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in r["rounds"]:
         ratio = e.get("probe_ppl_ratio")

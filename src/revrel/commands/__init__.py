@@ -1,0 +1,1 @@
+"""Commands above the pipeline: attacks on an unlearned model, the method bench, reports."""

@@ -1,0 +1,1 @@
+"""Metrics the tasks use: bootstrap statistics, likelihood probes, the code sandbox."""

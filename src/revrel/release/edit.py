@@ -1,0 +1,187 @@
+"""Release as an ordered list of edits, and the one line search that sets each edit's strength.
+
+An edit (``negate``, ``prune``, ``suppress``; registered in :data:`EDITS`) is prepared once from a round's
+data (:class:`RoundData`: the revealed rows, their target spans, the keep side) and then exposes one number,
+its *strength*, that can be set, measured and undone: ``set(x)`` gives the model with the edit at ``x``
+from the weights it was prepared on, ``set(0)`` gives those weights back bit for bit. A round applies the
+list in order, each edit prepared on the model the earlier ones left, and :func:`line_search` chooses each
+strength under the round's keep-side budget. The sweep harness (``benchmarks/release_sweep.py``) drives the
+very same objects through :class:`Stack`, so a round and a sweep cannot compose the edits differently.
+
+A new edit is one module with a config dataclass and an :class:`Edit` subclass, plus one line in :data:`EDITS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from revrel.config import PemConfig, _build
+from revrel.errors import RevrelError
+
+
+@dataclass
+class RoundData:
+    """What a round's edits are prepared from. Only revrel's own data: the revealed rows and the self-generated keep side."""
+
+    task: Any
+    forget: list[dict]  # the revealed forget rows (instruction, response, ...)
+    keep: list[dict]  # self-generated keep-side texts: the retain rows (+ keep.jsonl with release.keep_texts)
+    keep_side: str = "retain"  # release.keep_side: what pruning and suppression spare
+    pem: PemConfig = field(default_factory=PemConfig)
+    seed: int = 0  # the forget PEM's training seed
+    prev_A: dict[str, torch.Tensor] | None = None  # A matrices the forget PEM stays orthogonal to (O-LoRA)
+    adapters: Path | None = None  # where a round's adapters are written (None: nowhere, e.g. a sweep)
+    round: int = 1
+    _spans: dict = field(default_factory=dict, repr=False)
+
+    def target_rows(self, unit: str, keep: bool = False) -> tuple[list[dict], dict | None]:
+        """The forget rows with the target spans of ``unit`` attached (rows without any are dropped; "" = whole
+        responses, no spans) and with ``keep`` the keep spans beside them; cached, since edits share them."""
+        if not unit:
+            return self.forget, None
+        key = (unit, keep)
+        if key not in self._spans:
+            from revrel.release.spans import with_target_spans
+
+            self._spans[key] = with_target_spans(self.task, self.forget, keep=keep, unit=unit)
+        return self._spans[key]
+
+    def keep_rows(self, rows: list[dict]) -> tuple[list[dict], list[dict] | None]:
+        """(keep rows, extra keep rows) for pruning and suppression, as ``release.keep_side`` says: the self-generated
+        keep texts (retain), the keep spans inside the target ``rows`` (spans), or both (the extra set)."""
+        inside = [dict(r, spans=r["keep_spans"]) for r in rows if r.get("keep_spans")]
+        keep, extra = {"retain": (self.keep, None), "spans": (inside, None), "both": (self.keep, inside)}[self.keep_side]
+        if not keep or (self.keep_side == "both" and not extra):
+            raise RevrelError(f"release.keep_side={self.keep_side}: no forget row has keep spans; use release.keep_side=retain")
+        return keep, extra
+
+
+class Edit:
+    """One Release edit. Subclasses set ``name`` and ``Config`` and implement :meth:`prepare` and :meth:`set`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.strength = 0.0
+        self.model = None
+
+    def prepare(self, model, tokenizer, data: RoundData):
+        """Measure / train what the edit needs on ``model`` (the weights every ``set`` starts from); returns the model."""
+        raise NotImplementedError
+
+    def set(self, strength: float):
+        """The model with the edit at ``strength`` (0: the weights :meth:`prepare` saw, exactly)."""
+        raise NotImplementedError
+
+    def save(self, folder: Path, k: int) -> None:
+        """Keep round ``k``'s edit at its strength beside the adapters (the merged model already has it)."""
+
+    def info(self) -> dict:
+        """What the report shows about the prepared edit (besides its strength and line search)."""
+        return {}
+
+    def at_strength(self) -> dict:
+        """What a line-search step records besides the strength and the ratio (e.g. how many neurons are pruned)."""
+        return {}
+
+
+def _registry() -> dict[str, type[Edit]]:
+    from revrel.release.negate import Negate
+    from revrel.release.prune import Prune
+    from revrel.release.suppress import Suppress
+
+    return {e.name: e for e in (Negate, Prune, Suppress)}  # the registry line of a new edit goes here
+
+
+EDITS: dict[str, type[Edit]] = {}
+
+
+def edit_types() -> dict[str, type[Edit]]:
+    """Name -> Edit class of every registered edit."""
+    if not EDITS:
+        EDITS.update(_registry())
+    return EDITS
+
+
+def parse_edits(specs: list) -> list[Edit]:
+    """``release.edits`` (a list of one-key mappings ``{name: {settings}}``, or bare names) -> fresh Edit objects.
+    Unknown edits, unknown settings and bad values are a RevrelError naming the entry."""
+    types = edit_types()
+    if not isinstance(specs, list) or not specs:
+        raise RevrelError("release.edits must be a non-empty list, e.g. [{negate: {strength: 1}}]")
+    out = []
+    for i, spec in enumerate(specs):
+        if isinstance(spec, str):
+            spec = {spec: {}}
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise RevrelError(f"release.edits[{i}] must be one mapping 'name: {{settings}}' (e.g. negate: {{strength: 1}}), got {spec!r}")
+        (name, settings), = spec.items()
+        if name not in types:
+            raise RevrelError(f"release.edits[{i}]: unknown edit '{name}'; known edits: {', '.join(sorted(types))}")
+        settings = settings if settings is not None else {}
+        if not isinstance(settings, dict):
+            raise RevrelError(f"release.edits[{i}].{name} must be a mapping of settings, got {settings!r}")
+        cfg = _build(types[name].Config, settings, prefix=f"release.edits[{i}].{name}.")
+        check = getattr(cfg, "check", None)
+        if check:
+            check(f"release.edits[{i}].{name}")
+        out.append(types[name](cfg))
+    return out
+
+
+def edit_fields() -> dict[str, list[str]]:
+    """Each registered edit's settable fields (for the docs' option count and the preset test)."""
+    return {name: [f.name for f in dataclasses.fields(t.Config)] for name, t in edit_types().items()}
+
+
+def line_search(edit: Edit, start: float, tries: int, measure, limit: float) -> tuple[float | None, list[dict], float | None]:
+    """``edit.set(x)`` from ``start``, halved (at most ``tries`` times) while ``measure(model)`` (the self-probe
+    perplexity ratio) exceeds ``limit``. Returns the strength kept (None when none met the budget: then
+    ``edit.set(0)`` restored the weights the edit was prepared on), what was tried, and the last ratio."""
+    x, searched, ratio = start, [], None
+    for _ in range(tries):
+        model = edit.set(x)
+        ratio = measure(model)
+        searched.append({"strength": x, **edit.at_strength(), "probe_ppl_ratio": round(ratio, 4)})
+        if ratio <= limit:
+            return x, searched, ratio
+        x /= 2
+    edit.set(0.0)
+    return None, searched, ratio
+
+
+@dataclass
+class Stack:
+    """Edits applied in order for a sweep: every edit but the last held at its configured strength, the last swept.
+    ``set(x)``: the last at ``x`` on top of the others; ``set(0)`` lifts them all and gives back the original."""
+
+    edits: list[Edit]
+
+    @classmethod
+    def prepare(cls, edits: list[Edit], model, tokenizer, data: RoundData) -> Stack:
+        for i, e in enumerate(edits):
+            model = e.prepare(model, tokenizer, data)
+            if i < len(edits) - 1:
+                model = e.set(e.cfg.strength)
+        return cls(edits)
+
+    @property
+    def model(self):
+        return self.edits[-1].model
+
+    def set(self, x: float):
+        if x == 0:
+            model = self.edits[-1].set(0.0)
+            for e in reversed(self.edits[:-1]):
+                model = e.set(0.0)
+            return model
+        for e in self.edits[:-1]:
+            e.set(e.cfg.strength)
+        return self.edits[-1].set(x)

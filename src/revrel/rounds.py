@@ -1,0 +1,293 @@
+"""The Reveal-and-Release rounds, with per-round checkpoints and ``--resume``.
+
+round k: Reveal on the current model -> stop if revealed relevance < target -> apply ``release.edits`` in
+order (each prepared on the model the earlier ones left, its strength halved while the self-probe
+perplexity ratio exceeds the round's budget) -> checkpoint. Stop when an edit cannot meet the budget.
+Also the runner of the one-stage baselines, which share the run folder and the self-generated keep side.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from revrel import faults
+from revrel.config import RunConfig
+from revrel.errors import RevrelError
+from revrel.io import read_jsonl, write_jsonl
+from revrel.models.generation import GenerationConfig, generate, perplexity, sequence_logprobs
+from revrel.models.loading import inference_view
+from revrel.progress import progress_bar
+from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
+from revrel.release.edit import RoundData, line_search, parse_edits
+from revrel.release.negate import negated_adapters
+from revrel.release.orthogonality import stack_previous
+from revrel.release.pem import train_pem
+from revrel.reveal.candidates import Candidate
+from revrel.reveal.optimize import build_candidates, reveal
+
+log = logging.getLogger("revrel")
+
+
+@dataclass
+class Context:
+    """What every round needs: model, task pieces, config and the run folder."""
+
+    loaded: object
+    task: object
+    oracle: object
+    embed: object
+    cfg: RunConfig
+    run: RunDir
+    _vllm: object = None
+    # evaluation hook: called with the model after each kept round, its dict stored as the round's
+    # ``eval_probe``. For reports only (real target text); no decision of the method reads it.
+    after_round: Callable[[object], dict] | None = None
+    # evaluation hook of the gradient baselines: called as ``on_step(step, model)`` after each optimizer
+    # step, so a strength sweep scores every checkpoint of one training run instead of retraining per point
+    on_step: Callable[[int, object], None] | None = None
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    @property
+    def tok(self):
+        return self.loaded.tokenizer
+
+    def gen_model(self):
+        """The model to generate with: a synced bf16 copy where that is faster (see inference_view), or
+        with ``gen_backend: vllm`` a vLLM engine on the original weights + the kept rounds as one LoRA."""
+        view = inference_view(self.loaded.model, self.cfg.gen_dtype)
+        if self.cfg.gen_backend != "vllm":
+            return view
+        from revrel.models.vllm_backend import VLLMView, combine_negated
+
+        negs = negated_adapters(self.run.adapters)
+        adapter = combine_negated(negs, self.run.adapters / f"vllm_combined_{len(negs)}") if negs else None
+        if self._vllm is None:
+            s = self.cfg.release
+            ens = max([e.cfg.ensemble for e in parse_edits(s.edits) if e.name == "negate"] or [1])
+            self._vllm = VLLMView(view, self.loaded.source, adapter, s.pem.rank * ens * s.rounds)
+        self._vllm.hf_model = view
+        self._vllm.set_adapter(adapter)
+        return self._vllm
+
+
+def _keep_instructions(ctx: Context) -> tuple[list[str], list[str]]:
+    """(probe instructions, training instructions) of the self-generated retain side: the task's keep instructions
+    with release.retain_from=task, else generic benign chat; the first quarter (at least 4) are the self-probe's."""
+    instr = ctx.task.retain_instructions
+    if ctx.cfg.release.retain_from == "task":
+        if not ctx.task.keep_instructions:
+            raise RevrelError(f"release.retain_from=task: task '{ctx.task.name}' declares no keep_instructions; use generic")
+        instr = ctx.task.keep_instructions
+    n_probe = max(4, len(instr) // 4)
+    return instr[:n_probe], instr[n_probe:]
+
+
+def _cycled(instr: list[str], n: int) -> list[str]:
+    """The first ``n`` of ``instr`` repeated in order (the same instructions asked again, sampled anew)."""
+    return (instr * (n // max(len(instr), 1) + 1))[:n]
+
+
+def _answers(ctx: Context, instr: list[str], seed: int, desc: str) -> list[dict]:
+    gens = generate(ctx.gen_model(), ctx.tok, instr,
+                    GenerationConfig(max_new_tokens=64, temperature=0.7, top_p=0.9, batch_size=ctx.cfg.reveal.batch_size, seed=seed), desc=desc)
+    return [{"instruction": g.prompt, "response": g.text} for g in gens if g.text.strip()]
+
+
+def self_generated_retain(ctx: Context) -> tuple[list[dict], list[dict]]:
+    """(retain rows, probe rows): the original model's answers to the keep side's instructions (generic benign chat, or
+    the task's keep instructions), or the rows of a user's JSONL file (``release.retain_from: my_keep.jsonl``)."""
+    s = ctx.cfg.release
+    if s.retain_from.endswith(".jsonl"):
+        rows = read_jsonl(s.retain_from, required=("instruction", "response"))
+        n_probe = max(1, len(rows) // 4)
+        return rows[n_probe:] or rows, rows[:n_probe]
+    probe_instr, train_instr = _keep_instructions(ctx)
+    train_instr = _cycled(train_instr, s.n_retain)
+    rows = _answers(ctx, train_instr + probe_instr, ctx.cfg.seed + 17, "retain: self-generate")
+    return rows[: len(train_instr)], rows[len(train_instr) :]
+
+
+def self_generated_keep(ctx: Context, n: int) -> list[dict]:
+    """release.keep_texts: ``n`` more answers of the original model to the retain side's training instructions (another
+    sampling seed), for pruning's and suppression's keep side only: a token ordinary text uses shows up in them."""
+    return _answers(ctx, _cycled(_keep_instructions(ctx)[1], n), ctx.cfg.seed + 29, "keep side: self-generate")
+
+
+def probe_perplexity(ctx: Context, probe: list[dict]) -> float:
+    scores = sequence_logprobs(ctx.model, ctx.tok, [r["instruction"] for r in probe], [r["response"] for r in probe], batch_size=16)
+    return perplexity(scores)
+
+
+def round_budget(cfg, k: int) -> float:
+    """The self-probe perplexity ratio round ``k`` may reach: the budget's k/rounds share in log space (1.5 over 3
+    rounds: 1.145, 1.310, 1.5), so round 1 cannot spend it all; one round may spend all of it."""
+    s = cfg.release
+    return s.utility_budget ** (min(k, s.rounds) / s.rounds)
+
+
+def round_data(ctx: Context, k: int, rows: list[dict], prev: list[dict]) -> RoundData:
+    """What round ``k``'s edits are prepared from: the revealed rows and the run's self-generated keep side."""
+    s, root = ctx.cfg.release, ctx.run.root
+    keep = read_jsonl(root / "retain.jsonl") + (read_jsonl(root / "keep.jsonl", allow_empty=True) if (root / "keep.jsonl").is_file() else [])
+    return RoundData(task=ctx.task, forget=rows, keep=keep, keep_side=s.keep_side, pem=s.pem, seed=ctx.cfg.seed * 1000 + k,
+                     prev_A=stack_previous(prev) if s.pem.lambda_orth > 0 and prev else None, adapters=ctx.run.adapters, round=k)
+
+
+def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], probe: list[dict], probe_ppl0: float) -> dict:
+    """Apply round ``k``'s edits in order, each at the strongest strength of its line search within the round's
+    budget; an edit that meets it at none is undone and ends the round (and the run). Returns the round's metrics."""
+    s = ctx.cfg.release
+    limit = round_budget(ctx.cfg, k)
+    data = round_data(ctx, k, rows, prev)
+    done, ratio, reverted = [], None, False
+
+    def measure(_model) -> float:
+        return probe_perplexity(ctx, probe) / probe_ppl0
+
+    for edit in parse_edits(s.edits):
+        faults.point(f"round{k}:{edit.name}")
+        ctx.loaded.model = edit.prepare(ctx.model, ctx.tok, data)
+        faults.point(f"round{k}:prepared")
+        strength, searched, r = line_search(edit, edit.cfg.strength, s.line_search, measure, limit)
+        ctx.loaded.model = edit.model
+        done.append({"edit": edit.name, "strength": strength, "line_search": searched, **edit.info()})
+        if strength is None:
+            reverted = True
+            break
+        ratio = r
+        edit.save(ctx.run.adapters, k)
+    return {"edits": done, "round_budget": round(limit, 4), "probe_ppl_ratio": ratio if ratio is not None else r,
+            "reverted": reverted, "kept_any": ratio is not None}
+
+
+def run_rounds(ctx: Context, progress: dict) -> dict:
+    """Run (or continue) the rounds; ``progress`` is the checkpointed state, updated in place."""
+    cfg, run = ctx.cfg, ctx.run
+    retain_path, probe_path, cand_path = run.root / "retain.jsonl", run.root / "probe.jsonl", run.root / "candidates.jsonl"
+    if "probe_ppl0" not in progress:
+        retain, probe = self_generated_retain(ctx)
+        write_jsonl(retain_path, retain)
+        write_jsonl(probe_path, probe)
+        names = [e.name for e in parse_edits(cfg.release.edits)]
+        if cfg.release.keep_texts and {"prune", "suppress"} & set(names):
+            write_jsonl(run.root / "keep.jsonl", self_generated_keep(ctx, cfg.release.keep_texts))
+        retain_train = None
+        if "negate" in names and cfg.release.pem.lambda_orth > 0:
+            peft_model, rlog = train_pem(ctx.model, ctx.tok, retain, cfg.release.pem, seed=cfg.seed + 7, desc="train retain PEM")
+            save_adapter(peft_model, run.adapters / "retain")
+            ctx.loaded.model = peft_model.unload()  # the retain PEM only defines directions to stay away from
+            retain_train = rlog.summary()
+        cands = build_candidates(ctx.gen_model(), ctx.tok, ctx.task, cfg.reveal, cfg.seed)
+        write_jsonl(cand_path, [c.to_dict() for c in cands])
+        progress.update(probe_ppl0=probe_ppl_safe(ctx, probe), completed_rounds=0, rounds=[], stopped=None, retain_pem_train=retain_train)
+        run.save_progress(progress)
+    probe = read_jsonl(probe_path)
+    cands = [Candidate(**r) for r in read_jsonl(cand_path)]
+    prev = [load_adapter_A(run.adapters / "retain")] if (run.adapters / "retain").is_dir() else []
+    prev += [load_adapter_A(run.adapters / f"round_{j}") for j in range(1, progress["completed_rounds"] + 1)
+             if (run.adapters / f"round_{j}").is_dir()]
+    if progress.get("stopped"):
+        return progress
+    bar = progress_bar(range(progress["completed_rounds"] + 1, cfg.release.rounds + 1), desc="rounds", initial=progress["completed_rounds"], total=cfg.release.rounds, leave=True)
+    for k in bar:
+        t0 = time.time()
+        faults.point(f"round{k}:reveal")
+        rv = reveal(ctx.gen_model(), ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=k, candidates=cands)
+        rdir = run.round_dir(k)
+        write_jsonl(rdir / "forget.jsonl", rv.forget)
+        write_jsonl(rdir / "reveal.jsonl", rv.evaluated)
+        entry = {"round": k, "revealed_relevance": rv.relevance, "seed_relevance": rv.seed_relevance, "generations": rv.generations,
+                 "forget_size": len(rv.forget),
+                 "best_instruction": rv.table(1)[0] if rv.evaluated else None, "reveal_seconds": round(rv.seconds, 1)}
+        stop = None
+        if rv.relevance < cfg.release.relevance_target:
+            stop = f"revealed relevance {rv.relevance:.3f} < target {cfg.release.relevance_target}"
+        elif not rv.forget:
+            stop = f"no revealed response reached relevance {cfg.reveal.relevance_threshold}"
+        else:
+            faults.point(f"round{k}:release")
+            entry.update(release_round(ctx, k, rv.forget, prev, probe, progress["probe_ppl0"]))
+            if (run.adapters / f"round_{k}").is_dir():  # a round without a negate edit trains no PEM
+                prev.append(load_adapter_A(run.adapters / f"round_{k}"))
+            if entry["reverted"]:
+                last = entry["edits"][-1]
+                stop = (f"self-probe perplexity ratio {last['line_search'][-1]['probe_ppl_ratio']:.3f} > round budget "
+                        f"{entry['round_budget']:.3f} even at {last['edit']} strength {last['line_search'][-1]['strength']:g}; "
+                        f"this round's {last['edit']} was undone")
+            if ctx.after_round is not None:
+                entry["eval_probe"] = ctx.after_round(ctx.model)
+            faults.point(f"round{k}:save")
+            progress["state"] = run.save_state(ctx.model, k)
+            faults.point(f"round{k}:saved")
+        entry["seconds"] = round(time.time() - t0, 1)
+        log.info("round %d: relevance %.3f, forget set %d, probe ppl ratio %s, %.0fs", k, rv.relevance, len(rv.forget),
+                 f"{entry.get('probe_ppl_ratio', float('nan')):.3f}", entry["seconds"])
+        progress["rounds"].append(entry)
+        progress["completed_rounds"] = k
+        progress["stopped"] = stop
+        run.save_progress(progress)
+        run.prune_states(progress.get("state"))
+        if stop:
+            break
+    final_reveal(ctx, progress)
+    return progress
+
+
+def final_reveal(ctx: Context, progress: dict) -> None:
+    """One more Reveal on the final model, so the per-round relevance has an 'after the last round' point
+    (round k's own Reveal measures the model *before* its edits). Skipped when the last Reveal already
+    saw the final model (the run stopped on the relevance target, or no edit was kept)."""
+    cfg, run = ctx.cfg, ctx.run
+    last = progress["rounds"][-1] if progress["rounds"] else None
+    if last is None or "final_reveal" in progress or not last.get("kept_any") or last.get("reverted"):
+        return
+    k = last["round"] + 1
+    cands = [Candidate(**r) for r in read_jsonl(run.root / "candidates.jsonl")]
+    rv = reveal(ctx.gen_model(), ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=k, candidates=cands)
+    write_jsonl(run.root / "rounds" / "final" / "reveal.jsonl", rv.evaluated)
+    progress["final_reveal"] = {"after_round": k - 1, "revealed_relevance": rv.relevance, "seed_relevance": rv.seed_relevance,
+                                "generations": rv.generations,
+                                "best_instruction": rv.table(1)[0] if rv.evaluated else None, "seconds": round(rv.seconds, 1)}
+    log.info("after round %d: revealed relevance %.3f", k - 1, rv.relevance)
+    run.save_progress(progress)
+
+
+def probe_ppl_safe(ctx: Context, probe: list[dict]) -> float:
+    return probe_perplexity(ctx, probe) if probe else 1.0
+
+
+def run_baseline(ctx: Context, progress: dict) -> dict:
+    """One-stage baselines (ga, graddiff, npo, simnpo, pem-negation) on self-generated or real forget data."""
+    from revrel.release.baselines import METHODS
+
+    cfg, run, b = ctx.cfg, ctx.run, ctx.cfg.baseline
+    if progress.get("completed_rounds"):
+        return progress
+    retain, probe = self_generated_retain(ctx)
+    probe_ppl0 = probe_ppl_safe(ctx, probe)
+    if b.forget_source.endswith(".jsonl"):
+        forget, source = read_jsonl(b.forget_source, required=("instruction", "response")), b.forget_source
+    elif b.forget_source == "real":
+        if ctx.task.real_forget is None:
+            raise RevrelError(f"task '{cfg.task}' has no real forget data; use baseline.forget_source=self or a .jsonl file")
+        forget, source = ctx.task.real_forget(max(cfg.release.n_retain, 32)), "real"
+    else:
+        rv = reveal(ctx.gen_model(), ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=1)
+        forget, source = rv.forget, "self"
+    write_jsonl(run.round_dir(1) / "forget.jsonl", forget)
+    t0 = time.time()
+    faults.point("round1:release")
+    info = METHODS[cfg.method](ctx, forget, retain)
+    entry = {"round": 1, "method": cfg.method, "forget_source": source, "forget_size": len(forget), "revealed_relevance": None,
+             "probe_ppl_ratio": probe_perplexity(ctx, probe) / probe_ppl0 if probe else None, "seconds": round(time.time() - t0, 1), **info}
+    progress["state"] = run.save_state(ctx.model, 1)
+    progress.update(rounds=[entry], completed_rounds=1, stopped=None, probe_ppl0=probe_ppl0)
+    run.save_progress(progress)
+    run.prune_states(progress["state"])
+    return progress
