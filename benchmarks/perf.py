@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from revrel.config import ReleaseConfig
+from revrel.config import PemConfig
 from revrel.models.encoding import chat_ids
 from revrel.models.generation import GenerationConfig, generate_ids
 from revrel.models.loading import load_model
@@ -99,7 +99,7 @@ def bench_training(loaded, bs: int, seq: int, steps: int, dtypes: tuple[str, ...
     """LoRA (Release's train step) vs full-parameter NPO, through the code paths the runs use.
 
     Both run ``steps`` timed optimizer steps (after one warm-up) on the same batch, in float32 and
-    under bf16 autocast (``release.train_dtype``). NPO here has no retain term (its default adds one,
+    under bf16 autocast. NPO here has no retain term (its default adds one,
     which makes it slower still), so the ratio is conservative for Release.
     """
     import copy
@@ -107,12 +107,12 @@ def bench_training(loaded, bs: int, seq: int, steps: int, dtypes: tuple[str, ...
     from peft import get_peft_model
 
     from revrel.release.losses import npo_loss, seq_logp
-    from revrel.release.pem import batch_loss, lora_config, train_autocast
+    from revrel.release.pem import batch_loss, lora_config
 
     m, tok = loaded.model, loaded.tokenizer
     n_params = sum(p.numel() for p in m.parameters())
     vocab_hidden = m.get_output_embeddings().weight.numel()
-    cfg = ReleaseConfig()
+    cfg = PemConfig()
     pairs = _pairs(tok, bs, seq)
     prompt = 48
     tokens, resp_tokens = bs * seq, bs * (seq - prompt)
@@ -124,7 +124,7 @@ def bench_training(loaded, bs: int, seq: int, steps: int, dtypes: tuple[str, ...
         times = []
         for i in range(steps + 1):
             t = time.perf_counter()
-            with train_autocast(model, dtype):
+            with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
                 loss = loss_fn(model)
             opt.zero_grad()
             loss.backward()

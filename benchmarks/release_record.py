@@ -18,14 +18,14 @@ from pathlib import Path
 import yaml
 
 from revrel.config import load_config, parse_set
-from revrel.metrics.probes import items_to_json, summarize
 from revrel.io import write_jsonl
+from revrel.metrics.probes import items_to_json, summarize
 from revrel.models.embedders import make_embedder
 from revrel.models.loading import load_model
 from revrel.pipeline import probe_items
 from revrel.release.checkpoint import RunDir
-from revrel.rounds import Context, self_generated_keep, self_generated_retain
 from revrel.reveal.optimize import build_candidates, reveal
+from revrel.rounds import Context, self_generated_keep, self_generated_retain
 from revrel.tasks import get_task
 
 
@@ -35,33 +35,19 @@ def main() -> None:
     ap.add_argument("--config")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--reprobe", type=int, metavar="N", help="only rescore an existing record's dev probe with N texts per group "
-                                                             "(the probe is cheap; a larger one gives smaller SEs to the sweep)")
     ap.add_argument("--real", type=int, metavar="N", help="with --like REC: a record whose forget set is N rows of the task's REAL "
-                                                          "forget data (the one-shot pem-negation baseline's input), the rest copied from REC")
-    ap.add_argument("--like", help="the self-generated record to copy the keep side, dev probe and cached retain PEMs from; "
-                                   "without --real, Reveal runs again with --set's overrides (e.g. another oracle)")
-    ap.add_argument("--keep-side", action="store_true", help="with --like REC: REC's forget set and dev probe, the keep side "
-                                                              "(retain rows, self-probe) generated again from the task's keep instructions as they are now")
-    ap.add_argument("--edit-keep", type=int, metavar="N", help="only add N extra self-generated keep-side texts (keep.jsonl) to the record "
-                                                                 "--out, what a run with release.edit_keep=N generates for pruning and suppression")
+                                                          "forget data (the pem-negation baseline's input), the keep side copied from REC")
+    ap.add_argument("--like", help="the self-generated record to copy the keep side and dev probe from (with --real)")
+    ap.add_argument("--keep-texts", type=int, metavar="N", help="only add N extra self-generated keep-side texts (keep.jsonl) to the "
+                                                                 "record --out, what a run with release.keep_texts=N generates")
     args = ap.parse_args()
-    if args.edit_keep:
-        edit_keep_record(Path(args.out), args.edit_keep)
-        return
-    if args.keep_side:
-        if not args.like:
-            raise SystemExit("--keep-side needs --like REC (the record whose forget set and dev probe to keep)")
-        keep_side_record(Path(args.like), Path(args.out))
+    if args.keep_texts:
+        keep_texts_record(Path(args.out), args.keep_texts)
         return
     if args.real:
+        if not args.like:
+            raise SystemExit("--real needs --like REC (the record whose keep side and dev probe to copy)")
         real_record(Path(args.like), Path(args.out), args.real)
-        return
-    if args.like:
-        reveal_record(Path(args.like), Path(args.out), parse_set(args.set))
-        return
-    if args.reprobe:
-        reprobe(Path(args.out), args.reprobe)
         return
     over = parse_set(args.set)
     over.update(task=args.task, out=args.out)
@@ -72,8 +58,8 @@ def main() -> None:
     t0 = time.time()
     ctx = reveal_context(cfg, out)
     retain, probe = self_generated_retain(ctx)
-    if cfg.release.edit_keep:  # what a run generates for pruning's and suppression's keep side (release.edit_keep)
-        write_jsonl(out / "keep.jsonl", self_generated_keep(ctx, cfg.release.edit_keep))
+    if cfg.release.keep_texts:  # what a run generates for pruning's and suppression's keep side (release.keep_texts)
+        write_jsonl(out / "keep.jsonl", self_generated_keep(ctx, cfg.release.keep_texts))
     t_retain = time.time()
     rv = reveal_round1(ctx, out)
     t_reveal = time.time()
@@ -107,7 +93,7 @@ def reveal_round1(ctx: Context, out: Path):
     rv = reveal(ctx.gen_model(), ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=1, candidates=cands)
     write_jsonl(out / "forget.jsonl", rv.forget)
     write_jsonl(out / "reveal.jsonl", rv.evaluated)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (out / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in cfg.to_dict().items() if k not in ("release", "baseline")}, sort_keys=False))
     return rv
 
 
@@ -142,71 +128,18 @@ def copy_keep_side(like: Path, out: Path) -> dict:
     return json.loads((like / "record.json").read_text())
 
 
-def keep_side_record(like: Path, out: Path) -> None:
-    """``like``'s forget set, Reveal log and dev probe, with a keep side generated again from the task's keep
-    instructions as the code has them now: two records that differ only in the keep side (its retain PEM is
-    trained again by the sweep, so no cached retain PEM is copied)."""
-    import shutil
-
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "forget.jsonl", "reveal.jsonl"):
-        shutil.copy2(like / name, out / name)
-    record = json.loads((like / "record.json").read_text())
-    cfg = load_config(like / "config.yaml", {})
-    ctx = reveal_context(cfg, out)
-    t0 = time.time()
-    retain, probe = self_generated_retain(ctx)
-    write_jsonl(out / "retain.jsonl", retain)
-    write_jsonl(out / "probe.jsonl", probe)
-    record.update(retain_size=len(retain), probe_size=len(probe), copied_from=str(like), keep_side="generated again",
-                  seconds={"retain": round(time.time() - t0, 1)})
-    (out / "record.json").write_text(json.dumps(record, indent=1))
-    print(f"{like}'s forget set with a new keep side ({len(retain)} retain rows, {len(probe)} probe rows) -> {out}/")
-
-
-def edit_keep_record(out: Path, n: int) -> None:
-    """keep.jsonl for release.edit_keep: ``n`` answers of the original model to the record's keep instructions,
+def keep_texts_record(out: Path, n: int) -> None:
+    """keep.jsonl for release.keep_texts: ``n`` answers of the original model to the record's keep instructions,
     generated as a run with this record's config and seed would (``self_generated_keep``)."""
     ctx = reveal_context(load_config(out / "config.yaml", {}), out)
     t0 = time.time()
     rows = self_generated_keep(ctx, n)
     write_jsonl(out / "keep.jsonl", rows)
     record = json.loads((out / "record.json").read_text())
-    record.setdefault("seconds", {})["edit_keep"] = round(time.time() - t0, 1)
-    record["edit_keep_size"] = len(rows)
+    record.setdefault("seconds", {})["keep_texts"] = round(time.time() - t0, 1)
+    record["keep_texts_size"] = len(rows)
     (out / "record.json").write_text(json.dumps(record, indent=1))
     print(f"{len(rows)} extra keep-side texts -> {out}/keep.jsonl")
-
-
-def reveal_record(like: Path, out: Path, over: dict) -> None:
-    """Reveal again with other settings (``over``), on the same keep side and dev probe as ``like``: two records
-    that differ only in Reveal's forget set, so a sweep on each compares what Reveal hands to Release."""
-    record = copy_keep_side(like, out)
-    ctx = reveal_context(load_config(like / "config.yaml", over), out)
-    t0 = time.time()
-    rv = reveal_round1(ctx, out)
-    record.update(forget_size=len(rv.forget), revealed_relevance=rv.relevance, generations=rv.generations,
-                  forget_relevance=sum(r["relevance"] for r in rv.forget) / max(len(rv.forget), 1),
-                  seconds={"reveal": round(time.time() - t0, 1)}, copied_from=str(like), reveal_overrides=over)
-    (out / "record.json").write_text(json.dumps(record, indent=1))
-    print(f"recorded {len(rv.forget)} forget rows (relevance {rv.relevance:.3f}) on {like}'s keep side -> {out}/")
-
-
-def reprobe(out: Path, n: int) -> None:
-    if (out / "sweep.jsonl").is_file():
-        raise SystemExit(f"{out}/sweep.jsonl exists and was scored on the old probe; move it away first")
-    base = yaml.safe_load((out / "config.yaml").read_text())
-    base["eval"]["probe_items"] = n
-    cfg = load_config(None, base)
-    task = get_task(cfg.task)
-    loaded = load_model(cfg.model, dtype=cfg.dtype)
-    t0 = time.time()
-    record = json.loads((out / "record.json").read_text())
-    record.update(dev_probe_fields(loaded, task, cfg))
-    record["seconds"]["probe"] = round(time.time() - t0, 1)
-    (out / "record.json").write_text(json.dumps(record, indent=1))
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    print(f"rescored the dev probe with {n} texts per group: " + ", ".join(f"{g} {v['tokens']} tokens" for g, v in record["dev_probe"]["groups"].items()))
 
 
 if __name__ == "__main__":

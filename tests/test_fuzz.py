@@ -61,10 +61,34 @@ def test_load_config_random_yaml_text(text):
                        json_values | st.dictionaries(st.sampled_from(["k", "lr", "rounds", "alpha", "candidates", "target_modules", "y"]), json_values, max_size=3),
                        max_size=4))
 def test_load_config_random_structures(data):
+    """A bad structure is an error that names the key it is about (or says keys must be strings)."""
     try:
         load_config(None, data)
-    except RevrelError:
-        pass
+    except RevrelError as e:
+        msg = str(e)
+        assert "\n" not in msg and (any(k in msg for k in data) or msg.startswith("config keys must be strings")), msg
+
+
+edit_specs = st.lists(st.one_of(st.sampled_from(["negate", "prune", "suppress", "nope"]), json_values,
+                                st.dictionaries(st.sampled_from(["negate", "prune", "suppress", "x"]),
+                                                st.none() | st.dictionaries(st.sampled_from(["strength", "unit", "tokens", "contrast",
+                                                                                              "ensemble", "layers", "lambda"]), json_values,
+                                                                            max_size=3), max_size=2)), max_size=3)
+
+
+@SETTINGS
+@given(edit_specs)
+def test_parse_edits_random_specs_name_the_entry(specs):
+    """Any release.edits value either parses or fails with one line that names release.edits (and the entry)."""
+    from revrel.release.edit import parse_edits
+
+    try:
+        edits = parse_edits(specs)
+    except RevrelError as e:
+        msg = str(e)
+        assert "\n" not in msg and ("release.edits[" in msg or msg.startswith("release.edits must")), msg
+    else:
+        assert [e.name for e in edits] == [next(iter(s)) if isinstance(s, dict) else s for s in specs]
 
 
 @SETTINGS

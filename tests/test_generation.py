@@ -43,12 +43,11 @@ def test_long_instruction_keeps_response_labels(tiny):
 
 
 def test_training_loss_is_finite_with_long_instructions(tiny):
-    from revrel.config import ReleaseConfig
+    from revrel.config import PemConfig
     from revrel.release.pem import train_pem
 
     rows = [{"instruction": "describe the ocean " * 50, "response": "hello friend"}] * 4
-    _, log = train_pem(tiny.model, tiny.tokenizer, rows, ReleaseConfig(rank=2, epochs=1, batch_size=2, max_length=32,
-                                                                       target_modules=["q_proj"]), seed=0)
+    _, log = train_pem(tiny.model, tiny.tokenizer, rows, PemConfig(rank=2, epochs=1, batch_size=2, max_length=32), seed=0)
     assert all(torch.isfinite(torch.tensor(v)) for v in log.loss)
 
 

@@ -54,7 +54,12 @@ def _run(out, model, *extra, kill_at=None):
 
 def _final(out):
     rep = json.loads((out / "report.json").read_text())
-    strip = lambda r: {k: v for k, v in r.items() if "seconds" not in k and k != "train"}  # noqa: E731
+    def strip(r: dict) -> dict:  # timings differ between runs; each edit's training log carries its seconds
+        out = {k: v for k, v in r.items() if "seconds" not in k and k != "train"}
+        if "edits" in out:
+            out["edits"] = [strip(e) for e in out["edits"]]
+        return out
+
     weights = load_file(str(out / "model" / "model.safetensors"))
     return [strip(r) for r in rep["rounds"]], strip(rep["after"]), weights, (out / "forget.jsonl").read_text()
 

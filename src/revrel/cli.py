@@ -111,10 +111,25 @@ def cmd_unlearn(args) -> int:
     title = (f"done: {cfg.task}, {report['method']}, {len(report['rounds'])} round(s), forget set {report['forget_size']} responses"
              f" -> {cfg.out}/")
     print(text_summary(report["before"], report["after"], title=title, seconds=report.get("seconds_this_invocation")))
+    print(round_lines(report))
     if not args.config:
         print(f"note: the defaults are the quick demo and forget little; the preset tuned on the dev probes is "
               f"`--config configs/{cfg.task}.yaml` (repository configs/; what each forgets: docs/results.md)")
     return 0
+
+
+def round_lines(report: dict) -> str:
+    """One line per round: revealed relevance, forget-set size, the edits at the strengths kept, the self-probe ratio."""
+    from revrel.commands.report import strength_text
+
+    lines = ["", "rounds:"]
+    for e in report["rounds"]:
+        rel, ratio = e.get("revealed_relevance"), e.get("probe_ppl_ratio")
+        lines.append(f"  {e['round']}: relevance {'-' if rel is None else f'{rel:.3f}'}, forget set {e['forget_size']}, "
+                     f"{strength_text(e)}, self-probe ratio {'-' if ratio is None else f'{ratio:.3f}'}")
+    if report.get("stopped"):
+        lines.append(f"  stopped: {report['stopped']}")
+    return "\n".join(lines)
 
 
 def cmd_reveal(args) -> int:

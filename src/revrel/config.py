@@ -220,10 +220,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return _build(tp, value, prefix=f"{key}.")
     if origin in (list, typing.List):  # noqa: UP006
         (inner,) = typing.get_args(tp)
-        if isinstance(value, str):
+        if isinstance(value, str) and inner is not dict:  # "a,b" for a list of names; an edit list must be YAML
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise RevrelError(f"config key '{key}' must be a list, got {type(value).__name__}")
+            hint = " written as YAML, e.g. [{negate: {strength: 1}}]; quote regexes with single quotes" if inner is dict else ""
+            raise RevrelError(f"config key '{key}' must be a list{hint}, got {type(value).__name__}")
         return [_coerce(v, inner, f"{key}[]") for v in value]
     if tp is dict:  # an entry of release.edits: {name: {settings}} (or a bare name), checked by revrel.release.edit.parse_edits
         if isinstance(value, (dict, str)):

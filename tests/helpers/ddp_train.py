@@ -6,7 +6,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from revrel.config import ReleaseConfig  # noqa: E402
+from revrel.config import PemConfig  # noqa: E402
 from revrel.models.loading import load_model  # noqa: E402
 from revrel.release.pem import distributed, train_pem  # noqa: E402
 
@@ -15,7 +15,7 @@ from tiny import CORPUS  # noqa: E402
 model_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
 loaded = load_model(str(model_dir))
 rows = [{"instruction": "say something", "response": t} for t in CORPUS[:16]]
-pm, log = train_pem(loaded.model, loaded.tokenizer, rows, ReleaseConfig(rank=2, epochs=2, batch_size=2, lr=1e-2, target_modules=["q_proj", "v_proj"]), seed=0)
+pm, log = train_pem(loaded.model, loaded.tokenizer, rows, PemConfig(rank=2, epochs=2, batch_size=2, lr=1e-2), seed=0)
 acc = distributed()
 assert acc is not None and acc.num_processes == 2, "expected 2 processes"
 state = {n: p.detach().contiguous().clone() for n, p in pm.named_parameters() if "lora_" in n}

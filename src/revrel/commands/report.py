@@ -162,7 +162,7 @@ def pm_change(change: dict | None) -> str:
     return "-" if not change or change.get("change") is None else f"{change['change']:+.3f} ± {change['se']:.3f}"
 
 
-def _strength(e: dict) -> str:
+def strength_text(e: dict) -> str:
     """A round's edits at the strengths their line searches kept, e.g. 'suppress 8 + negate 0.0312' (a baseline: its strength)."""
     if "edits" not in e:
         return f"{e['strength']:g}" if e.get("strength") is not None else "-"
@@ -178,7 +178,7 @@ def rounds_table(r: dict) -> list[str]:
         ratio = e.get("probe_ppl_ratio")
         rel = e.get("revealed_relevance")
         ep = e.get("eval_probe") or {}
-        lines.append(f"| {e['round']} | {'-' if rel is None else f'{rel:.3f}'} | {e['forget_size']} | {_strength(e)} | "
+        lines.append(f"| {e['round']} | {'-' if rel is None else f'{rel:.3f}'} | {e['forget_size']} | {strength_text(e)} | "
                      f"{'-' if ratio is None else f'{ratio:.3f}'} | {pm_change(ep.get('target'))} | {pm_change(ep.get('utility'))} | {e.get('seconds', '-')} |")
     if r.get("final_reveal"):
         f = r["final_reveal"]

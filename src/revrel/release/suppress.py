@@ -15,7 +15,7 @@ survives ``save_pretrained``, the safetensors checkpoint and GGUF export.
 
 revrel's own data only: the target tokens are the task's spans in the *revealed* forget set (e.g.
 toxicity's profane words), the keep side the self-generated keep texts and / or the keep spans beside
-the target (``release.prune_keep``).
+the target (``release.keep_side``).
 """
 
 from __future__ import annotations

@@ -150,9 +150,8 @@ class SpacyPersonDenseOracle:
     names *are*: min(1, 2 x the share of its words inside PERSON entities). A list of full names scores near 1,
     prose that mentions a person now and then near its name density x 2.
 
-    Why: the forget PEM learns the spans it is given *and* the contexts they sit in. The dev records say a
-    forget set of name lists is far more selective than one of prose about people (release_rec_ner vs
-    release_rec_ner_run in FINDINGS.md), and with the plain share both score alike, so which one Reveal
+    Why: the forget PEM learns the spans it is given *and* the contexts they sit in. On the dev probe a
+    forget set of name lists was far more selective than one of prose about people, and with the plain share both score alike, so which one Reveal
     draws was left to chance.
     """
 
