@@ -97,6 +97,28 @@ def attack_table(names: list[str]) -> list[str]:
     return out
 
 
+def sweep_table() -> list[str]:
+    """The recorded rounds the recipes were chosen on (``release_record.py``), swept by ``release_sweep.py`` with the
+    recipe's edits: dev probe changes at the recipe's strength and its neighbours."""
+    out = []
+    for rec in sorted(RES.glob("release_rec_*")):
+        if not (rec / "sweep.jsonl").is_file():
+            continue
+        info = json.loads((rec / "record.json").read_text())
+        for line in (rec / "sweep.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            edits = " -> ".join(f"{next(iter(e))} {json.dumps(next(iter(e.values())))}" for e in json.loads(r["settings"]["edits"]))
+            out.append(f"| {rec.name} ({info['forget_size']} forget rows) | {edits.replace('|', '/')} | {r['strength']:g} | "
+                       f"{_pm(r['target'])} | {_pm(r['utility'])} | {r['self_probe_ppl_ratio']:.3f} |")
+    if not out:
+        return []
+    return ["## The recipes on their dev records (`benchmarks/release_sweep.py --rec R --config configs/T.yaml`)", "",
+            "One recorded Reveal round per task (dev split); the same edit objects a run uses, the last edit swept over its "
+            "strength. The recipes' strengths were chosen on records like these.", "",
+            "| record | edits | strength of the last | target change (dev) | keep-side change (dev) | self-probe ratio |",
+            "| --- | --- | --- | --- | --- | --- |", *out, ""]
+
+
 def matched() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(RES.glob("matched_test_*/matched.json"))]
 
@@ -163,6 +185,7 @@ def build() -> str:
              "(`configs/code.yaml`); NER: negate the mean of two contrastive PEMs in layers 15-29 (`configs/ner.yaml`). "
              "Two or three Reveal draws (`--seed`) each; `run_preset.py` runs them.", ""]
     lines += recipe_table(RECIPES) + [""]
+    lines += sweep_table()
     lines += ["## Toxicity: each edit alone and in other orders (`configs/toxicity-*.yaml`)", ""] + recipe_table(ABLATIONS) + [""]
     lines += ["## Attacks (`revrel attack --run R --probe-only`)", "",
               "Share of the target probe change that each attack takes back (0: none, 1: all). `gguf-q4_1` is llama.cpp's "

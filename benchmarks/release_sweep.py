@@ -33,9 +33,9 @@ from revrel.models.generation import perplexity, sequence_logprobs
 from revrel.models.loading import load_model
 from revrel.pipeline import round_prober
 from revrel.release.checkpoint import load_adapter_A, save_adapter
-from revrel.release.edit import RoundData, Stack, parse_edits
-from revrel.release.orthogonality import stack_previous
+from revrel.release.edit import Stack, parse_edits
 from revrel.release.pem import train_pem
+from revrel.rounds import round_data
 from revrel.tasks import get_task
 
 
@@ -133,14 +133,11 @@ def prepare_point(rec: Path, cfg, loaded, task) -> Stack:
     must be the original model. The retain PEM is cached under the record (it depends only on the PEM settings)."""
     s = cfg.release
     edits = parse_edits(s.edits)
-    forget = read_jsonl(rec / "forget.jsonl")
-    keep = read_jsonl(rec / "retain.jsonl")
     if s.keep_texts:
-        extra = read_jsonl(rec / "keep.jsonl", allow_empty=True) if (rec / "keep.jsonl").is_file() else []
-        if len(extra) < s.keep_texts:
-            raise SystemExit(f"release.keep_texts={s.keep_texts}: {rec} holds {len(extra)}; run release_record.py --out {rec} --keep-texts N")
-        keep += extra[: s.keep_texts]
-    prev_A = None
+        have = len(read_jsonl(rec / "keep.jsonl", allow_empty=True)) if (rec / "keep.jsonl").is_file() else 0
+        if have < s.keep_texts:
+            raise SystemExit(f"release.keep_texts={s.keep_texts}: {rec} holds {have}; run release_record.py --out {rec} --keep-texts N")
+    prev = []
     if any(e.name == "negate" for e in edits) and s.pem.lambda_orth > 0:
         key = json.dumps({k: getattr(s.pem, k) for k in ("rank", "lr", "epochs", "batch_size", "max_length")}, sort_keys=True)
         folder = rec / "retain_pem" / hashlib.sha1(key.encode()).hexdigest()[:12]
@@ -148,8 +145,8 @@ def prepare_point(rec: Path, cfg, loaded, task) -> Stack:
             pm, _ = train_pem(loaded.model, loaded.tokenizer, read_jsonl(rec / "retain.jsonl"), s.pem, seed=cfg.seed + 7, desc="retain PEM")
             save_adapter(pm, folder)
             loaded.model = pm.unload()
-        prev_A = stack_previous([load_adapter_A(folder)])
-    data = RoundData(task=task, forget=forget, keep=keep, keep_side=s.keep_side, pem=s.pem, seed=cfg.seed * 1000 + 1, prev_A=prev_A)
+        prev = [load_adapter_A(folder)]
+    data = round_data(cfg, task, rec, 1, read_jsonl(rec / "forget.jsonl"), prev)
     return Stack.prepare(edits, loaded.model, loaded.tokenizer, data)
 
 

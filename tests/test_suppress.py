@@ -144,23 +144,22 @@ def test_a_round_can_suppress_and_then_negate(tiny_dir, tmp_path):
 def test_keep_texts_join_the_keep_side_of_the_token_choice(tmp_path, tiny):
     """release.keep_texts: the texts a run writes to keep.jsonl join retain.jsonl on suppression's keep side, so a
     target word that ordinary text also uses (here "idiot" in a keep text) is no longer taken for a target token."""
-    from types import SimpleNamespace
-
     from revrel.config import RunConfig
     from revrel.io import write_jsonl
     from revrel.rounds import round_data
 
     tok = tiny.tokenizer
     write_jsonl(tmp_path / "retain.jsonl", KEEP)
-    ctx = SimpleNamespace(cfg=RunConfig(), run=SimpleNamespace(root=tmp_path, adapters=tmp_path / "adapters"), task=None)
+    cfg = RunConfig()
+    cfg.release.keep_texts = 1
 
     def choose():
-        return suppress(tiny.model, tok, keep=round_data(ctx, 1, TARGET, []).keep).tokens
+        return suppress(tiny.model, tok, keep=round_data(cfg, None, tmp_path, 1, TARGET, []).keep).tokens
 
     plain = choose()
     extra = [{"instruction": "say something", "response": "my idiot of a cat"}]
     write_jsonl(tmp_path / "keep.jsonl", extra)
-    assert round_data(ctx, 1, TARGET, []).keep == KEEP + extra
+    assert round_data(cfg, None, tmp_path, 1, TARGET, []).keep == KEEP + extra
     idiot = span_ids(tok, dict(TARGET[0], spans=[[12, 17]]))
     chosen = choose()
     assert idiot <= set(plain) and not idiot & set(chosen[: len(plain) - len(idiot)])

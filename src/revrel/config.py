@@ -180,8 +180,7 @@ class RunConfig:
         _check(0 <= b.strength <= 100, "baseline.strength must be in [0, 100]")
         _check(0.0 < p.lr <= 1.0, "release.pem.lr must be in (0, 1]")
         _check(p.lambda_orth >= 0, "release.pem.lambda_orth must be >= 0")
-        _check(isinstance(s.edits, list) and bool(s.edits) if self.method == "revrel" else True,
-               "release.edits must list at least one edit, e.g. [{negate: {}}]")
+        _check(self.method != "revrel" or bool(s.edits), "release.edits must list at least one edit, e.g. [{negate: {}}]")
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
         _check(bool(e.profile), "eval.profile must name a profile (quick or full)")
         _check(e.probes or not e.probe_rounds, "eval.probe_rounds needs eval.probes=true (it scores the likelihood probe after each round)")

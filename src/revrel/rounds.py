@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from revrel import faults
 from revrel.config import RunConfig
@@ -131,12 +132,15 @@ def round_budget(cfg, k: int) -> float:
     return s.utility_budget ** (min(k, s.rounds) / s.rounds)
 
 
-def round_data(ctx: Context, k: int, rows: list[dict], prev: list[dict]) -> RoundData:
-    """What round ``k``'s edits are prepared from: the revealed rows and the run's self-generated keep side."""
-    s, root = ctx.cfg.release, ctx.run.root
-    keep = read_jsonl(root / "retain.jsonl") + (read_jsonl(root / "keep.jsonl", allow_empty=True) if (root / "keep.jsonl").is_file() else [])
-    return RoundData(task=ctx.task, forget=rows, keep=keep, keep_side=s.keep_side, pem=s.pem, seed=ctx.cfg.seed * 1000 + k,
-                     prev_A=stack_previous(prev) if s.pem.lambda_orth > 0 and prev else None, adapters=ctx.run.adapters, round=k)
+def round_data(cfg: RunConfig, task, root: Path, k: int, rows: list[dict], prev: list[dict], adapters: Path | None = None) -> RoundData:
+    """What round ``k``'s edits are prepared from: the revealed rows and the self-generated keep side in ``root``
+    (retain.jsonl, and the first release.keep_texts rows of keep.jsonl). A run folder and a recorded round
+    (benchmarks/release_record.py) share this layout, so a round and a sweep prepare their edits from the same data."""
+    s = cfg.release
+    extra = read_jsonl(root / "keep.jsonl", allow_empty=True)[: s.keep_texts] if s.keep_texts and (root / "keep.jsonl").is_file() else []
+    return RoundData(task=task, forget=rows, keep=read_jsonl(root / "retain.jsonl") + extra, keep_side=s.keep_side, pem=s.pem,
+                     seed=cfg.seed * 1000 + k, prev_A=stack_previous(prev) if s.pem.lambda_orth > 0 and prev else None,
+                     adapters=adapters, round=k)
 
 
 def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], probe: list[dict], probe_ppl0: float) -> dict:
@@ -144,7 +148,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], prob
     budget; an edit that meets it at none is undone and ends the round (and the run). Returns the round's metrics."""
     s = ctx.cfg.release
     limit = round_budget(ctx.cfg, k)
-    data = round_data(ctx, k, rows, prev)
+    data = round_data(ctx.cfg, ctx.task, ctx.run.root, k, rows, prev, ctx.run.adapters)
     done, ratio, reverted = [], None, False
 
     def measure(_model) -> float:

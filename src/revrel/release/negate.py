@@ -63,14 +63,7 @@ class Negate(Edit):
         self.folder = data.adapters / f"round_{data.round}" if data.adapters else None
         if self.folder:
             save_adapter(peft_model, self.folder)
-        self.layers_w: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = []
-        with torch.no_grad():
-            for _, module in lora_modules(peft_model):
-                base = module.get_base_layer()
-                delta = module.get_delta_weight("default").detach().clone()
-                if not torch.isfinite(delta).all():
-                    raise RevrelError("the trained LoRA has non-finite weights (training diverged); lower release.pem.lr")
-                self.layers_w.append((base, base.weight.detach().clone(), delta))
+        self.layers_w = [(base, base.weight.detach().clone(), delta) for base, delta in lora_deltas(peft_model)]
         self.model = peft_model.unload()
         return self.model
 
@@ -97,13 +90,22 @@ def negate_into_base(peft_model, lam: float, adapter: str = "default"):
     Returns the plain base model (same object peft wrapped), now unlearned. ``get_delta_weight``
     already includes the scaling alpha / r (and any fan-in/fan-out transpose).
     """
-    for _, module in lora_modules(peft_model, adapter):
-        base = module.get_base_layer()
-        delta = module.get_delta_weight(adapter)
-        if not torch.isfinite(delta).all():
-            raise RevrelError("the trained LoRA has non-finite weights (training diverged); lower the learning rate and rerun with --resume")
+    for base, delta in lora_deltas(peft_model, adapter):
         base.weight.sub_((lam * delta).to(base.weight.dtype))
     return peft_model.unload()
+
+
+@torch.no_grad()
+def lora_deltas(peft_model, adapter: str = "default") -> list[tuple[torch.nn.Module, torch.Tensor]]:
+    """(base layer, its LoRA update B A * alpha / r) for every LoRA module; a non-finite update (training diverged)
+    is a RevrelError, so no negation ever writes NaN into the weights."""
+    out = []
+    for _, module in lora_modules(peft_model, adapter):
+        delta = module.get_delta_weight(adapter).detach().clone()
+        if not torch.isfinite(delta).all():
+            raise RevrelError("the trained LoRA has non-finite weights (training diverged); lower release.pem.lr and rerun with --resume")
+        out.append((module.get_base_layer(), delta))
+    return out
 
 
 @torch.no_grad()
