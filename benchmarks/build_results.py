@@ -85,6 +85,43 @@ def recipe_table(names: list[str]) -> list[str]:
     return out
 
 
+def strengths(r: dict) -> str:
+    """The edits at the strengths the budget chose, per round (negate: and at which depth)."""
+    parts = []
+    for e in r.get("rounds", []):
+        for x in e.get("edits", []):
+            v = "undone" if x["strength"] is None else f"{x['strength']:.3g}"
+            parts.append(f"{x['edit']} {v}" + (f" ({x['layers']})" if x.get("layers") not in (None, "all") else ""))
+    return " + ".join(parts) or "-"
+
+
+def kept_share(r: dict) -> str:
+    a = (r.get("attacks") or {}).get("gguf-q4_1")
+    return "-" if not isinstance(a, dict) or a.get("probe_recovered") is None else f"{1 - a['probe_recovered']:.2f}"
+
+
+def default_table(names: list[str]) -> list[str]:
+    """Each task's default (its packaged recipe), one row per run: what the budget chose and what it did on test."""
+    out = ["| run | seed | strengths chosen | keep-side cost (dev) / budget | target probe change | keep-side probe changes | "
+           "behaviour before -> after | fluency ppl before -> after | q4_1 export keeps | wall | peak RSS |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in names:
+        got = _run(name)
+        if got is None:
+            continue
+        r, run = got
+        task, ch = r["task"], r["after"]["probes"]["change"]["groups"]
+        tgt = "; ".join(f"{g} {_pm(ch[g])}" for g in TARGET[task])
+        keep = "; ".join(f"{g} {_pm(c)}" for g, c in ch.items() if g not in TARGET[task])
+        cost = next((e.get("keep_cost") for e in reversed(r.get("rounds", [])) if e.get("keep_cost") is not None), None)
+        key = SAMPLED[task]
+        out.append(f"| [{name}]({LINK}/{name}/) | {r.get('seed')} | {strengths(r)} | {_f(cost)} / {r['config']['release']['budget']} | "
+                   f"{tgt} | {keep} | {key} {_ci(r['before'], key)} -> {_ci(r['after'], key)} | "
+                   f"{_ci(r['before'], 'fluency_perplexity')} -> {_ci(r['after'], 'fluency_perplexity')} | {kept_share(r)} | "
+                   f"{run.get('wall_s', '-')} s | {run.get('peak_rss_GB', '-')} GB |")
+    return out
+
+
 def attack_table(names: list[str]) -> list[str]:
     out = ["| run | target change | " + " | ".join(ATTACKS) + " |", "| --- | --- |" + " --- |" * len(ATTACKS)]
     for name in names:

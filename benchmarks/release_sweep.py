@@ -11,6 +11,9 @@ and on the self-probe perplexity ratio (what the line search sees).
     python benchmarks/release_sweep.py --rec benchmarks/results/release_rec_code --config configs/code.yaml \\
         --grid 'release.edits=[{prune: {unit: task}}],[{prune: {unit: ""}}]' --strengths 0.01 0.02
 
+``--auto`` instead applies the edits as a run's round does (each at the strongest strength within its share of
+``release.budget``, on the run's keep-side cost) and scores the result: what the default rule chooses on dev.
+
 ``--sampled N`` also scores the task's sampled metrics on N dev prompts (with bootstrap intervals).
 Writes ``sweep.jsonl`` (one row per setting x strength; rows already there are skipped, so a sweep resumes)
 and ``pareto.png`` (target change vs utility change, one curve per setting).
@@ -32,10 +35,11 @@ from revrel.io import read_jsonl
 from revrel.models.generation import perplexity, sequence_logprobs
 from revrel.models.loading import load_model
 from revrel.pipeline import round_prober
+from revrel.release.budget import KeepCost, keep_probe
 from revrel.release.checkpoint import load_adapter_A, save_adapter
 from revrel.release.edit import Stack, parse_edits
 from revrel.release.pem import train_pem
-from revrel.rounds import round_data
+from revrel.rounds import apply_edits, edit_limits, round_data
 from revrel.tasks import get_task
 
 
@@ -127,6 +131,23 @@ def record_cfg(rec: Path, config: str | None, kvs: list[str]):
     return load_config(None, merge_dicts(base, parse_set(kvs)))
 
 
+def retain_prev(rec: Path, cfg, loaded) -> list:
+    """The retain PEM's A matrices for O-LoRA, as a run's round 1 has them (one epoch, cached under the record)."""
+    import dataclasses
+
+    s = cfg.release
+    if not (any(e.name == "negate" for e in parse_edits(s.edits)) and s.pem.lambda_orth > 0):
+        return []
+    pem = dataclasses.replace(s.pem, epochs=1)
+    key = json.dumps({k: getattr(pem, k) for k in ("rank", "lr", "epochs", "batch_size", "max_length")}, sort_keys=True)
+    folder = rec / "retain_pem" / hashlib.sha1(key.encode()).hexdigest()[:12]
+    if not (folder / "adapter_model.safetensors").is_file():
+        pm, _ = train_pem(loaded.model, loaded.tokenizer, read_jsonl(rec / "retain.jsonl"), pem, seed=cfg.seed + 7, desc="retain PEM")
+        save_adapter(pm, folder)
+        loaded.model = pm.unload()
+    return [load_adapter_A(folder)]
+
+
 def prepare_point(rec: Path, cfg, loaded, task) -> Stack:
     """``cfg.release.edits`` prepared on the record's data as round 1 of a run prepares them (same seeds, same
     retain PEM for O-LoRA, same keep side), ready to be set at any strength of the last edit. ``loaded.model``
@@ -137,17 +158,23 @@ def prepare_point(rec: Path, cfg, loaded, task) -> Stack:
         have = len(read_jsonl(rec / "keep.jsonl", allow_empty=True)) if (rec / "keep.jsonl").is_file() else 0
         if have < s.keep_texts:
             raise SystemExit(f"release.keep_texts={s.keep_texts}: {rec} holds {have}; run release_record.py --out {rec} --keep-texts N")
-    prev = []
-    if any(e.name == "negate" for e in edits) and s.pem.lambda_orth > 0:
-        key = json.dumps({k: getattr(s.pem, k) for k in ("rank", "lr", "epochs", "batch_size", "max_length")}, sort_keys=True)
-        folder = rec / "retain_pem" / hashlib.sha1(key.encode()).hexdigest()[:12]
-        if not (folder / "adapter_model.safetensors").is_file():
-            pm, _ = train_pem(loaded.model, loaded.tokenizer, read_jsonl(rec / "retain.jsonl"), s.pem, seed=cfg.seed + 7, desc="retain PEM")
-            save_adapter(pm, folder)
-            loaded.model = pm.unload()
-        prev = [load_adapter_A(folder)]
+    prev = retain_prev(rec, cfg, loaded)
     data = round_data(cfg, task, rec, 1, read_jsonl(rec / "forget.jsonl"), prev)
     return Stack.prepare(edits, loaded.model, loaded.tokenizer, data)
+
+
+def auto_point(rec: Path, cfg, loaded, task) -> dict:
+    """The record's round released as a run releases it: every strength chosen under ``release.budget``."""
+    s = cfg.release
+    probe = keep_probe(task, loaded.tokenizer, read_jsonl(rec / "probe.jsonl", allow_empty=True))
+    cost = KeepCost(probe, loaded.tokenizer, KeepCost.baseline(probe, loaded.model, loaded.tokenizer))
+    edits = parse_edits(s.edits)
+    data = round_data(cfg, task, rec, 1, read_jsonl(rec / "forget.jsonl"), retain_prev(rec, cfg, loaded))
+    t0 = time.time()
+    model, done, kept, reverted = apply_edits(loaded.model, loaded.tokenizer, data, edits, cost, edit_limits(cfg, 1, len(edits)), s.line_search)
+    loaded.model = model
+    return {"edits": [{k: v for k, v in d.items() if k != "top"} for d in done], "keep_cost": kept, "reverted": reverted,
+            "seconds": round(time.time() - t0, 1)}
 
 
 def main() -> None:
@@ -156,7 +183,8 @@ def main() -> None:
     ap.add_argument("--config", help="a preset whose release section is swept (default: the record's)")
     ap.add_argument("--set", action="append", default=[], help="fixed overrides for every point")
     ap.add_argument("--grid", action="append", default=[], help="KEY=v1,v2,... (combined as a product)")
-    ap.add_argument("--strengths", nargs="+", type=float, required=True, help="strengths of the last edit")
+    ap.add_argument("--strengths", nargs="+", type=float, help="strengths of the last edit")
+    ap.add_argument("--auto", action="store_true", help="the strengths a run would choose under release.budget (no --strengths)")
     ap.add_argument("--out", help="default: REC/sweep.jsonl")
     ap.add_argument("--sampled", type=int, default=0, metavar="N", help="also the sampled metrics on N dev prompts per point")
     args = ap.parse_args()
@@ -168,6 +196,20 @@ def main() -> None:
     task = get_task(cfg0.task)
     axes = DevAxes(rec, cfg0, loaded)
     sampled = DevSampled(rec, cfg0, loaded, args.sampled) if args.sampled else None
+    if args.auto:
+        for point in grid_points(args.grid):
+            cfg = record_cfg(rec, args.config, args.set + point)
+            settings = {"edits": json.dumps(cfg.release.edits), "budget": cfg.release.budget} | settings_of(args.set + point)
+            if (json.dumps(settings), "auto") in done:
+                continue
+            loaded.model = load_model(cfg0.model, dtype=cfg0.dtype).model
+            chosen = auto_point(rec, cfg, loaded, task)
+            row = {"settings": settings, "strength": "auto", **axes.score(loaded.model), "auto": chosen,
+                   **({"sampled": sampled.score(loaded.model), "sampled_original": sampled.original} if sampled else {})}
+            append_row(out, row, f"{setting_name(settings)} auto: " + " + ".join(f"{e['edit']} {e['strength']}" for e in chosen["edits"]))
+        return
+    if not args.strengths:
+        raise SystemExit("give --strengths, or --auto")
     for point in grid_points(args.grid):
         settings = {"edits": json.dumps(record_cfg(rec, args.config, args.set + point).release.edits)} | settings_of(args.set + point)
         todo = [x for x in args.strengths if (json.dumps(settings), x) not in done]

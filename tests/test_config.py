@@ -9,6 +9,24 @@ def test_defaults_validate():
     assert cfg.task == "toxicity" and cfg.reveal.k >= 1
 
 
+def test_a_task_without_config_runs_its_packaged_recipe_and_no_recipe_names_a_layer_or_a_strength():
+    """`revrel unlearn --task T` with no --config is T's recipe (shipped in the package); no recipe sets a strength
+    (the budget chooses them) or a layer index; a task without a recipe gets the plain defaults."""
+    from revrel.config import RunConfig, recipe_path
+    from revrel.release.edit import parse_edits
+
+    for task in ("toxicity", "code", "ner"):
+        path = recipe_path(task)
+        assert path is not None and path.parent.name == "recipes" and path.parent.parent.name == "revrel"
+        cfg = load_config(None, {"task": task})
+        assert cfg == load_config(path) and cfg.release.budget > 0
+        text = path.read_text()
+        assert "strength" not in text.split("release:")[1].split("eval:")[0] and "layers." not in text
+        assert parse_edits(cfg.release.edits)
+    assert load_config(None, {"task": "tiny"}).release == RunConfig().release
+    assert load_config(None, {"task": "ner", "release": {"budget": 0.2}}).release.budget == 0.2  # --budget lays over it
+
+
 def test_yaml_and_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("seed: 3\nreveal:\n  k: 2\n")
@@ -45,7 +63,9 @@ def test_shipped_configs_load_with_only_fields_that_exist():
 
     from revrel.release.edit import parse_edits
 
-    presets = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    from revrel.config import RECIPES
+
+    presets = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")) + sorted(RECIPES.glob("*.yaml"))
     assert {"toxicity.yaml", "code.yaml", "ner.yaml"} <= {p.name for p in presets}
     for p in presets:
         assert parse_edits(load_config(p).release.edits)

@@ -39,3 +39,71 @@ def test_a_sweep_at_the_runs_strengths_rebuilds_the_runs_model(tiny_dir, tmp_pat
     assert all(torch.equal(mine[k], run_w[k]) for k in run_w), [k for k in run_w if not torch.equal(mine[k], run_w[k])][:3]
     back = stack.set(0.0).state_dict()
     assert all(torch.equal(back[k], original[k]) for k in original)  # lifting every edit gives the original back
+
+
+
+def _scale_edit(max_strength: float = 100.0, variants=("",)):
+    """A real Edit on a one-weight model: strength x sets the weight to 1 + x (variant b: 1 + 2x)."""
+    from revrel.release.edit import Edit
+
+    class Scale(Edit):
+        name = "scale"
+
+        def prepare(self, model, tokenizer, data):
+            self.model, self.factor = model, 1.0
+            return model
+
+        def variants(self):
+            return list(variants)
+
+        def use(self, variant):
+            self.set(0.0)
+            self.factor = 2.0 if variant == "b" else 1.0
+
+        def set(self, strength):
+            with torch.no_grad():
+                self.model.weight.fill_(1.0 + self.factor * strength)
+            self.strength = strength
+            return self.model
+
+    Scale.max_strength = max_strength
+    edit = Scale(type("Cfg", (), {"strength": 1.0})())
+    edit.prepare(torch.nn.Linear(1, 1, bias=False), None, None)
+    return edit
+
+
+def _cost(model) -> float:
+    return float(model.weight) - 1.0  # the keep-side cost of strength x is x (2x for variant b)
+
+
+def test_line_search_finds_the_strongest_strength_within_the_limit_from_either_side():
+    from revrel.release.edit import line_search
+
+    for limit in (0.3, 5.0):  # below the start (halving, then bisecting) and above it (doubling, then bisecting)
+        edit = _scale_edit()
+        x, searched, cost = line_search(edit, 1.0, 8, _cost, limit)
+        assert limit / 1.2 <= x <= limit and abs(cost - x) < 1e-6 and abs(_cost(edit.model) - x) < 1e-5  # within 20% of the best, left there
+        held = [s["strength"] for s in searched if s["keep_cost"] <= limit]
+        assert x == max(held) and all(s["strength"] > limit for s in searched if s["keep_cost"] > limit)
+    edit = _scale_edit(max_strength=3.0)
+    assert line_search(edit, 1.0, 8, _cost, 100.0)[0] == 3.0  # never above the edit's maximum
+    edit = _scale_edit()
+    x, searched, _ = line_search(edit, 1.0, 4, lambda m: _cost(m) + 1.0, 0.5)  # no strength is cheap enough
+    assert x is None and len(searched) == 4 and float(edit.model.weight) == 1.0 and edit.strength == 0.0
+
+
+def test_choose_keeps_the_variant_that_forgets_most_at_its_own_budget_strength():
+    from revrel.release.edit import choose
+
+    edit = _scale_edit(variants=("a", "b"))
+    # b costs twice as much per unit of strength, so its strength within 1.0 is half of a's; the gain says which
+    # forgets more at that point: here b (gain = 3x of b vs x of a)
+    gains = {"a": 1.0, "b": 3.0}
+    x, _, cost, compared = choose(edit, 8, _cost, 1.0, gain=lambda m: gains[compared_variant(edit)] * edit.strength)
+    assert compared["chosen"] == "b" and abs(x - 0.5) < 0.1 and cost <= 1.0
+    assert float(edit.model.weight) == 1.0 + 2 * x  # the chosen variant is applied at its strength
+    assert set(compared["variants"]) == {"a", "b"}
+
+
+def compared_variant(edit) -> str:
+    return "b" if edit.factor == 2.0 else "a"

@@ -130,11 +130,11 @@ def test_negate_edit_equals_its_saved_adapter_negated_and_restores_exactly(tiny,
     original = copy.deepcopy(tiny.model)
     before = _logits(tiny.model, tiny.tokenizer)
     rows = [{"instruction": "say something", "response": "you are an idiot and a stupid fool"}] * 4
-    edit = Negate(NegateConfig(layers="mlp"))
+    edit = Negate(NegateConfig())
     data = RoundData(task=None, forget=rows, keep=[], pem=PemConfig(rank=2, epochs=2, batch_size=2, max_length=32, lr=1e-2),
                      adapters=tmp_path, round=1)
     model = edit.prepare(tiny.model, tiny.tokenizer, data)
-    assert edit.info()["layers"]["zeroed"] > 0  # attention modules dropped by the layer filter
+    assert edit.info()["layers"] == "all" and edit.info()["modules"] > 0
     reference = {lam: _logits(negate_into_base(PeftModel.from_pretrained(copy.deepcopy(original), str(tmp_path / "round_1")), lam),
                               tiny.tokenizer) for lam in (0.5, 2.0)}
     assert not torch.allclose(reference[2.0], before, atol=1e-4)
@@ -144,3 +144,31 @@ def test_negate_edit_equals_its_saved_adapter_negated_and_restores_exactly(tiny,
     stacked = _logits(load_stacked(copy.deepcopy(original), [tmp_path / "negated_round_1"]), tiny.tokenizer)
     assert torch.allclose(stacked, reference[2.0], atol=1e-5)
     assert torch.equal(_logits(edit.set(0.0), tiny.tokenizer), before) and model is edit.model
+
+
+def test_negate_by_depth_touches_only_those_layers_and_its_saved_adapter_says_so(tiny, tmp_path):
+    """layers=upper negates only the upper half of the decoder layers (the tiny model's layer 1), and the saved negated
+    adapter, loaded on the original weights, is that same model: nothing of the lower half leaks into it."""
+    import copy
+
+    from revrel.config import PemConfig
+    from revrel.release.edit import RoundData
+    from revrel.release.negate import Negate, NegateConfig
+
+    original = copy.deepcopy(tiny.model)
+    w0 = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    rows = [{"instruction": "say something", "response": "you are an idiot and a stupid fool"}] * 4
+    edit = Negate(NegateConfig(layers="upper"))
+    data = RoundData(task=None, forget=rows, keep=[], pem=PemConfig(rank=2, epochs=2, batch_size=2, max_length=32, lr=1e-2),
+                     adapters=tmp_path, round=1)
+    edit.prepare(tiny.model, tiny.tokenizer, data)
+    assert edit.variants() == ["upper"]
+    w = edit.set(2.0).state_dict()
+    changed = {k for k in w0 if not torch.equal(w[k], w0[k])}
+    assert changed and all("layers.1." in k for k in changed), sorted(changed)[:4]
+    edit.save(tmp_path, 1)
+    stacked = _logits(load_stacked(original, [tmp_path / "negated_round_1"]), tiny.tokenizer)
+    assert torch.allclose(stacked, _logits(edit.model, tiny.tokenizer), atol=1e-5)
+    edit.use("all")  # another variant: back to the original first, then every layer
+    assert all(torch.equal(edit.model.state_dict()[k], w0[k]) for k in w0)
+    assert any("layers.0." in k for k in w0 if not torch.equal(edit.set(2.0).state_dict()[k], w0[k]))

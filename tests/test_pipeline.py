@@ -81,38 +81,27 @@ def test_sigkill_mid_round2_then_resume_equals_uninterrupted(tiny_dir, tmp_path,
     assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
 
 
-def test_utility_budget_line_search_halves_lambda_and_stops(tiny_dir, tmp_path):
-    """A budget no negation can meet: lambda is halved twice (3 tries), then the run stops on the budget."""
-    # on the random tiny model a negation can also *lower* the probe perplexity; the model's own samples as
-    # the probe (the default) made that the rule for every seed after the sampler changed, so the probe here
-    # is fixed natural text (release.retain_from: a file), which the lambda=50 negation made less likely for 5 of 6
-    # seeds; take the first seed whose negation breaks the budget, then check the whole line search on it
-    import json
-
-    from tiny import CORPUS
-
-    retain = tmp_path / "retain.jsonl"
-    retain.write_text("".join(json.dumps({"instruction": "say something", "response": t}) + "\n" for t in CORPUS[:9] * 2))
+def test_budget_line_search_halves_lambda_and_an_unmeetable_budget_undoes_the_edit_and_stops(tiny_dir, tmp_path):
+    """A budget of 1e-4 nats/token: lambda is halved while the keep-side cost is over it (3 tries); where no try
+    meets it the negation is undone, the weights are the original's and the run stops on the budget."""
 
     def first_breaking_run():
-        lam0 = 50.0
-        for seed in range(8):
+        for seed in range(6):
             out = tmp_path / f"budget{seed}"
             cfg = load_config(None, tiny_overrides(out, tiny_dir, seed=seed, reveal={"forget_from": "instructions"}, release={
-                "utility_budget": 1.0, "edits": [{"negate": {"strength": lam0}}], "rounds": 3, "pem": {"lr": 0.3, "epochs": 3},
-                "retain_from": str(retain)}))
+                "budget": 1e-4, "line_search": 3, "edits": [{"negate": {"strength": 50.0}}], "rounds": 3, "pem": {"lr": 0.3, "epochs": 3}}))
             report = unlearn(cfg)
-            if report["rounds"][0]["edits"][0]["line_search"][0]["probe_ppl_ratio"] > 1.0:
-                return lam0, out, report
-        raise AssertionError("no seed's negation raised the probe perplexity")
+            if report["rounds"][0]["edits"][0]["line_search"][0]["keep_cost"] > 1e-4:
+                return out, report
+        raise AssertionError("no seed's negation raised the keep-side NLL")
 
-    lam0, out, report = first_breaking_run()
+    out, report = first_breaking_run()
     r1 = report["rounds"][0]
     neg = r1["edits"][0]
     lams = [t["strength"] for t in neg["line_search"]]
-    assert lams[:3] == [lam0, lam0 / 2, lam0 / 4][: len(lams)]
-    assert all(t["probe_ppl_ratio"] > 1.0 for t in neg["line_search"][:-1])  # it went on only while over budget
-    if neg["line_search"][-1]["probe_ppl_ratio"] <= 1.0:  # a smaller lambda met the budget: kept, the run goes on
+    over = [t["keep_cost"] > 1e-4 for t in neg["line_search"]]
+    assert lams == [50.0, 25.0, 12.5][: len(lams)] and all(over[:-1])  # halved only while over budget
+    if not over[-1]:  # a smaller lambda met the budget: kept, the run goes on
         assert not r1["reverted"] and neg["strength"] == lams[-1]
         return
     assert len(lams) == 3 and neg["strength"] is None
@@ -123,14 +112,16 @@ def test_utility_budget_line_search_halves_lambda_and_stops(tiny_dir, tmp_path):
     assert all(torch.equal(w[k], w0[k]) for k in w0)  # the over-budget negation was undone
 
 
-def test_budget_pacing_spreads_the_utility_budget_over_rounds():
-    from revrel.rounds import round_budget
+def test_budget_pacing_spreads_the_budget_over_rounds_and_edits():
+    from revrel.rounds import edit_limits, round_budget
 
-    cfg = load_config(None, {"release": {"utility_budget": 1.5, "rounds": 3}})
+    cfg = load_config(None, {"task": "tiny", "release": {"budget": 0.06, "rounds": 3}})
     paced = [round_budget(cfg, k) for k in (1, 2, 3)]
-    assert paced == sorted(paced) and abs(paced[0] - 1.5 ** (1 / 3)) < 1e-9 and abs(paced[-1] - 1.5) < 1e-9
+    assert paced == pytest.approx([0.02, 0.04, 0.06])
+    assert edit_limits(cfg, 2, 2) == pytest.approx([0.03, 0.04])  # round 2's new 0.02, half to the first edit
     cfg.release.rounds = 1
-    assert round_budget(cfg, 1) == 1.5  # one round may spend it all
+    assert round_budget(cfg, 1) == 0.06 and edit_limits(cfg, 1, 2) == pytest.approx([0.03, 0.06])  # one round may spend it all
+
 
 
 def test_probe_rounds_scores_each_kept_round_against_the_original(tiny_dir, tmp_path):

@@ -76,8 +76,8 @@ def test_report_plots_from_runs(tmp_path):
         (d / "report.json").write_text(json.dumps({
             "task": "toxicity", "model": "m", "method": name, "before": {"expected_max_toxicity": 0.4, "benign_perplexity": 20.0},
             "after": {"expected_max_toxicity": after, "benign_perplexity": 21.0},
-            "rounds": [{"round": 1, "revealed_relevance": 0.3, "forget_size": 5, "probe_ppl_ratio": 1.1},
-                       {"round": 2, "revealed_relevance": 0.2, "forget_size": 3, "probe_ppl_ratio": 1.2}]}))
+            "rounds": [{"round": 1, "revealed_relevance": 0.3, "forget_size": 5, "keep_cost": 0.01},
+                       {"round": 2, "revealed_relevance": 0.2, "forget_size": 3, "keep_cost": 0.02}]}))
     report = write_report([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "out"))
     text = report.read_text()
     assert "| expected_max_toxicity | 0.4 | 0.2 |" in text and "| 2 | 0.200 | 3 |" in text

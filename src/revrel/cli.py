@@ -22,7 +22,7 @@ def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("--task", help="toxicity (see `revrel tasks`)")
     p.add_argument("--model", help="smollm2-135m-instruct (embedded default), a model folder, a .gguf file or a hub id")
     p.add_argument("--out", required=out_required, help="output folder")
-    p.add_argument("--config", help="YAML file with settings (see configs/)")
+    p.add_argument("--config", help="YAML file with settings (default: the task's packaged recipe; alternatives in configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. --set reveal.k=4")
     p.add_argument("--seed", type=int)
     p.add_argument("--dtype", choices=["float32", "bfloat16"])
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("unlearn", help="reveal -> release rounds; writes model/, adapters/, forget.jsonl, report.json")
     _common(u)
     u.add_argument("--rounds", type=int, help="maximum Reveal/Release rounds")
+    u.add_argument("--budget", type=float, help="keep-side cost the run may spend, nats/token (default: the task recipe's)")
     g = u.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last complete round")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -87,6 +88,8 @@ def _config(args):
             over[key] = getattr(args, key)
     if getattr(args, "rounds", None) is not None:
         over.setdefault("release", {})["rounds"] = args.rounds
+    if getattr(args, "budget", None) is not None:
+        over.setdefault("release", {})["budget"] = args.budget
     return load_config(args.config, over)
 
 
@@ -112,23 +115,27 @@ def cmd_unlearn(args) -> int:
              f" -> {cfg.out}/")
     print(text_summary(report["before"], report["after"], title=title, seconds=report.get("seconds_this_invocation")))
     print(round_lines(report))
-    if not args.config:
-        print(f"note: the defaults are the quick demo and forget little; the preset tuned on the dev probes is "
-              f"`--config configs/{cfg.task}.yaml` (repository configs/; what each forgets: docs/results.md)")
     return 0
 
 
 def round_lines(report: dict) -> str:
-    """One line per round: revealed relevance, forget-set size, the edits at the strengths kept, the self-probe ratio."""
-    from revrel.commands.report import strength_text
+    """One line per round (revealed relevance, forget-set size, the edits at the strengths the budget chose, the
+    keep-side cost), the stop reason, and the time of each stage."""
+    from revrel.commands.report import stage_seconds, strength_text
 
     lines = ["", "rounds:"]
     for e in report["rounds"]:
-        rel, ratio = e.get("revealed_relevance"), e.get("probe_ppl_ratio")
+        rel, cost, budget = e.get("revealed_relevance"), e.get("keep_cost"), e.get("round_budget")
         lines.append(f"  {e['round']}: relevance {'-' if rel is None else f'{rel:.3f}'}, forget set {e['forget_size']}, "
-                     f"{strength_text(e)}, self-probe ratio {'-' if ratio is None else f'{ratio:.3f}'}")
+                     f"{strength_text(e)}, keep-side cost {'-' if cost is None else f'{cost:+.3f}'}"
+                     f"{'' if budget is None else f' of {budget:.3f}'} nats/token")
+    if report.get("final_reveal"):
+        lines.append(f"  after round {report['final_reveal']['after_round']}: relevance {report['final_reveal']['revealed_relevance']:.3f}")
     if report.get("stopped"):
         lines.append(f"  stopped: {report['stopped']}")
+    stages = stage_seconds(report)
+    if stages:
+        lines.append("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()))
     return "\n".join(lines)
 
 

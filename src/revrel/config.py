@@ -85,8 +85,10 @@ class ReleaseConfig:
 
     rounds: int = 2  # max rounds of reveal -> release
     edits: list[dict] = field(default_factory=lambda: [{"negate": {}}])
-    utility_budget: float = 1.5  # max self-probe perplexity ratio; round k of n may spend utility_budget ** (k / n)
-    line_search: int = 3  # each edit's strength, strength/2, ... until the round's budget holds; none does: undone, run stops
+    # keep-side cost the run may spend, nats/token: the largest change of a keep group's mean NLL (revrel.release.budget);
+    # round k of n may reach budget * k / n, and each edit is set to the strongest strength within its share
+    budget: float = 0.05
+    line_search: int = 8  # keep-side measurements per edit to find that strength (doubling, halving, then bisecting)
     relevance_target: float = 0.1  # stop when revealed relevance falls below this
     retain_from: str = "generic"  # the self-generated keep side: generic (benign chat) | task (the task's keep instructions) | a JSONL path
     n_retain: int = 16  # keep-side answers generated for training (the self-probe takes a quarter of the instructions besides)
@@ -184,7 +186,7 @@ class RunConfig:
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
         _check(bool(e.profile), "eval.profile must name a profile (quick or full)")
         _check(e.probes or not e.probe_rounds, "eval.probe_rounds needs eval.probes=true (it scores the likelihood probe after each round)")
-        _check(s.utility_budget >= 1.0, "release.utility_budget is a perplexity ratio and must be >= 1")
+        _check(0.0 < s.budget <= 10.0, "release.budget is a keep-side NLL change in nats/token and must be in (0, 10]")
         limits = {
             "reveal.forget_samples": (r.forget_samples, 0, 10_000), "reveal.n_paraphrases": (r.n_paraphrases, 0, 100), "reveal.n_soft": (r.n_soft, 0, 10_000),
             "reveal.soft_dim": (r.soft_dim, 1, 1024), "reveal.soft_tokens": (r.soft_tokens, 1, 64),
@@ -290,9 +292,22 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
-    """Defaults <- YAML file <- overrides (CLI flags), then validated."""
+RECIPES = Path(__file__).parent / "recipes"
+
+
+def recipe_path(task: str) -> Path | None:
+    """The packaged recipe of a built-in task (``revrel/recipes/<task>.yaml``): its default that forgets."""
+    p = RECIPES / f"{task}.yaml"
+    return p if p.is_file() else None
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None, recipe: bool = True) -> RunConfig:
+    """Defaults <- YAML file (none given: the task's packaged recipe, where it has one and ``recipe``) <- overrides
+    (CLI flags), then validated."""
     data: dict = {}
+    if not path and recipe:
+        task = (overrides or {}).get("task", RunConfig.task)
+        path = recipe_path(task) if isinstance(task, str) else None
     if path:
         p = Path(path)
         if not p.is_file():

@@ -119,7 +119,8 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
         "task": cfg.task, "model": cfg.model, "method": cfg.method, "seed": cfg.seed,
         "before": progress["before"], "after": after, "rounds": progress["rounds"], "stopped": progress.get("stopped"),
         "final_reveal": progress.get("final_reveal"), "retain_pem_train": progress.get("retain_pem_train"),
-        "forget_size": len(forget), "probe_ppl0": progress.get("probe_ppl0"), "config": cfg.to_dict(),
+        "forget_size": len(forget), "config": cfg.to_dict(),
+        "seconds_keep_side": progress.get("seconds_keep_side"), "seconds_candidates": progress.get("seconds_candidates"),
         "artifacts": {"model": "model/", "adapters": "adapters/", "forget": "forget.jsonl", "config": "config.yaml"},
         "seconds_this_invocation": round(time.time() - t_start, 1),
     }

@@ -1,13 +1,15 @@
 """The Reveal-and-Release rounds, with per-round checkpoints and ``--resume``.
 
 round k: Reveal on the current model -> stop if revealed relevance < target -> apply ``release.edits`` in
-order (each prepared on the model the earlier ones left, its strength halved while the self-probe
-perplexity ratio exceeds the round's budget) -> checkpoint. Stop when an edit cannot meet the budget.
+order (each prepared on the model the earlier ones left, set to the strongest strength whose keep-side cost,
+``revrel.release.budget``, stays within its share of the round's budget) -> checkpoint. Stop when an edit
+cannot meet the budget.
 Also the runner of the one-stage baselines, which share the run folder and the self-generated keep side.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -18,11 +20,12 @@ from revrel import faults
 from revrel.config import RunConfig
 from revrel.errors import RevrelError
 from revrel.io import read_jsonl, write_jsonl
-from revrel.models.generation import GenerationConfig, generate, perplexity, sequence_logprobs
+from revrel.models.generation import GenerationConfig, generate
 from revrel.models.loading import inference_view
 from revrel.progress import progress_bar
+from revrel.release.budget import KeepCost, keep_probe, rows_probe, target_nll
 from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
-from revrel.release.edit import RoundData, line_search, parse_edits
+from revrel.release.edit import RoundData, choose, parse_edits
 from revrel.release.negate import negated_adapters
 from revrel.release.orthogonality import stack_previous
 from revrel.release.pem import train_pem
@@ -120,78 +123,136 @@ def self_generated_keep(ctx: Context, n: int) -> list[dict]:
     return _answers(ctx, _cycled(_keep_instructions(ctx)[1], n), ctx.cfg.seed + 29, "keep side: self-generate")
 
 
-def probe_perplexity(ctx: Context, probe: list[dict]) -> float:
-    scores = sequence_logprobs(ctx.model, ctx.tok, [r["instruction"] for r in probe], [r["response"] for r in probe], batch_size=16)
-    return perplexity(scores)
-
-
 def round_budget(cfg, k: int) -> float:
-    """The self-probe perplexity ratio round ``k`` may reach: the budget's k/rounds share in log space (1.5 over 3
-    rounds: 1.145, 1.310, 1.5), so round 1 cannot spend it all; one round may spend all of it."""
+    """The keep-side cost (nats/token) round ``k`` may reach: the budget's k/rounds share, so round 1 cannot spend it
+    all; one round may spend all of it."""
     s = cfg.release
-    return s.utility_budget ** (min(k, s.rounds) / s.rounds)
+    return s.budget * min(k, s.rounds) / s.rounds
 
 
 def round_data(cfg: RunConfig, task, root: Path, k: int, rows: list[dict], prev: list[dict], adapters: Path | None = None) -> RoundData:
     """What round ``k``'s edits are prepared from: the revealed rows and the self-generated keep side in ``root``
     (retain.jsonl, and the first release.keep_texts rows of keep.jsonl). A run folder and a recorded round
-    (benchmarks/release_record.py) share this layout, so a round and a sweep prepare their edits from the same data."""
+    (benchmarks/release_record.py) share this layout, so a round and a sweep prepare their edits from the same data.
+    When an edit compares variants, every 8th revealed row is held out of training to compare them on."""
     s = cfg.release
     extra = read_jsonl(root / "keep.jsonl", allow_empty=True)[: s.keep_texts] if s.keep_texts and (root / "keep.jsonl").is_file() else []
+    check = []
+    if len(rows) >= 32 and any(len(e.variants()) > 1 for e in parse_edits(s.edits)):
+        rows, check = [r for i, r in enumerate(rows) if i % 8 != 7], rows[7::8]
     return RoundData(task=task, forget=rows, keep=read_jsonl(root / "retain.jsonl") + extra, keep_side=s.keep_side, pem=s.pem,
                      seed=cfg.seed * 1000 + k, prev_A=stack_previous(prev) if s.pem.lambda_orth > 0 and prev else None,
-                     adapters=adapters, round=k)
+                     adapters=adapters, round=k, check=check)
 
 
-def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], probe: list[dict], probe_ppl0: float) -> dict:
-    """Apply round ``k``'s edits in order, each at the strongest strength of its line search within the round's
-    budget; an edit that meets it at none is undone and ends the round (and the run). Returns the round's metrics."""
-    s = ctx.cfg.release
-    limit = round_budget(ctx.cfg, k)
-    data = round_data(ctx.cfg, ctx.task, ctx.run.root, k, rows, prev, ctx.run.adapters)
-    done, ratio, reverted = [], None, False
+def check_gain(data: RoundData, tokenizer, unit: str):
+    """The score variants are compared on: the held-out revealed rows' NLL on their target spans (None: no rows)."""
+    if not data.check:
+        return None
+    rows = data.check
+    if unit and data.task.target_spans is not None:
+        from revrel.release.spans import with_target_spans
 
-    def measure(_model) -> float:
-        return probe_perplexity(ctx, probe) / probe_ppl0
+        rows, _ = with_target_spans(data.task, rows, unit=unit)
+    probe = rows_probe(tokenizer, rows, "target")
+    return lambda model: target_nll(model, tokenizer, probe)
 
-    for edit in parse_edits(s.edits):
-        faults.point(f"round{k}:{edit.name}")
-        ctx.loaded.model = edit.prepare(ctx.model, ctx.tok, data)
-        faults.point(f"round{k}:prepared")
-        strength, searched, r = line_search(edit, edit.cfg.strength, s.line_search, measure, limit)
-        ctx.loaded.model = edit.model
-        done.append({"edit": edit.name, "strength": strength, "line_search": searched, **edit.info()})
+
+def edit_limits(cfg, k: int, n: int) -> list[float]:
+    """The keep-side cost each of a round's ``n`` edits may reach: the round's new budget split evenly, cumulatively
+    (two edits in one round of one: half the budget, then all of it), so the first edit cannot leave the next none."""
+    lo, hi = round_budget(cfg, k - 1), round_budget(cfg, k)
+    return [lo + (hi - lo) * (i + 1) / n for i in range(n)]
+
+
+def apply_edits(model, tokenizer, data: RoundData, edits: list, cost: KeepCost, limits: list[float], tries: int,
+                on_model=None, save: Path | None = None) -> tuple[object, list[dict], float | None, bool]:
+    """Prepare each edit on the model the earlier ones left and set it to the strongest strength within its limit
+    (:func:`revrel.release.edit.choose`); ``on_model`` hears of every new model object (a run keeps it as its model).
+    Returns (model, one entry per edit, the kept cost, whether the last edit met its limit at no strength)."""
+    done, kept_cost = [], None
+    for edit, limit in zip(edits, limits):
+        faults.point(f"round{data.round}:{edit.name}")
+        t0 = time.time()
+        model = edit.prepare(model, tokenizer, data)
+        if on_model:
+            on_model(model)
+        t1 = time.time()
+        faults.point(f"round{data.round}:prepared")
+        strength, searched, c, compared = choose(edit, tries, cost, limit, check_gain(data, tokenizer, getattr(edit.cfg, "unit", "")))
+        model = edit.model
+        done.append({"edit": edit.name, "strength": strength, "limit": round(limit, 4), "line_search": searched, **compared,
+                     **edit.info(), "seconds_prepare": round(t1 - t0, 1), "seconds_search": round(time.time() - t1, 1)})
         if strength is None:
-            reverted = True
-            break
-        ratio = r
-        edit.save(ctx.run.adapters, k)
-    return {"edits": done, "round_budget": round(limit, 4), "probe_ppl_ratio": ratio if ratio is not None else r,
-            "reverted": reverted, "kept_any": ratio is not None}
+            return model, done, kept_cost, True
+        kept_cost = c
+        if save is not None:
+            edit.save(save, data.round)
+    return model, done, kept_cost, False
+
+
+def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], cost: KeepCost) -> dict:
+    """Apply round ``k``'s edits in order, each at the strongest strength within its share of the round's budget
+    (:func:`edit_limits`); an edit that meets it at none is undone and ends the round (and the run)."""
+    s = ctx.cfg.release
+    data = round_data(ctx.cfg, ctx.task, ctx.run.root, k, rows, prev, ctx.run.adapters)
+    edits = parse_edits(s.edits)
+    limits = edit_limits(ctx.cfg, k, len(edits))
+
+    def keep(model):
+        ctx.loaded.model = model
+
+    model, done, kept_cost, reverted = apply_edits(ctx.model, ctx.tok, data, edits, cost, limits, s.line_search, keep, ctx.run.adapters)
+    ctx.loaded.model = model
+    if kept_cost is not None:
+        kept_cost = round(cost(model), 4)  # once more at the kept strengths, for each group's change
+    return {"edits": done, "round_budget": round(limits[-1], 4), "keep_cost": kept_cost,
+            "keep_groups": dict(cost.last) if kept_cost is not None else None, "reverted": reverted, "kept_any": kept_cost is not None}
+
+
+def keep_cost(ctx: Context, progress: dict) -> KeepCost:
+    """The run's keep-side cost function, against the original model's scores (``progress['keep0']``, computed once
+    on the original and checkpointed, so a resumed run measures against the same baseline)."""
+    probe = keep_probe(ctx.task, ctx.tok, read_jsonl(ctx.run.root / "probe.jsonl", allow_empty=True))
+    if "keep0" not in progress:
+        progress["keep0"] = KeepCost.baseline(probe, ctx.model, ctx.tok)
+    return KeepCost(probe, ctx.tok, progress["keep0"])
+
+
+def prepare_keep_side(ctx: Context, progress: dict, edits: list[str]) -> None:
+    """Once per run, on the original model: the self-generated keep side (retain rows, self-probe, keep texts), the
+    retain PEM (one epoch: it only gives the forget PEMs directions to stay orthogonal to), the keep-side cost's
+    baseline. Timed as the summary's 'keep side' stage."""
+    cfg, run = ctx.cfg, ctx.run
+    t0 = time.time()
+    retain, probe = self_generated_retain(ctx)
+    write_jsonl(run.root / "retain.jsonl", retain)
+    write_jsonl(run.root / "probe.jsonl", probe)
+    if cfg.release.keep_texts and {"prune", "suppress"} & set(edits):
+        write_jsonl(run.root / "keep.jsonl", self_generated_keep(ctx, cfg.release.keep_texts))
+    retain_train = None
+    if "negate" in edits and cfg.release.pem.lambda_orth > 0:
+        peft_model, rlog = train_pem(ctx.model, ctx.tok, retain, dataclasses.replace(cfg.release.pem, epochs=1), seed=cfg.seed + 7,
+                                     desc="train retain PEM")
+        save_adapter(peft_model, run.adapters / "retain")
+        ctx.loaded.model = peft_model.unload()  # the retain PEM only defines directions to stay away from
+        retain_train = rlog.summary()
+    keep_cost(ctx, progress)
+    progress.update(retain_pem_train=retain_train, seconds_keep_side=round(time.time() - t0, 1))
 
 
 def run_rounds(ctx: Context, progress: dict) -> dict:
     """Run (or continue) the rounds; ``progress`` is the checkpointed state, updated in place."""
     cfg, run = ctx.cfg, ctx.run
-    retain_path, probe_path, cand_path = run.root / "retain.jsonl", run.root / "probe.jsonl", run.root / "candidates.jsonl"
-    if "probe_ppl0" not in progress:
-        retain, probe = self_generated_retain(ctx)
-        write_jsonl(retain_path, retain)
-        write_jsonl(probe_path, probe)
-        names = [e.name for e in parse_edits(cfg.release.edits)]
-        if cfg.release.keep_texts and {"prune", "suppress"} & set(names):
-            write_jsonl(run.root / "keep.jsonl", self_generated_keep(ctx, cfg.release.keep_texts))
-        retain_train = None
-        if "negate" in names and cfg.release.pem.lambda_orth > 0:
-            peft_model, rlog = train_pem(ctx.model, ctx.tok, retain, cfg.release.pem, seed=cfg.seed + 7, desc="train retain PEM")
-            save_adapter(peft_model, run.adapters / "retain")
-            ctx.loaded.model = peft_model.unload()  # the retain PEM only defines directions to stay away from
-            retain_train = rlog.summary()
+    cand_path = run.root / "candidates.jsonl"
+    if "keep0" not in progress:
+        prepare_keep_side(ctx, progress, [e.name for e in parse_edits(cfg.release.edits)])
+        t0 = time.time()
         cands = build_candidates(ctx.gen_model(), ctx.tok, ctx.task, cfg.reveal, cfg.seed)
         write_jsonl(cand_path, [c.to_dict() for c in cands])
-        progress.update(probe_ppl0=probe_ppl_safe(ctx, probe), completed_rounds=0, rounds=[], stopped=None, retain_pem_train=retain_train)
+        progress.update(completed_rounds=0, rounds=[], stopped=None, seconds_candidates=round(time.time() - t0, 1))
         run.save_progress(progress)
-    probe = read_jsonl(probe_path)
+    cost = keep_cost(ctx, progress)
     cands = [Candidate(**r) for r in read_jsonl(cand_path)]
     prev = [load_adapter_A(run.adapters / "retain")] if (run.adapters / "retain").is_dir() else []
     prev += [load_adapter_A(run.adapters / f"round_{j}") for j in range(1, progress["completed_rounds"] + 1)
@@ -216,22 +277,21 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
             stop = f"no revealed response reached relevance {cfg.reveal.relevance_threshold}"
         else:
             faults.point(f"round{k}:release")
-            entry.update(release_round(ctx, k, rv.forget, prev, probe, progress["probe_ppl0"]))
+            entry.update(release_round(ctx, k, rv.forget, prev, cost))
             if (run.adapters / f"round_{k}").is_dir():  # a round without a negate edit trains no PEM
                 prev.append(load_adapter_A(run.adapters / f"round_{k}"))
             if entry["reverted"]:
                 last = entry["edits"][-1]
-                stop = (f"self-probe perplexity ratio {last['line_search'][-1]['probe_ppl_ratio']:.3f} > round budget "
-                        f"{entry['round_budget']:.3f} even at {last['edit']} strength {last['line_search'][-1]['strength']:g}; "
-                        f"this round's {last['edit']} was undone")
+                stop = (f"keep-side cost {last['line_search'][-1]['keep_cost']:.3f} nats/token > its budget {last['limit']:.3f} "
+                        f"even at {last['edit']} strength {last['line_search'][-1]['strength']:g}; this round's {last['edit']} was undone")
             if ctx.after_round is not None:
                 entry["eval_probe"] = ctx.after_round(ctx.model)
             faults.point(f"round{k}:save")
             progress["state"] = run.save_state(ctx.model, k)
             faults.point(f"round{k}:saved")
         entry["seconds"] = round(time.time() - t0, 1)
-        log.info("round %d: relevance %.3f, forget set %d, probe ppl ratio %s, %.0fs", k, rv.relevance, len(rv.forget),
-                 f"{entry.get('probe_ppl_ratio', float('nan')):.3f}", entry["seconds"])
+        log.info("round %d: relevance %.3f, forget set %d, keep-side cost %s, %.0fs", k, rv.relevance, len(rv.forget),
+                 "-" if entry.get("keep_cost") is None else f"{entry['keep_cost']:.3f}", entry["seconds"])
         progress["rounds"].append(entry)
         progress["completed_rounds"] = k
         progress["stopped"] = stop
@@ -253,17 +313,14 @@ def final_reveal(ctx: Context, progress: dict) -> None:
         return
     k = last["round"] + 1
     cands = [Candidate(**r) for r in read_jsonl(run.root / "candidates.jsonl")]
-    rv = reveal(ctx.gen_model(), ctx.tok, ctx.task, ctx.oracle, ctx.embed, cfg.reveal, seed=cfg.seed, round_=k, candidates=cands)
+    rcfg = dataclasses.replace(cfg.reveal, forget_samples=0)  # relevance only: the forget set's extra samples are not needed
+    rv = reveal(ctx.gen_model(), ctx.tok, ctx.task, ctx.oracle, ctx.embed, rcfg, seed=cfg.seed, round_=k, candidates=cands)
     write_jsonl(run.root / "rounds" / "final" / "reveal.jsonl", rv.evaluated)
     progress["final_reveal"] = {"after_round": k - 1, "revealed_relevance": rv.relevance, "seed_relevance": rv.seed_relevance,
                                 "generations": rv.generations,
                                 "best_instruction": rv.table(1)[0] if rv.evaluated else None, "seconds": round(rv.seconds, 1)}
     log.info("after round %d: revealed relevance %.3f", k - 1, rv.relevance)
     run.save_progress(progress)
-
-
-def probe_ppl_safe(ctx: Context, probe: list[dict]) -> float:
-    return probe_perplexity(ctx, probe) if probe else 1.0
 
 
 def run_baseline(ctx: Context, progress: dict) -> dict:
@@ -274,7 +331,8 @@ def run_baseline(ctx: Context, progress: dict) -> dict:
     if progress.get("completed_rounds"):
         return progress
     retain, probe = self_generated_retain(ctx)
-    probe_ppl0 = probe_ppl_safe(ctx, probe)
+    write_jsonl(run.root / "probe.jsonl", probe)
+    cost = keep_cost(ctx, progress)
     if b.forget_source.endswith(".jsonl"):
         forget, source = read_jsonl(b.forget_source, required=("instruction", "response")), b.forget_source
     elif b.forget_source == "real":
@@ -289,9 +347,9 @@ def run_baseline(ctx: Context, progress: dict) -> dict:
     faults.point("round1:release")
     info = METHODS[cfg.method](ctx, forget, retain)
     entry = {"round": 1, "method": cfg.method, "forget_source": source, "forget_size": len(forget), "revealed_relevance": None,
-             "probe_ppl_ratio": probe_perplexity(ctx, probe) / probe_ppl0 if probe else None, "seconds": round(time.time() - t0, 1), **info}
+             "keep_cost": round(cost(ctx.model), 4), "keep_groups": dict(cost.last), "seconds": round(time.time() - t0, 1), **info}
     progress["state"] = run.save_state(ctx.model, 1)
-    progress.update(rounds=[entry], completed_rounds=1, stopped=None, probe_ppl0=probe_ppl0)
+    progress.update(rounds=[entry], completed_rounds=1, stopped=None)
     run.save_progress(progress)
     run.prune_states(progress["state"])
     return progress

@@ -66,15 +66,15 @@ def plot_rounds(runs, out: Path, suffix: str = "") -> Path:
         if r.get("final_reveal"):  # Reveal on the final model, plotted as the round after the last
             ks, rel = ks + [r["final_reveal"]["after_round"] + 1], rel + [r["final_reveal"]["revealed_relevance"]]
         a1.plot(ks, rel, marker="o", label=name)
-        ratio = [(e["round"], e["probe_ppl_ratio"]) for e in rounds if e.get("probe_ppl_ratio") is not None]
-        if ratio:
-            a2.plot([0] + [k for k, _ in ratio], [1.0] + [v for _, v in ratio], marker="o", label=name)
-        budget = r.get("config", {}).get("release", {}).get("utility_budget")
+        cost = [(e["round"], e["keep_cost"]) for e in rounds if e.get("keep_cost") is not None]
+        if cost:
+            a2.plot([0] + [k for k, _ in cost], [0.0] + [v for _, v in cost], marker="o", label=name)
+        budget = r.get("config", {}).get("release", {}).get("budget")
         if budget:
             a2.axhline(budget, ls="--", c="gray")
     a1.set(title="Forget: relevance of revealed data", xlabel="round (Reveal before its negation; last: final model)",
            ylabel="mean oracle relevance")
-    a2.set(title="Utility: retain-probe perplexity ratio", xlabel="round (after negation)", ylabel="ppl / original ppl")
+    a2.set(title="Utility: keep-side cost (dashed: budget)", xlabel="round (after its edits)", ylabel="keep-side NLL change (nats/token)")
     for a in (a1, a2):
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
@@ -169,13 +169,25 @@ def strength_text(e: dict) -> str:
     return " + ".join(f"{x['edit']} {'undone' if x['strength'] is None else format(x['strength'], '.3g')}" for x in e["edits"]) or "-"
 
 
+def stage_seconds(r: dict) -> dict[str, float]:
+    """Seconds per stage of a run's report: Reveal (every round's + the final one), keep side (self-generated keep
+    texts, retain PEM, cost baseline), candidates, PEM training / edit preparation, line search, evaluation."""
+    rounds = r.get("rounds") or []
+    edits = [x for e in rounds for x in e.get("edits", [])]
+    out = {"evaluation": sum((r.get(k) or {}).get("seconds", 0) for k in ("before", "after")),
+           "keep side": r.get("seconds_keep_side") or 0, "candidates": r.get("seconds_candidates") or 0,
+           "reveal": sum(e.get("reveal_seconds") or 0 for e in rounds) + ((r.get("final_reveal") or {}).get("seconds") or 0),
+           "PEM training / edits": sum(x.get("seconds_prepare", 0) for x in edits), "line search": sum(x.get("seconds_search", 0) for x in edits)}
+    return {k: v for k, v in out.items() if v}
+
+
 def rounds_table(r: dict) -> list[str]:
     """Markdown: one row per round of a run's report (Reveal, negation, self-probe, task probe), plus
     the final Reveal's row; shared by report.md and docs/results.md."""
-    lines = ["| round | revealed relevance | forget set | edits at strength | probe ppl ratio | target probe change | utility probe change | seconds |",
+    lines = ["| round | revealed relevance | forget set | edits at strength | keep-side cost (nats/token) | target probe change | utility probe change | seconds |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in r["rounds"]:
-        ratio = e.get("probe_ppl_ratio")
+        ratio = e.get("keep_cost")
         rel = e.get("revealed_relevance")
         ep = e.get("eval_probe") or {}
         lines.append(f"| {e['round']} | {'-' if rel is None else f'{rel:.3f}'} | {e['forget_size']} | {strength_text(e)} | "

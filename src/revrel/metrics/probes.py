@@ -132,7 +132,7 @@ def summarize(items: dict[str, np.ndarray], probe: Probe) -> dict:
     return out
 
 
-def _change(before: np.ndarray, after: np.ndarray) -> dict:
+def paired_change(before: np.ndarray, after: np.ndarray) -> dict:
     """Paired change of the mean NLL per token (same texts, same tokens)."""
     has = before[:, 1] > 0
     d, n = after[has, 0] - before[has, 0], before[has, 1]
@@ -143,9 +143,9 @@ def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray], probe: 
     """Change from ``before`` (the original model) in nats/token, per group and role, and the
     selectivity (target change - utility change; its SE treats the two as independent, which
     over-states it when both come from the same texts)."""
-    groups = {g: _change(before[g], after[g]) for g in probe.groups}
-    tgt = _change(_pool(before, probe.target), _pool(after, probe.target))
-    utl = _change(_pool(before, probe.utility), _pool(after, probe.utility))
+    groups = {g: paired_change(before[g], after[g]) for g in probe.groups}
+    tgt = paired_change(_pool(before, probe.target), _pool(after, probe.target))
+    utl = paired_change(_pool(before, probe.utility), _pool(after, probe.utility))
     sel = None if tgt["change"] is None or utl["change"] is None else tgt["change"] - utl["change"]
     return {"groups": groups, "target": tgt, "utility": utl,
             "selectivity": {"change": sel, "se": float(np.hypot(tgt["se"], utl["se"]))}}

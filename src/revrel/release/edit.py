@@ -14,6 +14,7 @@ A new edit is one module with a config dataclass and an :class:`Edit` subclass, 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +23,8 @@ import torch
 
 from revrel.config import PemConfig, _build
 from revrel.errors import RevrelError
+
+log = logging.getLogger("revrel")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class RoundData:
     prev_A: dict[str, torch.Tensor] | None = None  # A matrices the forget PEM stays orthogonal to (O-LoRA)
     adapters: Path | None = None  # where a round's adapters are written (None: nowhere, e.g. a sweep)
     round: int = 1
+    check: list[dict] = field(default_factory=list)  # revealed rows held out of training, to compare an edit's variants on
     _spans: dict = field(default_factory=dict, repr=False)
 
     def target_rows(self, unit: str, keep: bool = False) -> tuple[list[dict], dict | None]:
@@ -66,6 +70,7 @@ class Edit:
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    max_strength: ClassVar[float] = 100.0  # the line search never goes above this
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -79,6 +84,13 @@ class Edit:
     def set(self, strength: float):
         """The model with the edit at ``strength`` (0: the weights :meth:`prepare` saw, exactly)."""
         raise NotImplementedError
+
+    def variants(self) -> list[str]:
+        """Ways to apply the prepared edit that the round compares at equal keep-side cost (negate: by depth)."""
+        return [""]
+
+    def use(self, variant: str) -> None:
+        """Apply the edit as ``variant`` from now on (strength back to 0)."""
 
     def save(self, folder: Path, k: int) -> None:
         """Keep round ``k``'s edit at its strength beside the adapters (the merged model already has it)."""
@@ -142,19 +154,61 @@ def edit_fields() -> dict[str, list[str]]:
 
 
 def line_search(edit: Edit, start: float, tries: int, measure, limit: float) -> tuple[float | None, list[dict], float | None]:
-    """``edit.set(x)`` from ``start``, halved (at most ``tries`` times) while ``measure(model)`` (the self-probe
-    perplexity ratio) exceeds ``limit``. Returns the strength kept (None when none met the budget: then
-    ``edit.set(0)`` restored the weights the edit was prepared on), what was tried, and the last ratio."""
-    x, searched, ratio = start, [], None
+    """The strongest strength of ``edit`` whose keep-side cost ``measure(model)`` (nats/token) stays within ``limit``.
+
+    From ``start``: doubled while the cost holds (up to the edit's ``max_strength``), halved while it does not, then
+    bisected (geometric midpoints) between the strongest that held and the weakest that did not, ``tries`` costs
+    in all. The same rule on every model: the start only saves steps, the budget decides. Returns the strength
+    kept (None when none held: then ``edit.set(0)`` restored the weights the edit was prepared on), every step
+    tried, and the kept step's cost."""
+    ok, bad, x, searched, cost_ok = None, None, start, [], None
     for _ in range(tries):
-        model = edit.set(x)
-        ratio = measure(model)
-        searched.append({"strength": x, **edit.at_strength(), "probe_ppl_ratio": round(ratio, 4)})
-        if ratio <= limit:
-            return x, searched, ratio
-        x /= 2
-    edit.set(0.0)
-    return None, searched, ratio
+        cost = measure(edit.set(x))
+        searched.append({"strength": x, **edit.at_strength(), "keep_cost": round(cost, 4)})
+        log.info("%s strength %.4g: keep-side cost %+.4f nats/token (limit %.4f)", edit.name, x, cost, limit)
+        if cost <= limit:
+            ok, cost_ok = x, cost
+        else:
+            bad = x
+        if ok is not None and bad is not None:
+            if bad / ok < 1.2:  # within 20%: finer steps are below the cost's noise
+                break
+            x = (ok * bad) ** 0.5
+        elif ok is not None:
+            if ok >= edit.max_strength:
+                break
+            x = min(2 * ok, edit.max_strength)
+        else:
+            x = bad / 2
+    if ok is None:
+        edit.set(0.0)
+        return None, searched, None
+    if searched[-1]["strength"] != ok:
+        edit.set(ok)
+    return ok, searched, cost_ok
+
+
+def choose(edit: Edit, tries: int, measure, limit: float, gain=None) -> tuple[float | None, list[dict], float | None, dict]:
+    """:func:`line_search` for each of the edit's variants; with several, the one whose kept strength scores the
+    highest ``gain(model)`` (the held-out revealed rows' target NLL) is applied. Returns the line search's triple
+    for the variant kept and what was compared."""
+    variants = edit.variants()
+    if len(variants) == 1 or gain is None:
+        edit.use(variants[0])
+        return (*line_search(edit, edit.cfg.strength, tries, measure, limit), {})
+    tried = {}
+    for v in variants:
+        edit.use(v)
+        x, searched, cost = line_search(edit, edit.cfg.strength, tries, measure, limit)
+        tried[v] = {"strength": x, "keep_cost": cost, "gain": None if x is None else round(gain(edit.model), 4), "line_search": searched}
+    ok = [v for v in variants if tried[v]["strength"] is not None]
+    if not ok:
+        edit.use(variants[0])
+        return None, tried[variants[0]]["line_search"], None, {"variants": tried}
+    best = max(ok, key=lambda v: tried[v]["gain"])
+    edit.use(best)
+    edit.set(tried[best]["strength"])
+    return tried[best]["strength"], tried[best]["line_search"], tried[best]["keep_cost"], {"variants": tried, "chosen": best}
 
 
 @dataclass

@@ -17,14 +17,19 @@ from revrel.errors import RevrelError
 from revrel.release.edit import Edit, RoundData
 from revrel.release.lora import lora_modules
 
+LAYER_CHOICES = ("all", "upper", "lower", "auto")
+LAYER_INDEX = re.compile(r"layers\.(\d+)\.")
+
 
 @dataclass
 class NegateConfig:
-    strength: float = 1.0  # lambda: how many times the PEM's update is subtracted (halved by the line search)
+    strength: float = 1.0  # lambda, how many times the PEM's update is subtracted: where the line search starts (it keeps the largest within budget)
     unit: str = ""  # the PEM learns: "" whole responses | task (the task's target spans) | another span unit of the task (toxicity: word)
     contrast: float = 0.0  # weight of the span contrast: raise the target spans more than the keep spans of the same text (needs unit)
     ensemble: int = 1  # train this many PEMs (other seeds) and negate their mean update: less seed variance, n x the training
-    layers: str = ""  # regex on module names: negate the PEM only there (e.g. "mlp"); empty: every module
+    # where the update is negated, by depth: all | upper (the upper half of the decoder layers) | lower | auto (each of the
+    # three at its own budget strength; the one that raises the held-out revealed rows' target NLL most is kept)
+    layers: str = "all"
 
     def check(self, where: str) -> None:
         if not 0 <= self.strength <= 100:
@@ -35,15 +40,12 @@ class NegateConfig:
             raise RevrelError(f"{where}.contrast needs a unit (task or a task's span unit): it contrasts the target spans")
         if not 1 <= self.ensemble <= 16:
             raise RevrelError(f"{where}.ensemble is a number of PEMs to average and must be in [1, 16]")
-        if self.layers:
-            try:
-                re.compile(self.layers)
-            except re.error as exc:
-                raise RevrelError(f"{where}.layers is not a valid regular expression: {exc}") from None
+        if self.layers not in LAYER_CHOICES:
+            raise RevrelError(f"{where}.layers must be one of {', '.join(LAYER_CHOICES)}")
 
 
 class Negate(Edit):
-    """Train the forget PEM (orthogonal to ``data.prev_A``), keep only ``layers``, and negate it at any strength."""
+    """Train the forget PEM (orthogonal to ``data.prev_A``) and negate it at any strength, in all layers or by depth."""
 
     name = "negate"
     Config = NegateConfig
@@ -58,29 +60,52 @@ class Negate(Edit):
         peft_model, log = train_pems(model, tokenizer, rows, data.pem, c.ensemble, seed=data.seed, prev_A=data.prev_A,
                                      desc=f"round {data.round}: train forget PEM", contrast=c.contrast)
         self.train, self.rows = log.summary(), len(rows)
-        self.layers = keep_layers(peft_model, c.layers) if c.layers else None
         self.orth = float(orthogonality_loss(data.prev_A, lora_A(peft_model)).detach()) if data.prev_A else None
         self.folder = data.adapters / f"round_{data.round}" if data.adapters else None
         if self.folder:
             save_adapter(peft_model, self.folder)
-        self.layers_w = [(base, base.weight.detach().clone(), delta) for base, delta in lora_deltas(peft_model)]
+        named = [(name, base, delta) for (name, _), (base, delta) in zip(lora_modules(peft_model), lora_deltas(peft_model))]
+        self.depth = depth_groups([name for name, _, _ in named])
+        self.layers_w = [(name, base, base.weight.detach().clone(), delta) for name, base, delta in named]
         self.model = peft_model.unload()
+        self.use(c.layers if c.layers != "auto" else "all")
         return self.model
+
+    def variants(self) -> list[str]:
+        return ["all", "upper", "lower"] if self.cfg.layers == "auto" else [self.cfg.layers]
+
+    def use(self, variant: str) -> None:
+        """Negate only in the modules of ``variant`` (all | upper | lower) from now on; the strength goes back to 0."""
+        self.set(0.0)
+        self.variant, self.active = variant, self.depth[variant]
 
     @torch.no_grad()
     def set(self, strength: float):
-        """Weights = W0 - strength * delta (0: the weights the PEM was trained on, bit for bit)."""
-        for base, w0, delta in self.layers_w:
-            base.weight.copy_(w0 - (strength * delta).to(w0.dtype) if strength else w0)
+        """Weights = W0 - strength * delta in the active modules, W0 elsewhere (0: the weights the PEM was trained on)."""
+        for name, base, w0, delta in self.layers_w:
+            on = strength and name in getattr(self, "active", ())
+            base.weight.copy_(w0 - (strength * delta).to(w0.dtype) if on else w0)
         self.strength = strength
         return self.model
 
     def save(self, folder, k: int) -> None:
         if self.folder:
-            save_negated_adapter(self.folder, folder / f"negated_round_{k}", self.strength)
+            save_negated_adapter(self.folder, folder / f"negated_round_{k}", self.strength, keep=self.active)
 
     def info(self) -> dict:
-        return {"train": self.train, "rows": self.rows, "spans": self.span_info, "layers": self.layers, "orth_final": self.orth}
+        return {"train": self.train, "rows": self.rows, "spans": self.span_info, "layers": self.variant,
+                "modules": len(self.active), "orth_final": self.orth}
+
+
+def depth_groups(names: list[str]) -> dict[str, set[str]]:
+    """LoRA module names by depth: all, upper (decoder layers in the upper half) and lower, from the layer index in
+    the name (``model.layers.12.mlp.up_proj``). A rule on the model's own depth, so it fits every model."""
+    idx = {n: int(m.group(1)) for n in names if (m := LAYER_INDEX.search(n))}
+    if not idx:
+        return {"all": set(names), "upper": set(names), "lower": set(names)}
+    half = (max(idx.values()) + 1) / 2
+    upper = {n for n, i in idx.items() if i >= half}
+    return {"all": set(names), "upper": upper, "lower": set(names) - upper}
 
 
 @torch.no_grad()
@@ -108,26 +133,9 @@ def lora_deltas(peft_model, adapter: str = "default") -> list[tuple[torch.nn.Mod
     return out
 
 
-@torch.no_grad()
-def keep_layers(peft_model, pattern: str, adapter: str = "default") -> dict:
-    """Keep the PEM's update only in modules whose name matches ``pattern`` (a regex searched in the module name,
-    e.g. ``mlp``); the others' B is zeroed. Why: training touches every target module, but the target-specific part
-    of the update may live in some of them; a filter applied after training costs nothing to sweep."""
-    rx = re.compile(pattern)
-    kept = zeroed = 0
-    for name, module in lora_modules(peft_model, adapter):
-        if rx.search(name):
-            kept += 1
-        else:
-            module.lora_B[adapter].weight.zero_()
-            zeroed += 1
-    if not kept:
-        raise RevrelError(f"negate layers={pattern!r} matches no LoRA module; names look like 'model.layers.3.mlp.up_proj'")
-    return {"pattern": pattern, "kept": kept, "zeroed": zeroed}
-
-
-def save_negated_adapter(src, dst, lam: float) -> None:
-    """Write a copy of the LoRA adapter in ``src`` whose B matrices are multiplied by ``-lam``.
+def save_negated_adapter(src, dst, lam: float, keep: set[str] | None = None) -> None:
+    """Write a copy of the LoRA adapter in ``src`` whose B matrices are multiplied by ``-lam`` (and zeroed in the
+    modules not in ``keep``, LoRA module names as in ``lora_modules``, when given).
 
     Loaded with peft on the weights the adapter was trained on, it *is* the negation
     (W + s * (-lam B) A = W - lam * s * B A), so a run can keep its rounds as separate, unmerged
@@ -142,7 +150,12 @@ def save_negated_adapter(src, dst, lam: float) -> None:
 
     src, dst = Path(src), Path(dst)
     tensors = load_file(str(src / "adapter_model.safetensors"))
-    scaled = {k: (-lam * v if ".lora_B." in k else v).contiguous() for k, v in tensors.items()}
+    def factor(key: str) -> float:
+        if ".lora_B." not in key:
+            return 1.0
+        return -lam if keep is None or key.split(".lora_B.")[0] in keep else 0.0
+
+    scaled = {k: (factor(k) * v if ".lora_B." in k else v).contiguous() for k, v in tensors.items()}
     with atomic_folder(dst, "adapter") as tmp:
         shutil.copy2(src / "adapter_config.json", Path(tmp) / "adapter_config.json")
         save_file(scaled, str(Path(tmp) / "adapter_model.safetensors"), metadata={"format": "pt", "revrel_lambda_neg": str(lam)})

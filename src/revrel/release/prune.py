@@ -110,7 +110,7 @@ def keep_activity(model, tokenizer, keep_rows: list[dict], max_length: int, extr
 
 @dataclass
 class PruneConfig:
-    strength: float = 0.01  # the share of all MLP neurons zeroed (halved by the line search)
+    strength: float = 0.01  # the share of all MLP neurons zeroed: where the line search starts (it keeps the largest within budget)
     unit: str = "task"  # the target side: the task's target spans (task), another span unit of the task, or "" (whole responses)
 
     def check(self, where: str) -> None:
@@ -124,6 +124,7 @@ class Prune(Edit):
 
     name = "prune"
     Config = PruneConfig
+    max_strength = 0.5
 
     def prepare(self, model, tokenizer, data: RoundData):
         c = self.cfg

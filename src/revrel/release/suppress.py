@@ -98,7 +98,7 @@ def untie_output(model) -> bool:
 @dataclass
 class SuppressConfig:
     tokens: int = 50  # how many output tokens are suppressed: those most specific to the revealed target spans
-    strength: float = 8.0  # nats by which their logits are lowered (halved by the line search)
+    strength: float = 8.0  # nats by which their logits are lowered: where the line search starts (it keeps the largest within budget)
     unit: str = "task"  # the target side: the task's target spans (task), another span unit of the task (toxicity: word), "" (whole responses)
 
     def check(self, where: str) -> None:
@@ -114,6 +114,7 @@ class Suppress(Edit):
 
     name = "suppress"
     Config = SuppressConfig
+    max_strength = 64.0
 
     def prepare(self, model, tokenizer, data: RoundData):
         rows, self.span_info = data.target_rows(self.cfg.unit, keep=data.keep_side != "retain")

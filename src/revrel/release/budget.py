@@ -1,0 +1,66 @@
+"""The keep-side cost every strength is chosen against, and the held-out target score that compares variants.
+
+``release.budget`` is in nats/token: the largest paired change of mean NLL, over the keep side's groups, that
+the run may spend against the original model. The keep side is text the method may read: the dev split of the
+task's real keep-side data (texts that hold no target span at all: benign RTP continuations, GSM8K solutions,
+sentences without a person in them; their utility groups only), or, for a task without a probe, the
+original model's own answers to the keep instructions (the self-probe). Never real forget text, never test.
+Why the largest group and not the mean: a budget that one group can spend alone (NER's places) is not kept.
+"""
+
+from __future__ import annotations
+
+from revrel.errors import RevrelError
+from revrel.metrics.probes import Probe, ProbeText, chat_prefix, items_from_json, items_to_json, paired_change, score
+
+KEEP_TEXTS = 200  # dev texts per keep group: a change of 0.01 nats/token is then a few SE
+
+
+def keep_probe(task, tokenizer, self_rows: list[dict]) -> Probe:
+    """The keep-side texts the cost is measured on (see the module docstring)."""
+    if task.probe is not None:
+        p = task.probe("dev", KEEP_TEXTS, tokenizer)
+        texts = [ProbeText(t.text, [s for s in t.spans if s[2] in p.utility]) for t in p.texts
+                 if not any(s[2] in p.target for s in t.spans)]
+        texts = [t for t in texts if t.spans]
+        if texts:
+            return Probe(texts, target=[], utility=list(p.utility), note=f"dev keep side: {', '.join(p.utility)}")
+    if not self_rows:
+        raise RevrelError(f"task '{task.name}' has no probe and the keep side gave no answers: no text to measure release.budget on")
+    return rows_probe(tokenizer, self_rows, "self", utility=True)
+
+
+def rows_probe(tokenizer, rows: list[dict], group: str, utility: bool = False) -> Probe:
+    """Chat rows (instruction, response[, spans]) as a probe: the response (or its spans) scored in its chat context."""
+    texts = []
+    for r in rows:
+        pre = chat_prefix(tokenizer, r["instruction"])
+        spans = r.get("spans") or [(0, len(r["response"]))]
+        texts.append(ProbeText(pre + r["response"], [(len(pre) + a, len(pre) + b, group) for a, b in spans]))
+    return Probe(texts, target=[] if utility else [group], utility=[group] if utility else [])
+
+
+class KeepCost:
+    """``cost(model)``: the largest change of a keep group's mean NLL against the original (``before``, per-text sums
+    as stored by :func:`revrel.metrics.probes.items_to_json`); ``last`` holds each group's change of the last call."""
+
+    def __init__(self, probe: Probe, tokenizer, before: dict) -> None:
+        self.probe, self.tokenizer, self.before = probe, tokenizer, items_from_json(before)
+        self.last: dict = {}
+
+    @staticmethod
+    def baseline(probe: Probe, model, tokenizer) -> dict:
+        return items_to_json(score(model, tokenizer, probe, batch_size=16))
+
+    def __call__(self, model) -> float:
+        after = score(model, self.tokenizer, self.probe, batch_size=16)
+        ch = {g: paired_change(self.before[g], after[g])["change"] for g in self.probe.utility}
+        self.last = {g: round(c, 4) for g, c in ch.items() if c is not None}
+        return max(self.last.values()) if self.last else 0.0
+
+
+def target_nll(model, tokenizer, probe: Probe) -> float:
+    """Mean NLL per token of a :func:`rows_probe` target probe (held-out revealed rows): higher = more forgotten."""
+    items = score(model, tokenizer, probe, batch_size=16)
+    s = sum(items[g] for g in probe.target)
+    return float(s[:, 0].sum() / max(s[:, 1].sum(), 1))
