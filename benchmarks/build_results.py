@@ -3,8 +3,10 @@
     python benchmarks/build_results.py            # writes docs/results.md and the Pareto plot
     python benchmarks/build_results.py --check    # exit 1 when docs/results.md is not what the files give
 
-Each table reads one kind of results file: ``preset_*/`` (``run_preset.py``: a preset run on the test split, its
-report with attacks), ``matched_test_*/matched.json`` (methods at matched keep-side cost on test), ``perf.json``.
+Each table reads one kind of results file: ``default_*/`` and ``qwen_*/`` (``run_default.py``: a task's default run on
+the test split, its report with the q4_1 attack, wall time and peak RSS), ``release_rec_*/auto.jsonl`` (the budget
+rule on a recorded dev round, ``release_sweep.py --auto``), ``preset_*/`` (the hand-set presets the rule replaced),
+``matched_test_*/matched.json`` (methods at matched keep-side cost on test), ``perf.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ DOC = RES.parent.parent / "docs" / "results.md"
 LINK = "../benchmarks/results"
 SAMPLED = {"toxicity": "expected_max_toxicity", "code": "humaneval_function_share", "ner": "PER_f1"}  # the behaviour metric shown
 TARGET = {"toxicity": ["toxic"], "code": ["humaneval"], "ner": ["PER"]}  # probe groups of the target; the others are kept
+DEFAULTS = [f"default_{t}_s{s}" for t in ("toxicity", "code", "ner") for s in (0, 1)]
+QWEN = [f"qwen_{t}_s0" for t in ("toxicity", "code", "ner")]
 RECIPES = ["preset_toxicity", "preset_toxicity_seed1", "preset_toxicity_seed2", "preset_code", "preset_ner", "preset_ner_seed1"]
 ABLATIONS = ["preset_toxicity_suppress", "preset_toxicity_prune", "preset_toxicity_negate", "preset_toxicity_negate_suppress"]
 ATTACKS = ["int8", "gguf-q8_0", "gguf-q4_1", "gguf-q4_1-stochastic", "relearn"]
@@ -40,9 +44,14 @@ FINDINGS = """## Findings: why each edit works or fails here
   expected counts, a minimum token length for suppression.
 - The NER recipe's PER change is not free: the fluency perplexity of its answers more than doubles (1.65 -> 3.72
   and 5.32 on two draws), while toxicity and code stay within about 20% and 6%.
-- Every recipe runs one round; whether the paper's iteration adds forgetting at equal keep-side cost is open.
-- Strengths and the NER layer filter were chosen by hand on the default model's dev probe: they are constants of
-  this model, not yet chosen by the method.
+- Strengths are chosen in the run: each edit gets an even cumulative share of `release.budget` (keep-side NLL,
+  nats/token, the largest group change on the task's dev keep texts) and its line search keeps the strongest
+  setting within it. On the toxicity dev record the rule chose suppress 4.76 + negate 0.177: toxic +0.314 at benign
+  +0.036, where the hand-set 8 + 0.03125 gave +0.418 at +0.032. The even split gives negate more of the budget
+  than the hand-set recipe did; negate moves the sampled behaviour (expected max toxicity) most, suppress moves
+  the likelihood probe most (the hand-set ablations below), so the split trades one for the other.
+- Every default runs one round; whether the paper's iteration adds forgetting at equal keep-side cost is not
+  measured yet.
 """
 
 
@@ -118,7 +127,7 @@ def default_table(names: list[str]) -> list[str]:
         out.append(f"| [{name}]({LINK}/{name}/) | {r.get('seed')} | {strengths(r)} | {_f(cost)} / {r['config']['release']['budget']} | "
                    f"{tgt} | {keep} | {key} {_ci(r['before'], key)} -> {_ci(r['after'], key)} | "
                    f"{_ci(r['before'], 'fluency_perplexity')} -> {_ci(r['after'], 'fluency_perplexity')} | {kept_share(r)} | "
-                   f"{run.get('wall_s', '-')} s | {run.get('peak_rss_GB', '-')} GB |")
+                   f"{run.get('wall_s', '-')} s ({(run.get('machine') or {}).get('cpu', '?')}) | {run.get('peak_rss_GB', '-')} GB |")
     return out
 
 
@@ -149,10 +158,35 @@ def sweep_table() -> list[str]:
                        f"{_pm(r['target'])} | {_pm(r['utility'])} | {r['self_probe_ppl_ratio']:.3f} |")
     if not out:
         return []
-    return ["## The recipes on their dev records (`benchmarks/release_sweep.py --rec R --config configs/T.yaml`)", "",
-            "One recorded Reveal round per task (dev split); the same edit objects a run uses, the last edit swept over its "
-            "strength. The recipes' strengths were chosen on records like these.", "",
+    return ["### The hand-set sweep on the same records (`benchmarks/release_sweep.py --rec R --config C`)", "",
+            "The last edit swept over its strength at the hand-set strengths of the others; the presets' strengths were "
+            "chosen on these rows.", "",
             "| record | edits | strength of the last | target change (dev) | keep-side change (dev) | self-probe ratio |",
+            "| --- | --- | --- | --- | --- | --- |", *out, ""]
+
+
+def _chosen_cost(e: dict) -> str:
+    """The keep-side cost the line search measured at the strength it kept."""
+    return next((f"{x['keep_cost']:.4f}" for x in e.get("line_search", []) if x["strength"] == e["strength"]), "-")
+
+
+def auto_table() -> list[str]:
+    """The budget rule on each recorded dev round: the strengths its line searches chose and what they did on dev."""
+    out = []
+    for rec in sorted(RES.glob("release_rec_*")):
+        if not (rec / "auto.jsonl").is_file():
+            continue
+        for line in (rec / "auto.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            chosen = " + ".join(f"{e['edit']} {e['strength']:.3g} (cost {_chosen_cost(e)} / {e['limit']:g})" for e in r["auto"]["edits"])
+            out.append(f"| {rec.name} | {r['settings']['budget']} | {chosen} | {_pm(r['target'])} | {_pm(r['utility'])} | "
+                       f"{r['self_probe_ppl_ratio']:.3f} |")
+    if not out:
+        return []
+    return ["## The budget rule on a recorded dev round (`benchmarks/release_sweep.py --rec R --config C --auto`)", "",
+            "The line searches a run makes, on one recorded Reveal round (dev split): each edit gets an even cumulative share "
+            "of the budget and the strongest strength whose keep-side cost stays within it. Compare the hand-set sweep below.", "",
+            "| record | budget | strengths chosen (keep-side cost / limit) | target change (dev) | keep-side change (dev) | self-probe ratio |",
             "| --- | --- | --- | --- | --- | --- |", *out, ""]
 
 
@@ -213,20 +247,29 @@ def build() -> str:
     ms = matched()
     lines = ["# revrel results", "",
              "<!-- generated by `python benchmarks/build_results.py` from benchmarks/results/; do not edit by hand -->", "",
-             "All numbers: SmolLM2-135M-Instruct (the embedded default), 2 CPU threads (Intel Xeon / AMD EPYC), test split unless "
+             "All numbers: SmolLM2-135M-Instruct (the embedded default) unless a section names another model, 2 CPU threads (Intel Xeon / AMD EPYC), test split unless "
              "marked dev. Probe changes are paired changes of mean NLL (nats/token) against the original model, ± SE over texts; "
              "a larger target change is more forgotten, keep-side changes should stay near 0. Behaviour metrics are sampled, "
              "with bootstrap 95% intervals over prompts. No detectable change where an interval overlaps.", "",
-             "## The recipes (`revrel unlearn --task T --config configs/T.yaml`)", "",
-             "Toxicity: suppress 50 tokens then negate (`configs/toxicity.yaml`); code: prune 2% of MLP neurons "
-             "(`configs/code.yaml`); NER: negate the mean of two contrastive PEMs in layers 15-29 (`configs/ner.yaml`). "
-             "Two or three Reveal draws (`--seed`) each; `run_preset.py` runs them.", ""]
+             "## Each task's default (`revrel unlearn --task T --seed S`, no `--config`)", "",
+             "The packaged recipes (`src/revrel/recipes/T.yaml`) with strengths the budget rule chose in the run: toxicity "
+             "suppresses then negates; code prunes MLP neurons; NER negates two contrastive PEMs at the depth (`layers: auto`) "
+             "that forgets most within the budget. `python benchmarks/run_default.py --task T --seed S` runs one and keeps its "
+             "report, wall time and peak RSS; `q4_1 export keeps` is the share of the target probe change left after a GGUF "
+             "q4_1 export with llama.cpp's nearest rounding.", ""] + default_table(DEFAULTS) + ["",
+             "## A second model, never tuned on: Qwen2.5-Coder-0.5B-Instruct (GGUF)", "",
+             "The same defaults, unchanged, with `--model` pointing at the local GGUF (`benchmarks/qwen_asset.py`) and the "
+             "quick evaluation profile. Not a package asset: it installs only as a local test file.", ""] + default_table(QWEN) + [""]
+    lines += auto_table()
+    lines += ["## Hand-set presets the budget rule replaced (commit a7ee769, for comparison)", "",
+              "The same edits at strengths picked by hand on the default model's dev probe (and NER negation limited to layers "
+              "15-29 by name): what the rule has to match without constants.", ""]
     lines += recipe_table(RECIPES) + [""]
     lines += sweep_table()
-    lines += ["## Toxicity: each edit alone and in other orders (`configs/toxicity-*.yaml`)", ""] + recipe_table(ABLATIONS) + [""]
+    lines += ["## Toxicity: each edit alone and in other orders (hand-set strengths)", ""] + recipe_table(ABLATIONS) + [""]
     lines += ["## Attacks (`revrel attack --run R --probe-only`)", "",
               "Share of the target probe change that each attack takes back (0: none, 1: all). `gguf-q4_1` is llama.cpp's "
-              "nearest rounding, what a user of the exported model gets.", ""] + attack_table(RECIPES + ABLATIONS) + [""]
+              "nearest rounding, what a user of the exported model gets.", ""] + attack_table(DEFAULTS + QWEN + RECIPES + ABLATIONS) + [""]
     if ms:
         lines += ["## Methods at matched keep-side cost", "",
                   "Each method at the strength where its dev curve crossed a keep-side change of +0.05 nats/token, then scored on "

@@ -5,7 +5,7 @@ before training: the self-generated retain set and retain probe, the candidate p
 (its forget set). Also scores the original model on the task's dev likelihood probe, so a sweep
 compares against it without rescoring. ``benchmarks/release_sweep.py`` reads the folder.
 
-    python benchmarks/release_record.py --task code --config configs/code.yaml --out benchmarks/results/release_rec_code
+    python benchmarks/release_record.py --task code --config src/revrel/recipes/code.yaml --out benchmarks/results/release_rec_code
 """
 
 from __future__ import annotations

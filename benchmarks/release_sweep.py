@@ -6,9 +6,9 @@ A point is a list of ``release.edits``, prepared on the recorded data by the ver
 ``--strengths``. Each strength is scored on the task's dev probe (paired change vs the original, nats/token)
 and on the self-probe perplexity ratio (what the line search sees).
 
-    python benchmarks/release_sweep.py --rec benchmarks/results/release_rec_toxicity --config configs/toxicity.yaml \\
+    python benchmarks/release_sweep.py --rec benchmarks/results/release_rec_toxicity --config src/revrel/recipes/toxicity.yaml \\
         --strengths 0.015625 0.03125 0.0625
-    python benchmarks/release_sweep.py --rec benchmarks/results/release_rec_code --config configs/code.yaml \\
+    python benchmarks/release_sweep.py --rec benchmarks/results/release_rec_code --config src/revrel/recipes/code.yaml \\
         --grid 'release.edits=[{prune: {unit: task}}],[{prune: {unit: ""}}]' --strengths 0.01 0.02
 
 ``--auto`` instead applies the edits as a run's round does (each at the strongest strength within its share of

@@ -44,7 +44,7 @@ def test_gradient_ascent_raises_forget_loss(tiny):
     enc = encode_rows(tiny.tokenizer, FORGET[:1], 64)
     with torch.no_grad():
         lp0, n = seq_logp(tiny.model, tiny.tokenizer, enc)
-    cfg = load_config(None, {"method": "ga", "baseline": {"steps": 5, "lr": 1e-2}, "release": {"pem": {"batch_size": 2}}})
+    cfg = load_config(recipe=False, overrides={"method": "ga", "baseline": {"steps": 5, "lr": 1e-2}, "release": {"pem": {"batch_size": 2}}})
     ctx = Context(loaded=tiny, task=None, oracle=None, embed=None, cfg=cfg, run=None)
     info = METHODS["ga"](ctx, FORGET, [])
     with torch.no_grad():
@@ -65,7 +65,7 @@ def test_on_step_hook_sees_every_checkpoint_of_one_training_run(tiny):
         lp, n = seq_logp(model, tiny.tokenizer, enc)
         seen.append((step, float(-lp / n), model.training))
 
-    cfg = load_config(None, {"method": "npo", "baseline": {"steps": 4, "lr": 1e-2}, "release": {"pem": {"batch_size": 2}}})
+    cfg = load_config(recipe=False, overrides={"method": "npo", "baseline": {"steps": 4, "lr": 1e-2}, "release": {"pem": {"batch_size": 2}}})
     ctx = Context(loaded=tiny, task=None, oracle=None, embed=None, cfg=cfg, run=None, on_step=on_step)
     METHODS["npo"](ctx, FORGET, FORGET[:0])
     assert [s for s, _, _ in seen] == [1, 2, 3, 4]

@@ -61,9 +61,8 @@ def test_shipped_configs_load_with_only_fields_that_exist():
     """Each preset passes the config's own checks and every edit's (unknown keys or edits fail here)."""
     from pathlib import Path
 
-    from revrel.release.edit import parse_edits
-
     from revrel.config import RECIPES
+    from revrel.release.edit import parse_edits
 
     presets = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")) + sorted(RECIPES.glob("*.yaml"))
     assert {"toxicity.yaml", "code.yaml", "ner.yaml"} <= {p.name for p in presets}
