@@ -20,6 +20,10 @@ log = logging.getLogger("revrel")
 
 def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("--task", help="toxicity (see `revrel tasks`)")
+    p.add_argument("--target", metavar="NAME", help='forget what you name, e.g. "William Shakespeare" (sets --task target)')
+    p.add_argument("--about", help='with --target: a few words that say which one, e.g. "English playwright"')
+    p.add_argument("--keep", help='with --target: neighbours to keep, comma-separated, e.g. "Charles Dickens, Jane Austen"')
+    p.add_argument("--eval-file", help="with --target: your own texts about it (JSONL rows: text, or question + answer), also scored")
     p.add_argument("--model", help="smollm2-135m-instruct (embedded default), a model folder, a .gguf file or a hub id")
     p.add_argument("--out", required=out_required, help="output folder")
     p.add_argument("--config", help="YAML file with settings (default: the task's packaged recipe; alternatives in configs/)")
@@ -90,6 +94,14 @@ def _config(args):
         over.setdefault("release", {})["rounds"] = args.rounds
     if getattr(args, "budget", None) is not None:
         over.setdefault("release", {})["budget"] = args.budget
+    if getattr(args, "target", None):
+        over["task"] = "target"
+        over.setdefault("target", {})["name"] = args.target
+    for key, value in (("about", getattr(args, "about", None)), ("keep", getattr(args, "keep", None)), ("eval_file", getattr(args, "eval_file", None))):
+        if value:
+            if over.get("task") != "target":
+                raise RevrelError(f"--{key.replace('_', '-')} goes with --target NAME")
+            over.setdefault("target", {})[key] = value
     return load_config(args.config, over)
 
 
@@ -150,9 +162,11 @@ def cmd_reveal(args) -> int:
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise RevrelError(f"output folder {out} already exists; pass --overwrite to replace it")
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, cfg.target)
     oracle = task.oracle(cfg.reveal.oracle)
     loaded = load_model(cfg.model, dtype=cfg.dtype, trust_pickle=args.trust_pickle)
+    if task.prepare is not None:
+        task.prepare(loaded, out, cfg.seed)
     from revrel.models.loading import inference_view
 
     res = reveal(inference_view(loaded.model, cfg.gen_dtype), loaded.tokenizer, task, oracle, make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer), cfg.reveal, seed=cfg.seed)
@@ -184,10 +198,14 @@ def cmd_eval(args) -> int:
 
     t0 = time.time()
     cfg = _config(args)
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, cfg.target)
     oracle = task.oracle(cfg.reveal.oracle)
     run = _run_folder(cfg.model)
     loaded = load_run_model(run) if run else load_model(cfg.model, dtype=cfg.dtype, trust_pickle=args.trust_pickle)
+    if task.prepare is not None:  # a run's cached profile; for a plain model, built from it (in --out, else a temp folder)
+        import tempfile
+
+        task.prepare(loaded, run or Path(args.out or tempfile.mkdtemp(prefix="revrel-target-")), cfg.seed)
     before, reference = None, None
     ref_spec = args.reference
     if run and not ref_spec:
@@ -277,7 +295,7 @@ def cmd_tasks(args) -> int:
     from revrel.tasks import TASKS, get_task
 
     for name in sorted(TASKS):
-        t = get_task(name)
+        t = get_task(name)  # the target task without a name: its description only
         print(f"{name:10s} {t.description}  (oracles: {', '.join(t.oracles)}; default {t.default_oracle})")
     return 0
 

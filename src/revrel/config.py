@@ -137,6 +137,17 @@ class EvalConfig:
 
 
 @dataclass
+class TargetConfig:
+    """``task: target``: what to forget, given by name (``revrel.tasks.target``); everything else comes from the model."""
+
+    name: str = ""  # e.g. "William Shakespeare"
+    about: str = ""  # a few words that disambiguate it, e.g. "English playwright"
+    keep: list[str] = field(default_factory=list)  # neighbours to keep besides those the model names
+    eval_file: str = ""  # your own texts about the target (JSONL: text, or question + answer), a second target probe group
+    n_neighbours: int = 4  # neighbours in all (the keep list first, then those the model names)
+
+
+@dataclass
 class RunConfig:
     task: str = "toxicity"
     model: str = "smollm2-135m-instruct"
@@ -150,6 +161,7 @@ class RunConfig:
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -186,6 +198,10 @@ class RunConfig:
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
         _check(bool(e.profile), "eval.profile must name a profile (quick or full)")
         _check(e.probes or not e.probe_rounds, "eval.probe_rounds needs eval.probes=true (it scores the likelihood probe after each round)")
+        t = self.target
+        _check(self.task != "target" or bool(t.name.strip()), "the target task needs a name: --target \"William Shakespeare\"")
+        _check(not t.eval_file or Path(t.eval_file).is_file(), f"target.eval_file {t.eval_file} does not exist; check --eval-file")
+        _check(0 <= t.n_neighbours <= 32, "target.n_neighbours must be in [0, 32]")
         _check(0.0 < s.budget <= 10.0, "release.budget is a keep-side NLL change in nats/token and must be in (0, 10]")
         limits = {
             "reveal.forget_samples": (r.forget_samples, 0, 10_000), "reveal.n_paraphrases": (r.n_paraphrases, 0, 100), "reveal.n_soft": (r.n_soft, 0, 10_000),

@@ -87,7 +87,7 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
     saved_cfg = run.root / "config.yaml"
     if resume and saved_cfg.is_file():
         cfg = load_config(saved_cfg)  # a resumed run continues under the config it started with
-    task = get_task(cfg.task)  # validate cheap things before touching the disk
+    task = get_task(cfg.task, cfg.target)  # validate cheap things before touching the disk
     if cfg.method == "revrel":
         from revrel.release.edit import parse_edits
 
@@ -96,6 +96,8 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
     atomic_write_text(saved_cfg, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     oracle = task.oracle(cfg.reveal.oracle)
     loaded = loaded or load_model(cfg.model, dtype=cfg.dtype, trust_pickle=trust_pickle)
+    if task.prepare is not None:  # from the original weights (or the run folder's cache), before a resumed state is loaded
+        task.prepare(loaded, run.root, cfg.seed)
     if progress.get("state"):
         run.load_state(loaded.model, progress["state"])
     embed = make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer)

@@ -133,10 +133,12 @@ def attack_run(run_dir: str, *, relearn_steps: int = 8, relearn_lr: float = 2e-5
 
     report = load_run_report(run_dir)
     cfg = load_config(Path(run_dir) / "config.yaml")
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, cfg.target)
     oracle = task.oracle(cfg.reveal.oracle)
     fkey = task.headline[0]
     base = load_run_model(run_dir, dtype=cfg.dtype)
+    if task.prepare is not None:  # the run's cached profile (target task)
+        task.prepare(base, run_dir, cfg.seed)
     before, after = report["before"].get(fkey), report["after"].get(fkey)
     examples = task.real_forget(2) if task.real_forget else []
     shots = "".join(f"Example:\n{e['response']}\n\n" for e in examples)

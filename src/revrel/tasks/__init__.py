@@ -7,7 +7,8 @@ from collections.abc import Callable
 from revrel.errors import RevrelError
 from revrel.tasks.base import Oracle, Task
 
-TASKS: dict[str, Callable[[], Task]] = {}
+TASKS: dict[str, Callable[..., Task]] = {}
+PARAMETRISED = {"target"}  # tasks whose factory takes the run's spec
 
 
 def register(name: str):
@@ -30,14 +31,15 @@ def load_plugins() -> None:
             raise RevrelError(f"REVREL_PLUGINS names '{mod}', which cannot be imported: {exc}") from exc
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, spec=None) -> Task:
+    """A task by name; ``spec`` is what a parametrised task is built from (the target task: ``RunConfig.target``)."""
     if name not in TASKS:
         load_plugins()
     if name not in TASKS:
         raise RevrelError(f"unknown task '{name}'; choose one of {', '.join(sorted(TASKS))}")
-    return TASKS[name]()
+    return TASKS[name](spec) if spec is not None and name in PARAMETRISED else TASKS[name]()
 
 
-from revrel.tasks import code, ner, toxicity  # noqa: E402,F401  (each registers itself)
+from revrel.tasks import code, ner, target, toxicity  # noqa: E402,F401  (each registers itself)
 
 __all__ = ["TASKS", "Oracle", "Task", "get_task", "register"]

@@ -98,6 +98,9 @@ class Task:
     span_units: dict[str, tuple[Callable, Callable | None]] = field(default_factory=dict)
     # eval profile name -> EvalConfig values (quick: the README run's sizes; full: the protocol sizes)
     profiles: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PROFILES.items()})
+    # (loaded original model, run folder, seed) -> None: what a task derives from the model before anything is measured
+    # (the target task's description, neighbours and probe answers), cached in the run folder
+    prepare: Callable[..., None] | None = None
 
     def eval_config(self, cfg):
         """``cfg`` (an EvalConfig) with every size left at 0 filled from its profile."""
