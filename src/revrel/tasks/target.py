@@ -145,11 +145,10 @@ def build_profile(model, tokenizer, spec: TargetSpec, seed: int = 0) -> dict:
     desc = _sample(model, tokenizer, [f"Who or what is {ref}? Describe it in two sentences."], seed, 80, 0.0, "target: describe")[0]
     alias_txt = _sample(model, tokenizer, [f"What other names, nicknames or titles is {ref} known by? List them, separated by commas."] * 4,
                         seed + 1, 32, desc="target: aliases")
-    kind = spec.about or "people, works or things in the same field as"
-    neigh_txt = _sample(model, tokenizer, [f"Name five other well-known {kind} {name if not spec.about else ''}. Answer with the names only, "
-                                           "separated by commas.".replace("  ", " ")] * 6, seed + 2, 48, desc="target: neighbours")
+    kind = f" ({spec.about})" if spec.about else ""
+    ask = f"Besides {name}, name five other famous people or works of the same kind{kind}. Answer with the names only, separated by commas."
+    neigh_txt = _sample(model, tokenizer, [ask] * 6, seed + 2, 48, desc="target: neighbours")
     keep = [k.strip() for k in spec.keep if k.strip()]
-    own_pat = alias_pattern(own)
     aliases = own + [a for a in recurring(alias_txt, re.compile(r"(?!x)x"), 2, 4)
                      if not any(alias_pattern(words_of(k) or [k]).search(a) for k in keep) and len(a.split()) <= 4]
     found = recurring(neigh_txt, alias_pattern(aliases), 2, spec.n_neighbours)
