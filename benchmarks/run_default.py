@@ -3,6 +3,7 @@
     python benchmarks/run_default.py --task toxicity --seed 0              # runs/default_toxicity_s0 -> benchmarks/results/
     python benchmarks/run_default.py --task code --model "$REVREL_QWEN_GGUF" --name qwen_code_s0 --set eval.profile=quick
     python benchmarks/run_default.py --task ner --resume                   # continue an interrupted run
+    python benchmarks/run_default.py --target "William Shakespeare" --keep "Charles Dickens, Jane Austen, Mark Twain"
 
 Runs ``revrel unlearn --task T --out runs/NAME -q`` under GNU time (wall time, peak RSS), then
 ``revrel attack --run runs/NAME --attacks gguf-q4_1 --probe-only`` (the share of the target change a q4_1 GGUF
@@ -41,7 +42,10 @@ def timed_run(cmd: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", required=True)
+    ap.add_argument("--task", help="a built-in task (or --target)")
+    ap.add_argument("--target", help='the target mode: "William Shakespeare"')
+    ap.add_argument("--about")
+    ap.add_argument("--keep")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", help="default: the embedded default")
     ap.add_argument("--set", action="append", default=[])
@@ -49,17 +53,23 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--no-attack", action="store_true")
     args = ap.parse_args()
-    name = args.name or f"default_{args.task}_s{args.seed}"
+    if not (args.task or args.target):
+        ap.error("give --task or --target")
+    slug = re.sub(r"\W+", "_", args.target or "").strip("_").lower()
+    name = args.name or (f"target_{slug}_s{args.seed}" if args.target else f"default_{args.task}_s{args.seed}")
     run_dir, keep = ROOT / "runs" / name, ROOT / "benchmarks" / "results" / name
     revrel = shutil.which("revrel") or str(Path(sys.executable).with_name("revrel"))
-    cmd = [revrel, "unlearn", "--task", args.task, "--seed", str(args.seed), "--out", str(run_dir), "-q",
+    what = ["--target", args.target] + (["--about", args.about] if args.about else []) + (["--keep", args.keep] if args.keep else []) \
+        if args.target else ["--task", args.task]
+    cmd = [revrel, "unlearn", *what, "--seed", str(args.seed), "--out", str(run_dir), "-q",
            "--resume" if args.resume else "--overwrite"] + (["--model", args.model] if args.model else [])
     for kv in args.set:
         cmd += ["--set", kv]
     timing = timed_run(cmd)
     keep.mkdir(parents=True, exist_ok=True)
-    for f in ("report.json", "config.yaml"):
-        shutil.copy2(run_dir / f, keep / f)
+    for f in ("report.json", "config.yaml", "target/profile.json"):
+        if (run_dir / f).is_file():
+            shutil.copy2(run_dir / f, keep / Path(f).name)
     (keep / "summary.txt").write_text(timing.pop("stdout"))
     info = dict(timing, command=" ".join(["revrel", *cmd[1:]]).replace(str(ROOT) + "/", ""), machine=machine())
     if not args.no_attack:

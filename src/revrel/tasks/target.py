@@ -83,11 +83,11 @@ def words_of(name: str) -> list[str]:
 
 
 def alias_pattern(aliases: Sequence[str]) -> re.Pattern:
-    """One regex matching any alias as a whole word, case-insensitively (possessives included)."""
+    """One regex matching any alias as a whole word, case as written (Potter, not potter; possessives included)."""
     alts = sorted({a.strip() for a in aliases if a.strip()}, key=len, reverse=True)
     if not alts:
         return re.compile(r"(?!x)x")
-    return re.compile(r"(?<![\w])(?:" + "|".join(re.escape(a) for a in alts) + r")(?![\w])", re.I)
+    return re.compile(r"(?<![\w])(?:" + "|".join(re.escape(a) for a in alts) + r")(?![\w])")
 
 
 def candidate_names(text: str) -> list[str]:
