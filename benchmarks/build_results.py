@@ -131,6 +131,50 @@ def default_table(names: list[str]) -> list[str]:
     return out
 
 
+def target_names() -> list[str]:
+    """The target-mode runs (``run_default.py --target``): test runs, then dev runs."""
+    return sorted(d.name for d in RES.glob("target_*") if d.is_dir()) + sorted(d.name for d in RES.glob("dev_target_*") if d.is_dir())
+
+
+def target_table(names: list[str]) -> list[str]:
+    """One row per named target: the share of answers that name it (and its neighbours), the likelihood of the original's
+    own answers (the target's names and the rest apart), generic text, fluency, export, time."""
+    out = ["| run | split | neighbours kept | strengths chosen | keep cost / budget | answers naming the target | answers naming a neighbour | "
+           "target answers: rest / names | neighbours | generic | fluency ppl | q4_1 keeps | wall | peak RSS |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in names:
+        got = _run(name)
+        if got is None:
+            continue
+        r, run = got
+        ch = r["after"]["probes"]["change"]["groups"]
+        prof = json.loads((RES / name / "profile.json").read_text()) if (RES / name / "profile.json").is_file() else {}
+        cost = next((e.get("keep_cost") for e in reversed(r.get("rounds", [])) if e.get("keep_cost") is not None), None)
+        rest = ch.get("target_rest") or ch.get("target")
+        out.append(f"| [{name}]({LINK}/{name}/) | {r['after']['eval']['split']} | {', '.join(prof.get('neighbours', []))} | {strengths(r)} | "
+                   f"{_f(cost)} / {r['config']['release']['budget']} | {_ci(r['before'], 'target_named_share')} -> {_ci(r['after'], 'target_named_share')} | "
+                   f"{_ci(r['before'], 'neighbours_named_share')} -> {_ci(r['after'], 'neighbours_named_share')} | {_pm(rest)} / {_pm(ch.get('target_names'))} | "
+                   f"{_pm(ch.get('neighbours'))} | {_pm(ch.get('generic'))} | {_ci(r['before'], 'fluency_perplexity')} -> "
+                   f"{_ci(r['after'], 'fluency_perplexity')} | {kept_share(r)} | {run.get('wall_s', '-')} s | {run.get('peak_rss_GB', '-')} GB |")
+    return out
+
+
+def target_examples(names: list[str]) -> list[str]:
+    """The first two held-out questions about each target: the original's answer and the unlearned model's."""
+    out = []
+    for name in names:
+        got = _run(name)
+        if got is None or name.startswith("dev_"):
+            continue
+        r, _ = got
+        out += [f"**{r['config']['target']['name']}** ([{name}]({LINK}/{name}/))", ""]
+        for b, a in list(zip(r["before"].get("examples", []), r["after"].get("examples", [])))[:2]:
+            clip = lambda t: " ".join(t.split())[:300].replace("|", "/")  # noqa: E731
+            out += [f"- *{b['question']}*", f"  - before: {clip(b['answer'])}", f"  - after: {clip(a['answer'])}"]
+        out.append("")
+    return out
+
+
 def attack_table(names: list[str]) -> list[str]:
     out = ["| run | target change | " + " | ".join(ATTACKS) + " |", "| --- | --- |" + " --- |" * len(ATTACKS)]
     for name in names:
@@ -260,6 +304,12 @@ def build() -> str:
              "## A second model, never tuned on: Qwen2.5-Coder-0.5B-Instruct (GGUF)", "",
              "The same defaults, unchanged, with `--model` pointing at the local GGUF (`benchmarks/qwen_asset.py`) and the "
              "quick evaluation profile. Not a package asset: it installs only as a local test file.", ""] + default_table(QWEN) + [""]
+    lines += ["## Forget what you name (`revrel unlearn --target NAME --about A --keep B`)", "",
+              "Neighbours in `--keep` were chosen before any run; the model may add one more. Shares are of sampled answers to "
+              "held-out questions (4 per question) that name the entity asked about; the probes are the original model's own "
+              "answers to held-out questions, its answers about the target split into the target's names and the rest (what it "
+              "says about it). `python benchmarks/run_default.py --target NAME --about A --keep B` runs one.", ""]
+    lines += target_table(target_names()) + [""] + target_examples(target_names())
     lines += auto_table()
     lines += ["## Hand-set presets the budget rule replaced (commit a7ee769, for comparison)", "",
               "The same edits at strengths picked by hand on the default model's dev probe (and NER negation limited to layers "

@@ -66,8 +66,8 @@ def test_shipped_configs_load_with_only_fields_that_exist():
 
     presets = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")) + sorted(RECIPES.glob("*.yaml"))
     assert {"toxicity.yaml", "code.yaml", "ner.yaml"} <= {p.name for p in presets}
-    for p in presets:
-        assert parse_edits(load_config(p).release.edits)
+    for p in presets:  # the target recipe needs what only the user gives: the name
+        assert parse_edits(load_config(p, {"target": {"name": "Ada Lovelace"}} if p.stem == "target" else None).release.edits)
 
 
 def test_release_has_at_most_25_settable_fields():

@@ -87,7 +87,7 @@ def test_target_run_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
     for key in ("target_named_share", "neighbours_named_share", "fluency_perplexity"):
         assert key in report["after"], key
     change = report["after"]["probes"]["change"]
-    assert {"target", "user", "neighbours", "generic"} <= set(change["groups"])
+    assert {"target_rest", "target_names", "user", "neighbours", "generic"} <= set(change["groups"])
     assert [e["edit"] for e in report["rounds"][0]["edits"]] == ["suppress", "negate"]
     # a resumed or attacked run reads the same profile, not a new one
     mtime = (out / "target" / "profile.json").stat().st_mtime
@@ -100,3 +100,16 @@ def test_target_run_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
 def test_tasks_lists_the_target_mode(capsys):
     assert main(["tasks"]) == 0
     assert "target" in capsys.readouterr().out
+
+
+def test_probe_splits_the_target_answers_into_names_and_the_rest(tiny):
+    s = state()
+    s.spec.profile["answers_test"] = [
+        {"group": "target", "instruction": "Who?", "response": "Shakespeare wrote Hamlet; Shakespeare died in 1616."},
+        {"group": "neighbours", "instruction": "Who?", "response": "Dickens wrote novels."}]
+    probe = s.probe("test", 10, tiny.tokenizer)
+    assert probe.target == ["target_rest", "target_names"] and probe.utility == ["neighbours", "generic"]
+    t = probe.texts[0]
+    names = [t.text[a:b] for a, b, g in t.spans if g == "target_names"]
+    rest = "".join(t.text[a:b] for a, b, g in sorted(t.spans) if g == "target_rest")
+    assert names == ["Shakespeare", "Shakespeare"] and rest == " wrote Hamlet;  died in 1616."

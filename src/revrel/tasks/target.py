@@ -273,13 +273,24 @@ class TargetState:
     # -- evaluation ------------------------------------------------------------------------------------------------
     def probe(self, split: str, n: int, tokenizer, dataset: str = "") -> Probe:
         """The original's answers (split dev: to Reveal-template questions; test: held out) scored in chat form,
-        grouped target / neighbours / generic; on test, ``--eval-file`` rows are a second target group (user)."""
+        grouped target (its names, and the rest) / neighbours / generic; on test, ``--eval-file`` rows are one more
+        target group (user)."""
         prof = self.need()
+        pat = alias_pattern(prof["aliases"])
         texts = []
         for r in prof[f"answers_{split}"]:
-            head = chat_prefix(tokenizer, r["instruction"])
-            texts.append(ProbeText(head + r["response"], [(len(head), len(head) + len(r["response"]), r["group"])]))
-        target = ["target"]
+            head, resp = chat_prefix(tokenizer, r["instruction"]), r["response"]
+            if r["group"] != "target":
+                texts.append(ProbeText(head + resp, [(len(head), len(head) + len(resp), r["group"])]))
+                continue
+            # the target's answers in two groups: its names, and the rest (what the model says about it): a change of
+            # the rest is knowledge lost, not only a name the model no longer writes
+            names = [m.span() for m in pat.finditer(resp)]
+            cuts = [0, *[x for sp in names for x in sp], len(resp)]
+            spans = [(len(head) + a, len(head) + b, "target_names") for a, b in names]
+            spans += [(len(head) + a, len(head) + b, "target_rest") for a, b in zip(cuts[::2], cuts[1::2]) if b > a]
+            texts.append(ProbeText(head + resp, spans))
+        target = ["target_rest", "target_names"]
         if split == "test" and self.spec.eval_file:
             target.append("user")
             for r in read_jsonl(self.spec.eval_file):
