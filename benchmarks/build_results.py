@@ -109,6 +109,11 @@ def kept_share(r: dict) -> str:
     return "-" if not isinstance(a, dict) or a.get("probe_recovered") is None else f"{1 - a['probe_recovered']:.2f}"
 
 
+def last_keep_cost(r: dict) -> float | None:
+    """The keep-side cost of the last round that kept an edit."""
+    return next((e.get("keep_cost") for e in reversed(r.get("rounds", [])) if e.get("keep_cost") is not None), None)
+
+
 def default_table(names: list[str]) -> list[str]:
     """Each task's default (its packaged recipe), one row per run: what the budget chose and what it did on test."""
     out = ["| run | seed | strengths chosen | keep-side cost (dev) / budget | target probe change | keep-side probe changes | "
@@ -122,7 +127,7 @@ def default_table(names: list[str]) -> list[str]:
         task, ch = r["task"], r["after"]["probes"]["change"]["groups"]
         tgt = "; ".join(f"{g} {_pm(ch[g])}" for g in TARGET[task])
         keep = "; ".join(f"{g} {_pm(c)}" for g, c in ch.items() if g not in TARGET[task])
-        cost = next((e.get("keep_cost") for e in reversed(r.get("rounds", [])) if e.get("keep_cost") is not None), None)
+        cost = last_keep_cost(r)
         key = SAMPLED[task]
         out.append(f"| [{name}]({LINK}/{name}/) | {r.get('seed')} | {strengths(r)} | {_f(cost)} / {r['config']['release']['budget']} | "
                    f"{tgt} | {keep} | {key} {_ci(r['before'], key)} -> {_ci(r['after'], key)} | "
@@ -149,7 +154,7 @@ def target_table(names: list[str]) -> list[str]:
         r, run = got
         ch = r["after"]["probes"]["change"]["groups"]
         prof = json.loads((RES / name / "profile.json").read_text()) if (RES / name / "profile.json").is_file() else {}
-        cost = next((e.get("keep_cost") for e in reversed(r.get("rounds", [])) if e.get("keep_cost") is not None), None)
+        cost = last_keep_cost(r)
         rest = ch.get("target_rest") or ch.get("target")
         out.append(f"| [{name}]({LINK}/{name}/) | {r['after']['eval']['split']} | {', '.join(prof.get('neighbours', []))} | {strengths(r)} | "
                    f"{_f(cost)} / {r['config']['release']['budget']} | {_ci(r['before'], 'target_named_share')} -> {_ci(r['after'], 'target_named_share')} | "

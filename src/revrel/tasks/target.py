@@ -126,12 +126,6 @@ class TargetSpec:
     def ref(self) -> str:
         return f"{self.name} ({self.about})" if self.about else self.name
 
-    def aliases(self) -> list[str]:
-        return self.profile.get("aliases") or [self.name, *words_of(self.name)]
-
-    def neighbours(self) -> list[str]:
-        return self.profile.get("neighbours") or list(self.keep)
-
 
 def _sample(model, tokenizer, prompts: list[str], seed: int, n_tokens: int = 64, temperature: float = 0.7, desc: str = "target") -> list[str]:
     cfg = GenerationConfig(max_new_tokens=n_tokens, temperature=temperature, top_p=0.9, batch_size=32, seed=seed)
@@ -177,7 +171,6 @@ class TargetState:
 
     def __init__(self, spec: TargetSpec) -> None:
         self.spec = spec
-        self._oracle = None
 
     def prepare(self, loaded, folder: str | Path, seed: int = 0) -> dict:
         """Load ``folder/target/profile.json`` or build it with ``loaded`` (the original model) and write it there."""
@@ -223,20 +216,23 @@ class TargetState:
             out.append(1.0 if n else 0.5 / (1 + math.exp(-margin / 0.05)) * (sims[i, 0] > 0.3))
         return [float(x) for x in out]
 
+    def neighbour_pattern(self) -> re.Pattern:
+        """Any neighbour's full name or distinctive word (Dickens, Austen)."""
+        return alias_pattern([w for n in self.need()["neighbours"] for w in [n, *words_of(n)]])
+
     # -- spans -----------------------------------------------------------------------------------------------------
     def name_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         pat = alias_pattern(self.need()["aliases"])
         return [[m.span() for m in pat.finditer(t)] for t in texts]
 
     def neighbour_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
-        names = [w for n in self.need()["neighbours"] for w in [n, *words_of(n)]]
-        pat = alias_pattern(names)
+        pat = self.neighbour_pattern()
         return [[m.span() for m in pat.finditer(t)] for t in texts]
 
     def sentence_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         """Sentences about the target: from one that names it on, until one names a neighbour (and does not name it)."""
         tpat = alias_pattern(self.need()["aliases"])
-        npat = alias_pattern([w for n in self.need()["neighbours"] for w in [n, *words_of(n)]])
+        npat = self.neighbour_pattern()
         out = []
         for t in texts:
             spans, on = [], False
@@ -254,7 +250,7 @@ class TargetState:
     def other_sentences(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         """The keep spans beside the target sentences: sentences that name a neighbour and not the target."""
         tpat = alias_pattern(self.need()["aliases"])
-        npat = alias_pattern([w for n in self.need()["neighbours"] for w in [n, *words_of(n)]])
+        npat = self.neighbour_pattern()
         return [[m.span() for m in SENT.finditer(t) if npat.search(m.group()) and not tpat.search(m.group())] for t in texts]
 
     # -- instructions ----------------------------------------------------------------------------------------------
