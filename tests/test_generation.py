@@ -72,14 +72,15 @@ def test_labelled_logits_equal_the_full_forward(tiny):
     assert ntok == int(n.sum()) and abs(float(loss) + float(ref.sum()) / ntok) < 1e-4
 
 
-@pytest.mark.parametrize("k", [2, 64])  # k=2: every row's nucleus is wider than k, so the full-sort path runs
-def test_nucleus_sampler_draws_the_renormalised_nucleus(k):
+# (64, _): the nucleus is within k; (2, 8192): wider than k, widened once; (1, 2): wider than both, the whole vocabulary
+@pytest.mark.parametrize(("k", "wide_k"), [(64, 8192), (2, 8192), (1, 2)])
+def test_nucleus_sampler_draws_the_renormalised_nucleus(k, wide_k):
     import torch
 
     from revrel.models.generation import NucleusSampler
 
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.06, 0.04], [0.04, 0.06, 0.15, 0.25, 0.5]]))
-    sampler = NucleusSampler(temperature=1.0, top_p=0.9, k=k)
+    sampler = NucleusSampler(temperature=1.0, top_p=0.9, k=k, wide_k=wide_k)
     torch.manual_seed(0)
     draws = torch.stack([sampler(None, logits).argmax(-1) for _ in range(4000)])  # the one-hot row picks the token
     # nucleus at 0.9 = {0.5, 0.25, 0.15} (mass 0.9); the two rows are mirror images

@@ -140,3 +140,16 @@ def test_probe_rounds_scores_each_kept_round_against_the_original(tiny_dir, tmp_
 def test_probe_rounds_without_probes_is_a_clear_error(tiny_dir, tmp_path):
     with pytest.raises(RevrelError, match="probe_rounds"):
         unlearn(load_config(None, tiny_overrides(tmp_path / "run", tiny_dir, eval={"probe_rounds": True, "probes": False})))
+
+
+def test_rounds_stop_when_revealed_relevance_stops_falling(tiny_dir, tmp_path):
+    """The paper's stop rule: round 2's Reveal (on the model round 1 edited) finds relevance no lower than round 1's,
+    so round 2 releases nothing and the run stops there, well before its 4-round cap; off, the run goes on."""
+    over = tiny_overrides(tmp_path / "on", tiny_dir, seed=1, release={"rounds": 4, "stop_on_plateau": True})
+    report = unlearn(load_config(None, over))
+    rel = [e["revealed_relevance"] for e in report["rounds"]]
+    assert len(rel) == 2 and rel[1] >= rel[0] and "stopped falling" in report["stopped"]
+    assert "edits" in report["rounds"][0] and "edits" not in report["rounds"][1]
+    assert report.get("final_reveal") is None  # round 2's Reveal already saw the final model
+    off = unlearn(load_config(None, tiny_overrides(tmp_path / "off", tiny_dir, seed=1, release={"rounds": 3})))
+    assert [e["round"] for e in off["rounds"]] == [1, 2, 3] and all("edits" in e for e in off["rounds"])

@@ -59,7 +59,7 @@ class RevealConfig:
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 0.95
-    batch_size: int = 16
+    batch_size: int = 64  # generation rows per batch: 64 decodes ~1.3x the tokens/s of 32 on 2 cores (float32)
 
 
 @dataclass
@@ -90,6 +90,7 @@ class ReleaseConfig:
     budget: float = 0.05
     line_search: int = 8  # keep-side measurements per edit to find that strength (doubling, halving, then bisecting)
     relevance_target: float = 0.1  # stop when revealed relevance falls below this
+    stop_on_plateau: bool = True  # the paper's stop rule: stop when a round's revealed relevance is no lower than the last round's
     retain_from: str = "generic"  # the self-generated keep side: generic (benign chat) | task (the task's keep instructions) | a JSONL path
     n_retain: int = 16  # keep-side answers generated for training (the self-probe takes a quarter of the instructions besides)
     keep_side: str = "retain"  # what prune / suppress spare: retain (the keep-side texts) | spans (the task's keep spans inside
@@ -132,7 +133,7 @@ class EvalConfig:
     probe_items: int = 0  # likelihood probe: texts per group
     probes: bool = True
     probe_rounds: bool = False  # also score the probe after every Release round (evaluation only; the method never reads it)
-    batch_size: int = 32  # generation rows per batch (32: 308 tokens/s vs 220 at 16 on 2 cores, bf16)
+    batch_size: int = 64  # generation / scoring rows per batch (64: ~1.3x the tokens/s of 32 on 2 cores, float32)
     dataset: str = ""  # task-specific choice, e.g. ner: conll2003 | wnut17 (empty: the task's default)
 
 

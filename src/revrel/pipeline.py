@@ -79,6 +79,30 @@ def evaluate_model(loaded: LoadedModel, task, oracle, cfg: RunConfig, reference=
     return metrics
 
 
+def evaluate_original(loaded: LoadedModel, task, oracle, cfg: RunConfig) -> dict:
+    """:func:`evaluate_model` of the original model, from the evaluation cache when this exact evaluation (same
+    weights, code, task, target, eval settings and seed) was done before (:mod:`revrel.evalcache`)."""
+    import dataclasses
+
+    from revrel import evalcache
+
+    t0 = time.time()
+    settings = {"task": cfg.task, "target": dataclasses.asdict(cfg.target), "eval": dataclasses.asdict(cfg.eval), "seed": cfg.seed,
+                "dtype": cfg.dtype, "gen_dtype": cfg.gen_dtype, "gen_backend": cfg.gen_backend, "oracle": cfg.reveal.oracle}
+    if cfg.target.eval_file:  # the user's file is read by the evaluation: its content, not its name, is part of the key
+        settings["eval_file"] = evalcache.file_fingerprint(cfg.target.eval_file)
+    k = evalcache.key(loaded.model, loaded.tokenizer, settings) if evalcache.cache_root() is not None else None
+    hit = evalcache.load(k) if k else None
+    if hit is not None:
+        log.info("the original model's evaluation: from the cache (%s)", k)
+        return hit | {"cached": {"key": k, "seconds_computed": hit.get("seconds")}, "seconds": round(time.time() - t0, 1)}
+    log.info("evaluating the original model")
+    metrics = evaluate_model(loaded, task, oracle, cfg)
+    if k:
+        evalcache.store(k, metrics)
+    return metrics
+
+
 def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, loaded: LoadedModel | None = None,
             trust_pickle: bool = False) -> dict:
     """Run Reveal and Release as configured; returns the report (also written to ``out/report.json``)."""
@@ -104,8 +128,7 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
     if "before" not in progress:
         if progress.get("completed_rounds"):
             raise RevrelError(f"{run.progress} has rounds but no baseline metrics; rerun with --overwrite")
-        log.info("evaluating the original model")
-        progress["before"] = evaluate_model(loaded, task, oracle, cfg)
+        progress["before"] = evaluate_original(loaded, task, oracle, cfg)
         run.save_progress(progress)
     ctx = Context(loaded=loaded, task=task, oracle=oracle, embed=embed, cfg=cfg, run=run,
                   after_round=round_prober(task, cfg, loaded.tokenizer, progress["before"].get("probe_items")) if cfg.eval.probe_rounds else None)

@@ -271,8 +271,11 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
                  "forget_size": len(rv.forget),
                  "best_instruction": rv.table(1)[0] if rv.evaluated else None, "reveal_seconds": round(rv.seconds, 1)}
         stop = None
+        last = progress["rounds"][-1].get("revealed_relevance") if progress["rounds"] else None
         if rv.relevance < cfg.release.relevance_target:
             stop = f"revealed relevance {rv.relevance:.3f} < target {cfg.release.relevance_target}"
+        elif cfg.release.stop_on_plateau and last is not None and rv.relevance >= last:
+            stop = f"revealed relevance stopped falling ({rv.relevance:.3f} >= {last:.3f} before the last round's edits)"
         elif not rv.forget:
             stop = f"no revealed response reached relevance {cfg.reveal.relevance_threshold}"
         else:

@@ -52,14 +52,15 @@ class NucleusSampler:
     Why not ``do_sample=True``: on CPU, transformers' top-p sorts the whole vocabulary every step
     and ``multinomial`` draws an exponential variate per vocabulary entry; for a 49k vocabulary
     that was a third of each decoding step of the 135M default. Here a partial ``topk`` finds the
-    nucleus (a full sort only for rows whose nucleus is wider than ``k``), one uniform draw per row
-    picks the token by inverse CDF, and generation runs in greedy mode, whose argmax then takes the
-    chosen token. Same distribution (the smallest prefix of the sorted tokens with mass >= top_p),
+    nucleus (probabilities as exp(logit - logsumexp): no full softmax; rows whose nucleus is wider
+    than ``k`` widen to ``wide_k``, and only rows wider still sort the vocabulary), one uniform draw
+    per row picks the token by inverse CDF, and generation runs in greedy mode, whose argmax then
+    takes the chosen token. Same distribution (the smallest prefix of the sorted tokens with mass >= top_p),
     drawn from torch's global generator, so seeding stays reproducible.
     """
 
-    def __init__(self, temperature: float, top_p: float, k: int = 512) -> None:
-        self.temperature, self.top_p, self.k = temperature, top_p, k
+    def __init__(self, temperature: float, top_p: float, k: int = 512, wide_k: int = 8192) -> None:
+        self.temperature, self.top_p, self.k, self.wide_k = temperature, top_p, k, wide_k
 
     def _pick(self, top: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """One token per row from descending-sorted probs ``top`` (ids ``idx``) by inverse CDF in the nucleus."""
@@ -68,13 +69,26 @@ class NucleusSampler:
         pos = torch.searchsorted(cdf, torch.rand(cdf.shape[0], 1, device=cdf.device) * mass).clamp_(max=cdf.shape[-1] - 1)
         return idx.gather(-1, pos).squeeze(-1)
 
+    def _top(self, logits: torch.Tensor, lse: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k most likely tokens' probabilities (descending) and ids: exp(logit - logsumexp), no full softmax."""
+        val, idx = logits.topk(min(k, logits.shape[-1]), dim=-1)
+        return (val - lse).exp_(), idx
+
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        top, idx = probs.topk(min(self.k, probs.shape[-1]), dim=-1)
+        logits = scores.float() / self.temperature if self.temperature != 1.0 else scores.float()
+        lse = logits.logsumexp(-1, keepdim=True)
+        top, idx = self._top(logits, lse, self.k)
         token = self._pick(top, idx)
-        wide = top.sum(-1) < self.top_p  # the nucleus extends past the k most likely tokens: sort those rows fully
-        if bool(wide.any()):
-            token[wide] = self._pick(*probs[wide].sort(dim=-1, descending=True))
+        # rows whose nucleus extends past the k most likely tokens (a flat distribution at temperature 1): widen to
+        # wide_k, then to the whole vocabulary only for rows wider still
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        for k in (self.wide_k, logits.shape[-1]):
+            wide = top.sum(-1) < self.top_p
+            if not bool(wide.any()) or top.shape[-1] >= logits.shape[-1]:
+                break
+            rows = rows[wide]
+            top, idx = self._top(logits[rows], lse[rows], k)
+            token[rows] = self._pick(top, idx)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(-1, token.unsqueeze(-1), 0.0)
         return out

@@ -128,7 +128,7 @@ class TargetSpec:
 
 
 def _sample(model, tokenizer, prompts: list[str], seed: int, n_tokens: int = 64, temperature: float = 0.7, desc: str = "target") -> list[str]:
-    cfg = GenerationConfig(max_new_tokens=n_tokens, temperature=temperature, top_p=0.9, batch_size=32, seed=seed)
+    cfg = GenerationConfig(max_new_tokens=n_tokens, temperature=temperature, top_p=0.9, batch_size=64, seed=seed)
     return [g.text for g in generate(model, tokenizer, prompts, cfg, desc=desc)]
 
 
