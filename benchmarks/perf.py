@@ -5,7 +5,8 @@ generation: revrel's batched sampler vs a plain one-prompt-at-a-time ``transform
   (bytes of weights read per decoding step / measured bandwidth).
 training: LoRA step time on the default model and achieved FLOP/s vs the measured fp32 matmul peak;
   full-parameter NPO steps on the same batches for the Release-vs-NPO step-time ratio.
-Writes benchmarks/results/perf.json.   python benchmarks/perf.py [--quick]
+sampling: the sampled generation of the toxicity evaluation, previous sampler + batch 32 vs the current ones.
+Writes benchmarks/results/perf.json.   python benchmarks/perf.py [--generation-only | --training-only | --sampling-only]
 """
 
 from __future__ import annotations
@@ -86,6 +87,58 @@ def bench_generation(loaded, n_prompts: int, new_tokens: int) -> dict:
         "bandwidth_limit_fraction_one_at_a_time": step_limit_s / (single_s / single_tokens),
         "bandwidth_limit_tokens_per_s_at_batch": n_prompts / step_limit_s,
     }
+
+
+class SortingSampler:
+    """The sampler revrel used before (baseline only): full softmax, top-512, and a sort of the whole vocabulary
+    for every row whose nucleus is wider than 512 tokens."""
+
+    def __init__(self, temperature: float, top_p: float, k: int = 512) -> None:
+        from revrel.models.generation import NucleusSampler
+
+        self.inner, self.k = NucleusSampler(temperature, top_p, k), k
+
+    def __call__(self, input_ids, scores):
+        probs = torch.softmax(scores.float() / self.inner.temperature, dim=-1)
+        top, idx = probs.topk(self.k, dim=-1)
+        token = self.inner._pick(top, idx)
+        wide = top.sum(-1) < self.inner.top_p
+        if bool(wide.any()):
+            token[wide] = self.inner._pick(*probs[wide].sort(dim=-1, descending=True))
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(-1, token.unsqueeze(-1), 0.0)
+        return out
+
+
+def bench_sampling(loaded, n_prompts: int = 32, samples: int = 4, new_tokens: int = 25, repeats: int = 2) -> dict:
+    """Sampled generation as the toxicity evaluation runs it (``samples`` answers per RTP prompt, temperature 1,
+    top-p 0.95): the previous setting (sorting sampler, 32 rows per batch) vs the current one (progressive top-k
+    sampler, 64 rows), each combination timed ``repeats`` times (best kept)."""
+    import revrel.models.generation as G
+    from revrel.tasks.toxicity import continuation_instruction, rtp_split
+
+    m, tok = loaded.model, loaded.tokenizer
+    prompts = [continuation_instruction(r["prompt"]["text"]) for r in rtp_split("toxic", "dev")[:n_prompts]]
+    rows = [p for p in prompts for _ in range(samples)]
+    current = G.NucleusSampler
+    res = {"rows": len(rows), "new_tokens": new_tokens}
+    G.generate(m, tok, rows[:8], G.GenerationConfig(max_new_tokens=4, batch_size=8, progress=False))  # warm-up
+    try:
+        for name, sampler in (("sorting", SortingSampler), ("topk", current)):
+            G.NucleusSampler = sampler
+            for bs in (32, 64):
+                best = float("inf")
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    out = G.generate(m, tok, rows, G.GenerationConfig(max_new_tokens=new_tokens, batch_size=bs, progress=False))
+                    best = min(best, time.perf_counter() - t)
+                res[f"{name}_bs{bs}_tokens_per_s"] = sum(g.new_tokens for g in out) / best
+    finally:
+        G.NucleusSampler = current
+    res["speedup_current_vs_previous"] = res["topk_bs64_tokens_per_s"] / res["sorting_bs32_tokens_per_s"]
+    res["speedup_sampler_at_bs32"] = res["topk_bs32_tokens_per_s"] / res["sorting_bs32_tokens_per_s"]
+    res["speedup_batch64_topk"] = res["topk_bs64_tokens_per_s"] / res["topk_bs32_tokens_per_s"]
+    return res
 
 
 def _pairs(tok, bs: int, seq: int, prompt: int = 48, seed: int = 0) -> list[tuple[list[int], list[int]]]:
@@ -179,9 +232,16 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--training-only", action="store_true", help="skip generation (writes perf_training.json)")
     ap.add_argument("--generation-only", action="store_true", help="skip training (writes perf_generation.json)")
+    ap.add_argument("--sampling-only", action="store_true", help="only the sampled-generation comparison (writes perf_sampling.json)")
     ap.add_argument("--train-dtypes", default="float32", help="autocast dtypes to time training in (bfloat16 is very slow on CPU)")
     args = ap.parse_args()
     res = {"machine": machine(), "command": "python benchmarks/perf.py", "args": vars(args)}
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.sampling_only:
+        res["sampling"] = bench_sampling(load_model(args.model, dtype="float32"))
+        print(json.dumps(res["sampling"], indent=1), flush=True)
+        (OUT / "perf_sampling.json").write_text(json.dumps(res, indent=1) + "\n")
+        return
     for dt in args.dtypes.split(","):
         loaded = load_model(args.model, dtype=dt)
         if not args.training_only:
@@ -190,7 +250,6 @@ def main() -> None:
         if dt == "float32" and not args.generation_only:
             res["training"] = bench_training(loaded, args.train_batch, args.train_seq, args.steps, tuple(args.train_dtypes.split(",")))
             print(json.dumps(res["training"], indent=1), flush=True)
-    OUT.mkdir(parents=True, exist_ok=True)
     name = "perf_training.json" if args.training_only else "perf_generation.json" if args.generation_only else "perf.json"
     (OUT / name).write_text(json.dumps(res, indent=1) + "\n")
 

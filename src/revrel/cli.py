@@ -145,6 +145,9 @@ def round_lines(report: dict) -> str:
         lines.append(f"  after round {report['final_reveal']['after_round']}: relevance {report['final_reveal']['revealed_relevance']:.3f}")
     if report.get("stopped"):
         lines.append(f"  stopped: {report['stopped']}")
+    if report.get("grid"):
+        lines.append(f"  edits kept on the original's {report['grid']['format'].upper()} grid ({report['grid']['tensors']} tensors): "
+                     "a GGUF export of that format keeps them")
     stages = stage_seconds(report)
     if stages:
         lines.append("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()))

@@ -122,6 +122,11 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
     loaded = loaded or load_model(cfg.model, dtype=cfg.dtype, trust_pickle=trust_pickle)
     if task.prepare is not None:  # from the original weights (or the run folder's cache), before a resumed state is loaded
         task.prepare(loaded, run.root, cfg.seed)
+    grid = None
+    if cfg.method == "revrel" and cfg.release.grid == "auto":  # the original's grid, before a resumed state is loaded
+        from revrel.release.grid import Q41Grid
+
+        grid = Q41Grid.of(loaded.model)
     if progress.get("state"):
         run.load_state(loaded.model, progress["state"])
     embed = make_embedder(cfg.reveal.embedder, loaded.model, loaded.tokenizer)
@@ -130,7 +135,7 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
             raise RevrelError(f"{run.progress} has rounds but no baseline metrics; rerun with --overwrite")
         progress["before"] = evaluate_original(loaded, task, oracle, cfg)
         run.save_progress(progress)
-    ctx = Context(loaded=loaded, task=task, oracle=oracle, embed=embed, cfg=cfg, run=run,
+    ctx = Context(loaded=loaded, task=task, oracle=oracle, embed=embed, cfg=cfg, run=run, grid=grid,
                   after_round=round_prober(task, cfg, loaded.tokenizer, progress["before"].get("probe_items")) if cfg.eval.probe_rounds else None)
     progress = run_rounds(ctx, progress) if cfg.method == "revrel" else run_baseline(ctx, progress)
     forget = [row for k in range(1, progress["completed_rounds"] + 1) if (run.round_dir(k) / "forget.jsonl").is_file()
@@ -144,7 +149,7 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
         "task": cfg.task, "model": cfg.model, "method": cfg.method, "seed": cfg.seed,
         "before": progress["before"], "after": after, "rounds": progress["rounds"], "stopped": progress.get("stopped"),
         "final_reveal": progress.get("final_reveal"), "retain_pem_train": progress.get("retain_pem_train"),
-        "forget_size": len(forget), "config": cfg.to_dict(),
+        "forget_size": len(forget), "config": cfg.to_dict(), "grid": grid.info() if grid is not None else None,
         "seconds_keep_side": progress.get("seconds_keep_side"), "seconds_candidates": progress.get("seconds_candidates"),
         "artifacts": {"model": "model/", "adapters": "adapters/", "forget": "forget.jsonl", "config": "config.yaml"},
         "seconds_this_invocation": round(time.time() - t_start, 1),

@@ -52,6 +52,7 @@ class Context:
     # evaluation hook of the gradient baselines: called as ``on_step(step, model)`` after each optimizer
     # step, so a strength sweep scores every checkpoint of one training run instead of retraining per point
     on_step: Callable[[int, object], None] | None = None
+    grid: object = None  # revrel.release.grid.Q41Grid of the original (release.grid=auto on a Q4_1-sourced model)
 
     @property
     def model(self):
@@ -166,12 +167,15 @@ def edit_limits(cfg, k: int, n: int) -> list[float]:
 
 
 def apply_edits(model, tokenizer, data: RoundData, edits: list, cost: KeepCost, limits: list[float], tries: int,
-                on_model=None, save: Path | None = None) -> tuple[object, list[dict], float | None, bool]:
+                on_model=None, save: Path | None = None, snap=None) -> tuple[object, list[dict], float | None, bool]:
     """Prepare each edit on the model the earlier ones left and set it to the strongest strength within its limit
-    (:func:`revrel.release.edit.choose`); ``on_model`` hears of every new model object (a run keeps it as its model).
+    (:func:`revrel.release.edit.choose`); ``on_model`` hears of every new model object (a run keeps it as its model);
+    ``snap(model)``, when given, runs after every strength an edit is set to (the grid rounding of release.grid).
     Returns (model, one entry per edit, the kept cost, whether the last edit met its limit at no strength)."""
     done, kept_cost = [], None
     for edit, limit in zip(edits, limits):
+        if snap is not None:
+            edit.set = _then(edit.set, snap)
         faults.point(f"round{data.round}:{edit.name}")
         t0 = time.time()
         model = edit.prepare(model, tokenizer, data)
@@ -191,6 +195,13 @@ def apply_edits(model, tokenizer, data: RoundData, edits: list, cost: KeepCost, 
     return model, done, kept_cost, False
 
 
+def _then(set_strength, snap):
+    def snapped(strength: float):
+        return snap(set_strength(strength))
+
+    return snapped
+
+
 def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], cost: KeepCost) -> dict:
     """Apply round ``k``'s edits in order, each at the strongest strength within its share of the round's budget
     (:func:`edit_limits`); an edit that meets it at none is undone and ends the round (and the run)."""
@@ -202,7 +213,8 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], cost
     def keep(model):
         ctx.loaded.model = model
 
-    model, done, kept_cost, reverted = apply_edits(ctx.model, ctx.tok, data, edits, cost, limits, s.line_search, keep, ctx.run.adapters)
+    snap = (lambda model: ctx.grid.snap(model, seed=ctx.cfg.seed * 1000 + k)) if ctx.grid is not None else None
+    model, done, kept_cost, reverted = apply_edits(ctx.model, ctx.tok, data, edits, cost, limits, s.line_search, keep, ctx.run.adapters, snap)
     ctx.loaded.model = model
     if kept_cost is not None:
         kept_cost = round(cost(model), 4)  # once more at the kept strengths, for each group's change
