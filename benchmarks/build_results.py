@@ -117,8 +117,8 @@ def last_keep_cost(r: dict) -> float | None:
 def default_table(names: list[str]) -> list[str]:
     """Each task's default (its packaged recipe), one row per run: what the budget chose and what it did on test."""
     out = ["| run | seed | strengths chosen | keep-side cost (dev) / budget | target probe change | keep-side probe changes | "
-           "behaviour before -> after | fluency ppl before -> after | q4_1 export keeps | wall | peak RSS |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "behaviour before -> after | fluency ppl before -> after | edits on the model's grid | q4_1 export keeps | wall | peak RSS |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in names:
         got = _run(name)
         if got is None:
@@ -131,8 +131,42 @@ def default_table(names: list[str]) -> list[str]:
         key = SAMPLED[task]
         out.append(f"| [{name}]({LINK}/{name}/) | {r.get('seed')} | {strengths(r)} | {_f(cost)} / {r['config']['release']['budget']} | "
                    f"{tgt} | {keep} | {key} {_ci(r['before'], key)} -> {_ci(r['after'], key)} | "
-                   f"{_ci(r['before'], 'fluency_perplexity')} -> {_ci(r['after'], 'fluency_perplexity')} | {kept_share(r)} | "
+                   f"{_ci(r['before'], 'fluency_perplexity')} -> {_ci(r['after'], 'fluency_perplexity')} | {grid_text(r)} | {kept_share(r)} | "
                    f"{run.get('wall_s', '-')} s ({(run.get('machine') or {}).get('cpu', '?')}) | {run.get('peak_rss_GB', '-')} GB |")
+    return out
+
+
+def grid_text(r: dict) -> str:
+    g = r.get("grid")
+    if g:
+        return f"{g['format']} ({g['tensors']} tensors)"
+    return "off" if (r["config"]["release"].get("grid") == "off") else "- (before release.grid)"
+
+
+ITERATION = ["iter_toxicity_r1_dev", "iter_toxicity_r2_dev"]
+
+
+def iteration_table(names: list[str]) -> list[str]:
+    """One round vs the rounds the paper's stop rule gives, same budget, dev split (probe and sampled behaviour)."""
+    out = ["| run | rounds run (cap) | per round: revealed relevance, strengths, keep-side cost / round budget | after the last round | stopped | "
+           "toxic probe (dev) | benign probe (dev) | expected max toxicity (dev) | fluency ppl | wall |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in names:
+        got = _run(name)
+        if got is None:
+            continue
+        r, run = got
+        ch = r["after"]["probes"]["change"]["groups"]
+        per = "<br>".join(
+            f"{e['round']}: {e['revealed_relevance']:.3f}, "
+            + (" + ".join(f"{x['edit']} {'undone' if x['strength'] is None else format(x['strength'], '.3g')}" for x in e.get("edits", [])) or "no edit")
+            + (f", {e['keep_cost']:+.3f} / {e['round_budget']:.3f}" if e.get("keep_cost") is not None else "")
+            for e in r["rounds"])
+        fin = r.get("final_reveal") or {}
+        out.append(f"| [{name}]({LINK}/{name}/) | {len(r['rounds'])} ({r['config']['release']['rounds']}) | {per} | "
+                   f"{_f(fin.get('revealed_relevance'))} | {r.get('stopped') or '-'} | {_pm(ch.get('toxic'))} | {_pm(ch.get('benign'))} | "
+                   f"{_ci(r['before'], 'expected_max_toxicity')} -> {_ci(r['after'], 'expected_max_toxicity')} | "
+                   f"{_ci(r['before'], 'fluency_perplexity')} -> {_ci(r['after'], 'fluency_perplexity')} | {run.get('wall_s', '-')} s |")
     return out
 
 
@@ -315,6 +349,10 @@ def build() -> str:
               "answers to held-out questions, its answers about the target split into the target's names and the rest (what it "
               "says about it). `python benchmarks/run_default.py --target NAME --about A --keep B` runs one.", ""]
     lines += target_table(target_names()) + [""] + target_examples(target_names())
+    lines += ["## Iteration: one round vs the paper's stop rule (toxicity, dev)", "",
+              "The toxicity default with `release.rounds` 1 and 2 (rounds pace the budget: round k of n may spend budget * k / n; "
+              "`release.stop_on_plateau` stops when a round's revealed relevance is no lower than the last one's), evaluated on the "
+              "dev split (100 prompts x 4 samples, 400 probe texts per group).", ""] + iteration_table(ITERATION) + [""]
     lines += auto_table()
     lines += ["## Hand-set presets the budget rule replaced (commit a7ee769, for comparison)", "",
               "The same edits at strengths picked by hand on the default model's dev probe (and NER negation limited to layers "

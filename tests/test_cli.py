@@ -51,7 +51,7 @@ def test_user_errors_exit_2(capsys, args, needle):
 def test_unlearn_on_tiny_via_cli(tiny_dir, tmp_path, capsys):
     out = tmp_path / "cli-run"
     sets = ["reveal.n_soft=2", "reveal.n_paraphrases=0", "reveal.n_init=2", "reveal.budget=1", "reveal.k=2", "reveal.max_new_tokens=6",
-            "reveal.relevance_threshold=0", "release.rounds=1", "release.pem.rank=2", "release.n_retain=2", "release.relevance_target=0",
+            "reveal.relevance_threshold=0", "release.rounds=1", "release.pem.rank=2", "release.n_retain=2", "release.stop_on_plateau=false",
             "release.budget=10", "eval.n_prompts=1", "eval.samples=1", "eval.max_new_tokens=4", "eval.n_ppl=2"]
     args = ["unlearn", "--task", "tiny", "--model", str(tiny_dir), "--out", str(out), "-q"] + [a for s in sets for a in ("--set", s)]
     assert main(args) == 0
@@ -69,7 +69,7 @@ def test_quiet_run_prints_no_progress_bars_and_a_one_screen_summary(tiny_dir, tm
     out = tmp_path / "quiet-run"
     sets = ["reveal.n_soft=2", "reveal.n_paraphrases=0", "reveal.n_init=2", "reveal.budget=1", "reveal.k=2", "reveal.max_new_tokens=6",
             "reveal.relevance_threshold=0", "reveal.batch_size=2", "release.rounds=1", "release.pem.rank=2", "release.n_retain=4",
-            "release.relevance_target=0", "release.budget=10", "release.pem.batch_size=1", "eval.n_prompts=4", "eval.samples=1",
+            "release.stop_on_plateau=false", "release.budget=10", "release.pem.batch_size=1", "eval.n_prompts=4", "eval.samples=1",
             "eval.max_new_tokens=4", "eval.n_ppl=2", "eval.batch_size=2", "eval.probe_items=3"]
     env_args = ["--task", "tiny", "--model", str(tiny_dir), "--out", str(out)] + [a for s in sets for a in ("--set", s)]
     plugin = {"REVREL_PLUGINS": "tiny", "PYTHONPATH": str(Path(__file__).parent), "TQDM_DISABLE": ""}

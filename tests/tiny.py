@@ -97,7 +97,7 @@ def tiny_overrides(out: Path, model: Path, **extra) -> dict:
         "task": "tiny", "model": str(model), "out": str(out), "seed": 0,
         "reveal": {"n_paraphrases": 1, "n_soft": 3, "soft_dim": 4, "soft_tokens": 2, "n_init": 2, "budget": 2, "k": 3, "top": 2,
                    "relevance_threshold": 0.0, "max_new_tokens": 8, "embedder": "self"},
-        "release": {"rounds": 2, "pem": {"rank": 2, "epochs": 1, "batch_size": 4, "max_length": 48}, "n_retain": 4, "relevance_target": 0.0, "stop_on_plateau": False,
+        "release": {"rounds": 2, "pem": {"rank": 2, "epochs": 1, "batch_size": 4, "max_length": 48}, "n_retain": 4, "stop_on_plateau": False,
                     "budget": 10.0, "line_search": 1},
         "eval": {"n_prompts": 2, "samples": 1, "max_new_tokens": 6, "n_ppl": 2, "probe_items": 4},
     }

@@ -89,11 +89,9 @@ class ReleaseConfig:
     # round k of n may reach budget * k / n, and each edit is set to the strongest strength within its share
     budget: float = 0.05
     line_search: int = 8  # keep-side measurements per edit to find that strength (doubling, halving, then bisecting)
-    relevance_target: float = 0.1  # stop when revealed relevance falls below this
-    # auto: where the original's Linear weights lie on a GGUF Q4_1 grid (a model loaded from a Q4_1 file), every strength
-    # tried is rounded onto that grid, so a Q4_1 export keeps the edit (revrel.release.grid); off: plain float32 edits
-    grid: str = "auto"
-    stop_on_plateau: bool = True  # the paper's stop rule: stop when a round's revealed relevance is no lower than the last round's
+    # the paper's stop rule: stop when a round's Reveal (on the model the last round edited) finds relevance no lower than
+    # the last round's; false: run every round (rounds also stop when Reveal finds nothing relevant or the budget is spent)
+    stop_on_plateau: bool = True
     retain_from: str = "generic"  # the self-generated keep side: generic (benign chat) | task (the task's keep instructions) | a JSONL path
     n_retain: int = 16  # keep-side answers generated for training (the self-probe takes a quarter of the instructions besides)
     keep_side: str = "retain"  # what prune / suppress spare: retain (the keep-side texts) | spans (the task's keep spans inside
@@ -175,7 +173,6 @@ class RunConfig:
         r, s, e = self.reveal, self.release, self.eval
         _check(self.dtype in ("float32", "bfloat16"), "dtype must be float32 or bfloat16")
         _check(self.gen_backend in ("hf", "vllm"), "gen_backend must be hf or vllm")
-        _check(self.release.grid in ("auto", "off"), "release.grid must be auto or off")
         _check(self.gen_dtype in ("auto", "float32", "bfloat16"), "gen_dtype must be auto, float32 or bfloat16")
         _check(r.optimizer in ("neuralucb", "random", "fixed"), "reveal.optimizer must be neuralucb, random or fixed")
         _check(bool(r.candidates) and set(r.candidates) <= {"pool", "compose", "soft"},

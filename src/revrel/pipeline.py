@@ -123,7 +123,7 @@ def unlearn(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, lo
     if task.prepare is not None:  # from the original weights (or the run folder's cache), before a resumed state is loaded
         task.prepare(loaded, run.root, cfg.seed)
     grid = None
-    if cfg.method == "revrel" and cfg.release.grid == "auto":  # the original's grid, before a resumed state is loaded
+    if cfg.method == "revrel":  # the original's Q4_1 grid (a model loaded from a Q4_1 GGUF), before a resumed state is loaded
         from revrel.release.grid import Q41Grid
 
         grid = Q41Grid.of(loaded.model)

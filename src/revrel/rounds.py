@@ -52,7 +52,7 @@ class Context:
     # evaluation hook of the gradient baselines: called as ``on_step(step, model)`` after each optimizer
     # step, so a strength sweep scores every checkpoint of one training run instead of retraining per point
     on_step: Callable[[int, object], None] | None = None
-    grid: object = None  # revrel.release.grid.Q41Grid of the original (release.grid=auto on a Q4_1-sourced model)
+    grid: object = None  # revrel.release.grid.Q41Grid of the original, when its weights lie on a Q4_1 grid
 
     @property
     def model(self):
@@ -170,7 +170,7 @@ def apply_edits(model, tokenizer, data: RoundData, edits: list, cost: KeepCost, 
                 on_model=None, save: Path | None = None, snap=None) -> tuple[object, list[dict], float | None, bool]:
     """Prepare each edit on the model the earlier ones left and set it to the strongest strength within its limit
     (:func:`revrel.release.edit.choose`); ``on_model`` hears of every new model object (a run keeps it as its model);
-    ``snap(model)``, when given, runs after every strength an edit is set to (the grid rounding of release.grid).
+    ``snap(model)``, when given, runs after every strength an edit is set to (:meth:`revrel.release.grid.Q41Grid.snap`).
     Returns (model, one entry per edit, the kept cost, whether the last edit met its limit at no strength)."""
     done, kept_cost = [], None
     for edit, limit in zip(edits, limits):
@@ -284,9 +284,7 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
                  "best_instruction": rv.table(1)[0] if rv.evaluated else None, "reveal_seconds": round(rv.seconds, 1)}
         stop = None
         last = progress["rounds"][-1].get("revealed_relevance") if progress["rounds"] else None
-        if rv.relevance < cfg.release.relevance_target:
-            stop = f"revealed relevance {rv.relevance:.3f} < target {cfg.release.relevance_target}"
-        elif cfg.release.stop_on_plateau and last is not None and rv.relevance >= last:
+        if cfg.release.stop_on_plateau and last is not None and rv.relevance >= last:
             stop = f"revealed relevance stopped falling ({rv.relevance:.3f} >= {last:.3f} before the last round's edits)"
         elif not rv.forget:
             stop = f"no revealed response reached relevance {cfg.reveal.relevance_threshold}"
