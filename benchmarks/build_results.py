@@ -76,14 +76,18 @@ def _run(name: str) -> tuple[dict, dict] | None:
     return json.loads((d / "report.json").read_text()), run
 
 
+def _runs(names: list[str]):
+    """(name, report, run.json) of each named result folder that holds a report, in order."""
+    for name in names:
+        got = _run(name)
+        if got is not None:
+            yield name, *got
+
+
 def recipe_table(names: list[str]) -> list[str]:
     out = ["| run | seed | forget rows | target probe change | keep-side probe changes | behaviour before -> after | fluency ppl before -> after | wall | peak RSS |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in names:
-        got = _run(name)
-        if got is None:
-            continue
-        r, run = got
+    for name, r, run in _runs(names):
         task, ch = r["task"], r["after"]["probes"]["change"]["groups"]
         tgt = "; ".join(f"{g} {_pm(ch[g])}" for g in TARGET[task])
         keep = "; ".join(f"{g} {_pm(c)}" for g, c in ch.items() if g not in TARGET[task])
@@ -119,11 +123,7 @@ def default_table(names: list[str]) -> list[str]:
     out = ["| run | seed | strengths chosen | keep-side cost (dev) / budget | target probe change | keep-side probe changes | "
            "behaviour before -> after | fluency ppl before -> after | edits on the model's grid | q4_1 export keeps | wall | peak RSS |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in names:
-        got = _run(name)
-        if got is None:
-            continue
-        r, run = got
+    for name, r, run in _runs(names):
         task, ch = r["task"], r["after"]["probes"]["change"]["groups"]
         tgt = "; ".join(f"{g} {_pm(ch[g])}" for g in TARGET[task])
         keep = "; ".join(f"{g} {_pm(c)}" for g, c in ch.items() if g not in TARGET[task])
@@ -151,11 +151,7 @@ def iteration_table(names: list[str]) -> list[str]:
     out = ["| run | rounds run (cap) | per round: revealed relevance, strengths, keep-side cost / round budget | after the last round | stopped | "
            "toxic probe (dev) | benign probe (dev) | expected max toxicity (dev) | fluency ppl | wall |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in names:
-        got = _run(name)
-        if got is None:
-            continue
-        r, run = got
+    for name, r, run in _runs(names):
         ch = r["after"]["probes"]["change"]["groups"]
         per = "<br>".join(
             f"{e['round']}: {e['revealed_relevance']:.3f}, "
@@ -181,11 +177,7 @@ def target_table(names: list[str]) -> list[str]:
     out = ["| run | split | neighbours kept | strengths chosen | keep cost / budget | answers naming the target | answers naming a neighbour | "
            "target answers: rest / names | neighbours | generic | fluency ppl | q4_1 keeps | wall | peak RSS |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in names:
-        got = _run(name)
-        if got is None:
-            continue
-        r, run = got
+    for name, r, run in _runs(names):
         ch = r["after"]["probes"]["change"]["groups"]
         prof = json.loads((RES / name / "profile.json").read_text()) if (RES / name / "profile.json").is_file() else {}
         cost = last_keep_cost(r)
