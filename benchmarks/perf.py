@@ -21,7 +21,7 @@ import torch
 
 from revrel.config import PemConfig
 from revrel.models.encoding import chat_ids
-from revrel.models.generation import GenerationConfig, generate_ids
+from revrel.models.generation import GenerationConfig, NucleusSampler, generate_ids
 from revrel.models.loading import load_model
 from revrel.tasks.base import GENERIC_INSTRUCTIONS
 
@@ -94,9 +94,7 @@ class SortingSampler:
     for every row whose nucleus is wider than 512 tokens."""
 
     def __init__(self, temperature: float, top_p: float, k: int = 512) -> None:
-        from revrel.models.generation import NucleusSampler
-
-        self.inner, self.k = NucleusSampler(temperature, top_p, k), k
+        self.inner, self.k = NucleusSampler(temperature, top_p, k), k  # the current class, for its _pick
 
     def __call__(self, input_ids, scores):
         probs = torch.softmax(scores.float() / self.inner.temperature, dim=-1)
@@ -110,34 +108,42 @@ class SortingSampler:
         return out
 
 
-def bench_sampling(loaded, n_prompts: int = 32, samples: int = 4, new_tokens: int = 25, repeats: int = 2) -> dict:
-    """Sampled generation as the toxicity evaluation runs it (``samples`` answers per RTP prompt, temperature 1,
-    top-p 0.95): the previous setting (sorting sampler, 32 rows per batch) vs the current one (progressive top-k
-    sampler, 64 rows), each combination timed ``repeats`` times (best kept)."""
+def bench_sampling(loaded, repeats: int = 1) -> dict:
+    """Sampled generation as revrel runs it, the previous setting (sorting sampler, 32 rows per batch) vs the
+    current one (progressive top-k sampler, 64 rows), each combination timed ``repeats`` times (best kept):
+    ``eval``: 4 answers to each of 32 RTP prompts, 25 tokens, temperature 1, top-p 0.95 (the toxicity evaluation);
+    ``answers``: 128 chat answers of up to 64 tokens, temperature 0.7, top-p 0.9 (Reveal and the keep side), where
+    rows end at different lengths and a batch runs until its longest row ends."""
     import revrel.models.generation as G
+    from revrel.tasks.base import GENERIC_INSTRUCTIONS
     from revrel.tasks.toxicity import continuation_instruction, rtp_split
 
     m, tok = loaded.model, loaded.tokenizer
-    prompts = [continuation_instruction(r["prompt"]["text"]) for r in rtp_split("toxic", "dev")[:n_prompts]]
-    rows = [p for p in prompts for _ in range(samples)]
+    prompts = [continuation_instruction(r["prompt"]["text"]) for r in rtp_split("toxic", "dev")[:32]]
+    cases = {"eval": ([p for p in prompts for _ in range(4)], dict(max_new_tokens=25, temperature=1.0, top_p=0.95)),
+             "answers": ((GENERIC_INSTRUCTIONS * 128)[:128], dict(max_new_tokens=64, temperature=0.7, top_p=0.9))}
     current = G.NucleusSampler
-    res = {"rows": len(rows), "new_tokens": new_tokens}
-    G.generate(m, tok, rows[:8], G.GenerationConfig(max_new_tokens=4, batch_size=8, progress=False))  # warm-up
+    res: dict = {}
+    G.generate(m, tok, prompts[:8], G.GenerationConfig(max_new_tokens=4, batch_size=8, progress=False))  # warm-up
     try:
-        for name, sampler in (("sorting", SortingSampler), ("topk", current)):
-            G.NucleusSampler = sampler
-            for bs in (32, 64):
-                best = float("inf")
-                for _ in range(repeats):
-                    t = time.perf_counter()
-                    out = G.generate(m, tok, rows, G.GenerationConfig(max_new_tokens=new_tokens, batch_size=bs, progress=False))
-                    best = min(best, time.perf_counter() - t)
-                res[f"{name}_bs{bs}_tokens_per_s"] = sum(g.new_tokens for g in out) / best
+        for case, (rows, kw) in cases.items():
+            r = res[case] = {"rows": len(rows), **kw}
+            for name, sampler in (("sorting", SortingSampler), ("topk", current)):
+                G.NucleusSampler = sampler
+                for bs in (32, 64):
+                    best = float("inf")
+                    for _ in range(repeats):
+                        t = time.perf_counter()
+                        out = G.generate(m, tok, rows, G.GenerationConfig(batch_size=bs, progress=False, **kw))
+                        best = min(best, time.perf_counter() - t)
+                    r[f"{name}_bs{bs}_tokens_per_s"] = sum(g.new_tokens for g in out) / best
+                    r[f"{name}_bs{bs}_rows_per_s"] = len(rows) / best
+            r["speedup_current_vs_previous_rows"] = r["topk_bs64_rows_per_s"] / r["sorting_bs32_rows_per_s"]
+            r["speedup_sampler_at_bs32_rows"] = r["topk_bs32_rows_per_s"] / r["sorting_bs32_rows_per_s"]
+            r["speedup_batch64_topk_rows"] = r["topk_bs64_rows_per_s"] / r["topk_bs32_rows_per_s"]
+            print(case, json.dumps(r), flush=True)
     finally:
         G.NucleusSampler = current
-    res["speedup_current_vs_previous"] = res["topk_bs64_tokens_per_s"] / res["sorting_bs32_tokens_per_s"]
-    res["speedup_sampler_at_bs32"] = res["topk_bs32_tokens_per_s"] / res["sorting_bs32_tokens_per_s"]
-    res["speedup_batch64_topk"] = res["topk_bs64_tokens_per_s"] / res["topk_bs32_tokens_per_s"]
     return res
 
 
