@@ -50,8 +50,15 @@ FINDINGS = """## Findings: why each edit works or fails here
   +0.036, where the hand-set 8 + 0.03125 gave +0.418 at +0.032. The even split gives negate more of the budget
   than the hand-set recipe did; negate moves the sampled behaviour (expected max toxicity) most, suppress moves
   the likelihood probe most (the hand-set ablations below), so the split trades one for the other.
-- Every default runs one round; whether the paper's iteration adds forgetting at equal keep-side cost is not
-  measured yet.
+- Iteration does not add forgetting here at equal keep-side cost (toxicity, dev, budget 0.04, table above): two
+  rounds under the paper's stop rule (relevance fell 0.271 -> 0.204, so round 2 ran) gave toxic +0.309 ± 0.018 at
+  benign +0.041, one round +0.375 ± 0.026 at +0.039; expected max toxicity 0.348 vs 0.366 (intervals overlap); the
+  revealed relevance after the last round 0.163 vs 0.186. Pacing halves round 1's budget, and round 2's Reveal finds
+  a smaller, less toxic forget set (179 vs 250 rows), so its edits buy less per unit of keep-side cost. The defaults
+  keep one round; `--rounds N` runs the stop rule up to N.
+- A Q4_1 export undid most of a negation because the default model is itself a Q4_1 GGUF: its weights sit on the
+  grid, and nearest rounding sends every weight that moved less than half a step back to its level. Edits are now
+  rounded onto the original's grid during the line search (`revrel.release.grid`).
 """
 
 
