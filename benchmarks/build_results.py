@@ -322,7 +322,24 @@ def perf_lines() -> list[str]:
     return ["## Speed (`python benchmarks/perf.py`)", "",
             f"{m.get('cpu')}, {m.get('threads')} threads, torch {m.get('torch')}: batched generation {_f(g.get('batched_tokens_per_s'), 0)} tokens/s "
             f"vs {_f(g.get('one_at_a_time_tokens_per_s'), 0)} one prompt at a time ({_f(g.get('speedup'), 1)}x, same tokens: {g.get('tokens_equal')}). "
-            f"Details in [{LINK}/perf.json]({LINK}/perf.json).", ""]
+            f"Details in [{LINK}/perf.json]({LINK}/perf.json).", ""] + sampling_lines()
+
+
+def sampling_lines() -> list[str]:
+    """``perf.py --sampling-only``: the previous sampler at batch 32 vs the current one at 64, rows per second."""
+    p = RES / "perf_sampling.json"
+    if not p.is_file():
+        return []
+    d = json.loads(p.read_text())
+    m = d.get("machine", {})
+    out = [f"Sampled generation ({m.get('cpu')}, {m.get('threads')} threads, float32; `python benchmarks/perf.py --sampling-only`), rows/s:", "",
+           "| case | previous sampler, batch 32 | previous, 64 | current sampler, 32 | current, 64 | current 64 / previous 32 |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for case, r in d.get("sampling", {}).items():
+        out.append(f"| {case}: {r['rows']} rows, {r['max_new_tokens']} tokens, T={r['temperature']} | {r['sorting_bs32_rows_per_s']:.2f} | "
+                   f"{r['sorting_bs64_rows_per_s']:.2f} | {r['topk_bs32_rows_per_s']:.2f} | {r['topk_bs64_rows_per_s']:.2f} | "
+                   f"{r['speedup_current_vs_previous_rows']:.2f}x |")
+    return out + [""]
 
 
 def build() -> str:
