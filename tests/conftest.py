@@ -7,7 +7,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ["REVREL_CACHE"] = "off"  # no test may read another run's cached evaluation (test_evalcache turns it on)
+os.environ["REVREL_EVAL_CACHE"] = "off"  # no test may read another run's cached evaluation (test_evalcache turns it on)
 
 from tiny import build_tiny, register_tiny_task  # noqa: E402
 

@@ -21,6 +21,7 @@ def _strip(before: dict) -> dict:
 
 def test_second_run_reuses_the_original_evaluation_and_other_settings_miss(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("REVREL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("REVREL_EVAL_CACHE", "on")
     first = _run(tmp_path, tiny_dir, "a")
     assert "cached" not in first["before"]
     entries = list((tmp_path / "cache" / "before").glob("*.json"))
@@ -37,6 +38,7 @@ def test_second_run_reuses_the_original_evaluation_and_other_settings_miss(tiny_
 
 def test_a_broken_entry_is_a_miss_and_is_rewritten(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("REVREL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("REVREL_EVAL_CACHE", "on")
     _run(tmp_path, tiny_dir, "a")
     (entry,) = (tmp_path / "cache" / "before").glob("*.json")
     entry.write_text("{not json")
@@ -46,11 +48,11 @@ def test_a_broken_entry_is_a_miss_and_is_rewritten(tiny_dir, tmp_path, monkeypat
 
 
 def test_off_disables_and_weights_not_paths_make_the_key(tiny, monkeypatch):
-    monkeypatch.setenv("REVREL_CACHE", "off")
+    monkeypatch.setenv("REVREL_EVAL_CACHE", "off")
     assert evalcache.cache_root() is None
-    monkeypatch.delenv("REVREL_CACHE")
-    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
-    assert str(evalcache.cache_root()) == "/somewhere/revrel"
+    monkeypatch.delenv("REVREL_EVAL_CACHE")
+    monkeypatch.setenv("REVREL_CACHE", "/somewhere")
+    assert str(evalcache.cache_root()) == "/somewhere"  # the folder converted GGUF models go to
     settings = {"task": "tiny", "seed": 0}
     k0 = evalcache.key(tiny.model, tiny.tokenizer, settings)
     assert evalcache.key(tiny.model, tiny.tokenizer, settings) == k0

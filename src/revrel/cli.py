@@ -153,7 +153,7 @@ def round_lines(report: dict) -> str:
         lines.append("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()))
     if (report.get("before") or {}).get("cached"):
         lines.append(f"  (the original's evaluation came from the cache: {report['before']['cached']['seconds_computed']:.0f} s saved; "
-                     "REVREL_CACHE=off recomputes it)")
+                     "REVREL_EVAL_CACHE=off recomputes it)")
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@ model it is about half of a run's evaluation time). The key is a hash of everyth
 depends on: the weights themselves (not a path), the tokenizer's chat template and vocabulary,
 every file of the installed revrel package (so any code change misses), torch and transformers
 versions, and the run's task, target, eval and seed settings. Entries are plain JSON, written
-atomically under ``$REVREL_CACHE`` (default ``~/.cache/revrel``); ``REVREL_CACHE=off`` disables it.
+atomically under ``before/`` of revrel's cache folder (``$REVREL_CACHE``, default ``~/.cache/revrel``, the
+folder converted GGUF models also go to); ``REVREL_EVAL_CACHE=off`` disables it.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 def cache_root() -> Path | None:
-    """The cache folder, or None when ``REVREL_CACHE`` is off/0/empty-string-set-to-off."""
-    value = os.environ.get("REVREL_CACHE")
-    if value is not None and value.strip().lower() in ("", "0", "off", "false", "no"):
+    """revrel's cache folder, or None when ``REVREL_EVAL_CACHE`` is off (0, off, false, no)."""
+    from revrel.models.loading import cache_dir
+
+    if os.environ.get("REVREL_EVAL_CACHE", "").strip().lower() in ("0", "off", "false", "no"):
         return None
-    if value:
-        return Path(value)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "revrel"
+    return cache_dir()
 
 
 @cache
