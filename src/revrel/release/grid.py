@@ -33,10 +33,14 @@ class _Tensor:
     ends: torch.Tensor  # (blocks, 2) positions of the block's min and max (they keep the grid in place)
 
 
-def _aligned(b: torch.Tensor, tol: float) -> bool:
-    """Whether every block (row of ``b``) lies on its Q4_1 grid: min + k * (max - min) / 15, within ``tol`` of a step."""
-    lo, hi = b.min(1, keepdim=True).values, b.max(1, keepdim=True).values
-    step = (hi - lo) / LEVELS
+def _blocks(b: torch.Tensor):
+    """Each block's (row of ``b``) min and max (values and positions) and Q4_1 grid step (max - min) / 15."""
+    lo, hi = b.min(1, keepdim=True), b.max(1, keepdim=True)
+    return lo, hi, (hi.values - lo.values) / LEVELS
+
+
+def _aligned(b: torch.Tensor, lo: torch.Tensor, step: torch.Tensor, tol: float) -> bool:
+    """Whether every block lies on its grid lo + k * step, within ``tol`` of a step (a constant block has none)."""
     if not bool((step > 0).all()):
         return False
     x = (b - lo) / step
@@ -59,11 +63,12 @@ class Q41Grid:
             if not isinstance(mod, torch.nn.Linear) or w is None or w.dtype != torch.float32 or w.shape[-1] % BLOCK:
                 continue
             b = w.detach().reshape(-1, BLOCK)
-            if not _aligned(b[:256], tol):  # a prefix first: most tensors of a model that is not on a grid fail it cheaply
+            head = b[:256]  # a prefix first: most tensors of a model that is not on a grid fail it cheaply
+            lo, _, step = _blocks(head)
+            if not _aligned(head, lo.values, step, tol):
                 continue
-            lo, hi = b.min(1, keepdim=True), b.max(1, keepdim=True)
-            step = (hi.values - lo.values) / LEVELS
-            if not _aligned(b, tol):
+            lo, hi, step = _blocks(b)
+            if not _aligned(b, lo.values, step, tol):
                 continue
             tensors[name] = _Tensor(w.detach().clone(), lo.values, step, torch.cat([lo.indices, hi.indices], 1))
         return cls(tensors) if tensors else None
