@@ -55,7 +55,7 @@ def model_fingerprint(model, tokenizer) -> str:
     for name, t in model.state_dict().items():
         t = t.detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update((t.view(torch.uint8) if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+        h.update((t.view(torch.uint8) if t.dtype == torch.bfloat16 else t).numpy())  # the buffer itself, no bytes copy
     h.update(str(len(tokenizer)).encode())
     h.update(str(getattr(tokenizer, "chat_template", "") or "").encode())
     return h.hexdigest()
