@@ -18,15 +18,13 @@ import os
 from functools import cache
 from pathlib import Path
 
-from revrel.io import atomic_write_json
+from revrel.io import atomic_write_json, cache_dir
 
 PACKAGE = Path(__file__).resolve().parent
 
 
 def cache_root() -> Path | None:
     """revrel's cache folder, or None when ``REVREL_EVAL_CACHE`` is off (0, off, false, no)."""
-    from revrel.models.loading import cache_dir
-
     if os.environ.get("REVREL_EVAL_CACHE", "").strip().lower() in ("0", "off", "false", "no"):
         return None
     return cache_dir()

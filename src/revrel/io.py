@@ -16,6 +16,11 @@ from typing import Any
 from revrel.errors import RevrelError
 
 
+def cache_dir() -> Path:
+    """revrel's cache folder (converted GGUF models, cached evaluations): ``$REVREL_CACHE`` or ``~/.cache/revrel``."""
+    return Path(os.environ.get("REVREL_CACHE") or Path.home() / ".cache" / "revrel")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success rename it over ``path``, on failure delete it."""

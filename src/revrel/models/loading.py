@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from revrel.errors import RevrelError
-from revrel.io import atomic_folder, atomic_write_json, sha256_file
+from revrel.io import atomic_folder, atomic_write_json, cache_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ class LoadedModel:
     tokenizer: object
     spec: str
     source: str  # folder the weights were read from
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("REVREL_CACHE") or Path.home() / ".cache" / "revrel")
 
 
 def embedded_gguf(name: str = DEFAULT_MODEL) -> Path:
