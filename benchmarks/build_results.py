@@ -182,18 +182,22 @@ def target_table(names: list[str]) -> list[str]:
     """One row per named target: the share of answers that name it (and its neighbours), the likelihood of the original's
     own answers (the target's names and the rest apart), generic text, fluency, export, time."""
     out = ["| run | split | neighbours kept | strengths chosen | keep cost / budget | answers naming the target | answers naming a neighbour | "
-           "target answers: rest / names | neighbours | generic | fluency ppl | q4_1 keeps | wall | peak RSS |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "target answers: all / rest / names | neighbours | generic | fluency ppl, all answers | same, target answers | same, others | "
+           "q4_1 keeps | wall | peak RSS |",
+           "| --- " * 17 + "|"]
     for name, r, run in _runs(names):
-        ch = r["after"]["probes"]["change"]["groups"]
+        probes = r["after"]["probes"]["change"]
+        ch = probes["groups"]
         prof = json.loads((RES / name / "profile.json").read_text()) if (RES / name / "profile.json").is_file() else {}
         cost = last_keep_cost(r)
-        rest = ch.get("target_rest") or ch.get("target")
+        flu = [f"{_ci(r['before'], k)} -> {_ci(r['after'], k)}" if k in r["after"] else "-"
+               for k in ("fluency_perplexity", "fluency_perplexity_target", "fluency_perplexity_others")]
         out.append(f"| [{name}]({LINK}/{name}/) | {r['after']['eval']['split']} | {', '.join(prof.get('neighbours', []))} | {strengths(r)} | "
                    f"{_f(cost)} / {r['config']['release']['budget']} | {_ci(r['before'], 'target_named_share')} -> {_ci(r['after'], 'target_named_share')} | "
-                   f"{_ci(r['before'], 'neighbours_named_share')} -> {_ci(r['after'], 'neighbours_named_share')} | {_pm(rest)} / {_pm(ch.get('target_names'))} | "
-                   f"{_pm(ch.get('neighbours'))} | {_pm(ch.get('generic'))} | {_ci(r['before'], 'fluency_perplexity')} -> "
-                   f"{_ci(r['after'], 'fluency_perplexity')} | {kept_share(r)} | {run.get('wall_s', '-')} s | {run.get('peak_rss_GB', '-')} GB |")
+                   f"{_ci(r['before'], 'neighbours_named_share')} -> {_ci(r['after'], 'neighbours_named_share')} | "
+                   f"{_pm(probes.get('target'))} / {_pm(ch.get('target_rest'))} / {_pm(ch.get('target_names'))} | "
+                   f"{_pm(ch.get('neighbours'))} | {_pm(ch.get('generic'))} | {' | '.join(flu)} | "
+                   f"{kept_share(r)} | {run.get('wall_s', '-')} s | {run.get('peak_rss_GB', '-')} GB |")
     return out
 
 

@@ -86,6 +86,9 @@ def test_target_run_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
     assert not seeds & test_q
     for key in ("target_named_share", "neighbours_named_share", "fluency_perplexity"):
         assert key in report["after"], key
+    for m in (report["before"], report["after"]):  # the target's and the others' answers apart; all of them lie between
+        parts = sorted((m["fluency_perplexity_target"], m["fluency_perplexity_others"]))
+        assert parts[0] <= m["fluency_perplexity"] * (1 + 1e-6) and m["fluency_perplexity"] <= parts[1] * (1 + 1e-6), m
     change = report["after"]["probes"]["change"]
     assert {"target_rest", "target_names", "user", "neighbours", "generic"} <= set(change["groups"])
     assert [e["edit"] for e in report["rounds"][0]["edits"]] == ["suppress", "negate"]

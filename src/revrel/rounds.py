@@ -174,8 +174,7 @@ def apply_edits(model, tokenizer, data: RoundData, edits: list, cost: KeepCost, 
     Returns (model, one entry per edit, the kept cost, whether the last edit met its limit at no strength)."""
     done, kept_cost = [], None
     for edit, limit in zip(edits, limits):
-        if snap is not None:
-            edit.set = _then(edit.set, snap)
+        edit.after_set = snap
         faults.point(f"round{data.round}:{edit.name}")
         t0 = time.time()
         model = edit.prepare(model, tokenizer, data)
@@ -193,13 +192,6 @@ def apply_edits(model, tokenizer, data: RoundData, edits: list, cost: KeepCost, 
         if save is not None:
             edit.save(save, data.round)
     return model, done, kept_cost, False
-
-
-def _then(set_strength, snap):
-    def snapped(strength: float):
-        return snap(set_strength(strength))
-
-    return snapped
 
 
 def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], cost: KeepCost) -> dict:

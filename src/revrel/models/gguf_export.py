@@ -83,19 +83,36 @@ def check_format(qtype: str, rounding: str = "nearest") -> None:
         raise RevrelError(f"--rounding must be one of {', '.join(ROUNDINGS)}, and {rounding} needs --gguf q4_1 (got {rounding!r}, {qtype!r})")
 
 
-def snap_q4_1_stochastic(arr: np.ndarray, rng: np.random.Generator, block: int = 32) -> np.ndarray:
-    """``arr`` (rows a multiple of ``block`` long) on the Q4_1 grid of each block (min + k * (max - min) / 15),
-    rounded up with probability equal to the fractional position: unbiased, and exact at the block's min
-    and max, so Q4_1's own quantizer finds the same grid and reproduces the values."""
-    b = arr.reshape(-1, block).astype(np.float32)
-    lo, hi = b.min(axis=1, keepdims=True), b.max(axis=1, keepdims=True)
-    d = (hi - lo) / 15
-    x = np.where(d > 0, (b - lo) / np.where(d > 0, d, 1), 0)
-    k = np.floor(x)
+Q4_1_LEVELS = 15  # Q4_1 stores k in 0..15 per weight: min + k * (max - min) / 15
+
+
+@torch.no_grad()
+def round_q4_1_stochastic(b: torch.Tensor, lo: torch.Tensor, step: torch.Tensor, ends: torch.Tensor,
+                          generator: torch.Generator) -> torch.Tensor:
+    """Blocks ``b`` (blocks x 32) onto the grid ``lo + k * step`` (each (blocks, 1)), rounded up with probability
+    equal to the fractional position: unbiased. A weight already on the grid (within float error) stays on its level,
+    and the positions ``ends`` (blocks, 2) are set to levels 0 and 15, so each block keeps its min and max and Q4_1's
+    own quantizer finds the same grid and reproduces the values. Returns a new tensor."""
+    x = torch.where(step > 0, (b - lo) / torch.where(step > 0, step, 1.0), 0.0)  # position in steps above the minimum
+    k = x.floor()
     frac = x - k
-    frac[frac < 1e-4] = 0.0  # a weight already on the grid (float error) stays put
-    q = np.clip(k + (rng.random(b.shape, dtype=np.float32) < frac), 0, 15)
-    return (q * d + lo).reshape(arr.shape).astype(np.float32)
+    up = frac > 1 - 1e-3
+    k += up
+    frac[up | (frac < 1e-3)] = 0.0
+    k += torch.rand(k.shape, generator=generator) < frac  # one level up with probability frac
+    k.clamp_(0, Q4_1_LEVELS)
+    k.scatter_(1, ends, torch.tensor([[0.0, float(Q4_1_LEVELS)]]).expand(len(k), 2).contiguous())
+    return k * step + lo
+
+
+def snap_q4_1_stochastic(arr: np.ndarray, rng: np.random.Generator, block: int = 32) -> np.ndarray:
+    """``arr`` (rows a multiple of ``block`` long) stochastically onto the Q4_1 grid of each of its own blocks
+    (:func:`round_q4_1_stochastic`), for a model that does not come with a grid of its own."""
+    b = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).reshape(-1, block)
+    lo, hi = b.min(1, keepdim=True), b.max(1, keepdim=True)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    out = round_q4_1_stochastic(b, lo.values, (hi.values - lo.values) / Q4_1_LEVELS, torch.cat([lo.indices, hi.indices], 1), gen)
+    return out.reshape(arr.shape).numpy()
 
 
 def _tokenizer_fields(writer, tok, vocab_size: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -71,6 +72,7 @@ class Edit:
     name: ClassVar[str]
     Config: ClassVar[type]
     max_strength: ClassVar[float] = 100.0  # the line search never goes above this
+    after_set: Callable | None = None  # set by the run: applied to the model after every strength (see :meth:`to`)
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -84,6 +86,13 @@ class Edit:
     def set(self, strength: float):
         """The model with the edit at ``strength`` (0: the weights :meth:`prepare` saw, exactly)."""
         raise NotImplementedError
+
+    def to(self, strength: float):
+        """:meth:`set`, then the run's ``after_set`` hook on the model (the grid rounding,
+        :meth:`revrel.release.grid.Q41Grid.snap`): what the line search calls, so the cost it measures is of the
+        weights the run keeps."""
+        model = self.set(strength)
+        return self.after_set(model) if self.after_set is not None else model
 
     def variants(self) -> list[str]:
         """Ways to apply the prepared edit that the round compares at equal keep-side cost (negate: by depth)."""
@@ -163,7 +172,7 @@ def line_search(edit: Edit, start: float, tries: int, measure, limit: float) -> 
     tried, and the kept step's cost."""
     ok, bad, x, searched, cost_ok = None, None, start, [], None
     for _ in range(tries):
-        cost = measure(edit.set(x))
+        cost = measure(edit.to(x))
         searched.append({"strength": x, **edit.at_strength(), "keep_cost": round(cost, 4)})
         log.info("%s strength %.4g: keep-side cost %+.4f nats/token (limit %.4f)", edit.name, x, cost, limit)
         if cost <= limit:
@@ -181,10 +190,10 @@ def line_search(edit: Edit, start: float, tries: int, measure, limit: float) -> 
         else:
             x = bad / 2
     if ok is None:
-        edit.set(0.0)
+        edit.to(0.0)
         return None, searched, None
     if searched[-1]["strength"] != ok:
-        edit.set(ok)
+        edit.to(ok)
     return ok, searched, cost_ok
 
 
@@ -207,7 +216,7 @@ def choose(edit: Edit, tries: int, measure, limit: float, gain=None) -> tuple[fl
         return None, tried[variants[0]]["line_search"], None, {"variants": tried}
     best = max(ok, key=lambda v: tried[v]["gain"])
     edit.use(best)
-    edit.set(tried[best]["strength"])
+    edit.to(tried[best]["strength"])
     return tried[best]["strength"], tried[best]["line_search"], tried[best]["keep_cost"], {"variants": tried, "chosen": best}
 
 

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
+from revrel.models.gguf_export import Q4_1_LEVELS as LEVELS
+from revrel.models.gguf_export import round_q4_1_stochastic
+
 BLOCK = 32
-LEVELS = 15  # Q4_1: k in 0..15
 
 
 @dataclass
@@ -85,16 +87,6 @@ class Q41Grid:
             w = model.get_submodule(name).weight.data
             if torch.equal(w, t.original):
                 continue  # untouched (each tensor draws from its own stream, so skipping shifts no other's draws)
-            b = w.view(-1, BLOCK)
-            x = b.sub(t.lo).div_(t.step)  # position in steps above the block's minimum
-            k = x.floor()
-            frac = x.sub_(k)
-            up = frac > 1 - 1e-3  # float error of a weight that is on the grid: it stays on its level
-            k += up
-            frac[up | (frac < 1e-3)] = 0.0
-            u = torch.rand(k.shape, generator=torch.Generator().manual_seed(seed * 100_003 + i))
-            k += u < frac  # one level up with probability frac: unbiased
-            k.clamp_(0, LEVELS)
-            k.scatter_(1, t.ends, torch.tensor([[0.0, float(LEVELS)]]).expand(len(k), 2).contiguous())
-            b.copy_(k.mul_(t.step).add_(t.lo))
+            gen = torch.Generator().manual_seed(seed * 100_003 + i)
+            w.view(-1, BLOCK).copy_(round_q4_1_stochastic(w.view(-1, BLOCK), t.lo, t.step, t.ends, gen))
         return model

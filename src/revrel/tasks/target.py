@@ -302,7 +302,8 @@ class TargetState:
 
     def evaluate(self, model, tokenizer, cfg, oracle, seed: int = 0, wrap=None, reference=None) -> dict:
         """Share of answers that name the entity asked about (target; each neighbour by its own name), sampled
-        ``cfg.samples`` times per held-out question, with bootstrap 95% intervals; fluency of all answers."""
+        ``cfg.samples`` times per held-out question, with bootstrap 95% intervals; fluency of all answers, and of the
+        target's and the others' answers apart."""
         prof = self.need()
         ref = self.spec.ref
         rows = [("target", prof["name"], (wrap or str)(t.format(x=ref))) for t in EVAL_TEMPLATES]
@@ -325,6 +326,12 @@ class TargetState:
         metrics["examples"] = [{"question": r[2], "answer": g.text} for r, g in zip(rows, gens) if r[0] == "target"][:4]
         metrics["fluency_perplexity"], metrics["intervals"]["fluency_perplexity"] = fluency(
             model, reference, tokenizer, [g.prompt for g in gens], [g.text for g in gens], cfg.batch_size)
+        # apart: answers about the target are meant to change (the original finds what the model now says about it
+        # less likely: that is partly the forgetting itself), answers about neighbours and generic ones are not
+        for part, keep in (("target", lambda grp: grp == "target"), ("others", lambda grp: grp != "target")):
+            sel = [g for r, g in zip(rows, gens) if keep(r[0])]
+            metrics[f"fluency_perplexity_{part}"], metrics["intervals"][f"fluency_perplexity_{part}"] = fluency(
+                model, reference, tokenizer, [g.prompt for g in sel], [g.text for g in sel], cfg.batch_size)
         return metrics
 
 
