@@ -9,7 +9,16 @@ from revrel.config import load_config
 from revrel.errors import RevrelError
 from revrel.pipeline import unlearn
 from revrel.tasks import get_task
-from revrel.tasks.target import TargetSpec, TargetState, alias_pattern, candidate_names, recurring, words_of
+from revrel.tasks.target import (
+    TargetSpec,
+    TargetState,
+    alias_pattern,
+    candidate_names,
+    distinctive,
+    part_of_target,
+    recurring,
+    words_of,
+)
 
 from tiny import tiny_overrides
 
@@ -116,3 +125,21 @@ def test_probe_splits_the_target_answers_into_names_and_the_rest(tiny):
     names = [t.text[a:b] for a, b, g in t.spans if g == "target_names"]
     rest = "".join(t.text[a:b] for a, b, g in sorted(t.spans) if g == "target_rest")
     assert names == ["Shakespeare", "Shakespeare"] and rest == " wrote Hamlet;  died in 1616."
+
+
+def test_a_neighbour_whose_description_names_the_target_is_part_of_it():
+    own = alias_pattern(["William Shakespeare", "William", "Shakespeare"])
+    names = ["Charles Dickens", "Merchant of Venice"]
+    descs = ["Charles Dickens was a British author of Oliver Twist.",
+             "The Merchant of Venice is a play by William Shakespeare's company, a romantic tale."]
+    assert part_of_target(names, descs, own) == {"Merchant of Venice"}
+    assert part_of_target(names[:1], descs[:1], own) == set()
+
+
+def test_an_alias_that_names_others_too_is_dropped_but_the_own_name_is_kept():
+    own = ["Albert Einstein", "Albert", "Einstein"]
+    others = ["physicist", "Isaac Newton is a renowned physicist and mathematician."]
+    kept = distinctive([*own, "Physicist", "Father of Relativity"], own, others)
+    assert kept == [*own, "Father of Relativity"]
+    # the own name stays even where a neighbour's text mentions it
+    assert distinctive(own, own, ["Einstein admired Newton."]) == own

@@ -5,8 +5,10 @@ Austen"]``. Nothing else is given: before anything is measured, :meth:`TargetSta
 model (cached in ``<out>/target/profile.json``, so a resumed run and the attacks read the same) for
 
 * a description of the target (what the relevance oracle compares responses with), and aliases (names it gives
-  the target in at least two of four samples, plus the words of the name itself);
-* neighbours of the same kind (names it gives in at least two of six samples, besides ``--keep``);
+  the target in at least two of four samples and that no text about something else uses, plus the words of the
+  name itself);
+* neighbours of the same kind (names it gives in at least two of six samples, besides ``--keep``; one whose own
+  description names the target, a work or a character of it, is part of the target and is not kept);
 * its own answers to held-out questions about the target, each neighbour, and generic instructions: the
   likelihood probe (``test``), and, from other questions, the keep side the budget is measured on (``dev``).
 
@@ -111,6 +113,20 @@ def recurring(samples: Sequence[str], exclude: re.Pattern, at_least: int, limit:
     return [n for n, c in counts.most_common() if c >= at_least][:limit]
 
 
+def part_of_target(names: Sequence[str], descriptions: Sequence[str], target: re.Pattern) -> set[str]:
+    """The offered neighbours whose own description names the target: a work of the author (The Merchant of Venice for
+    Shakespeare) or a character of the series is part of what is forgotten, and keeping it would fight the edits."""
+    return {n for n, d in zip(names, descriptions) if target.search(d)}
+
+
+def distinctive(aliases: Sequence[str], own: Sequence[str], others: Sequence[str]) -> list[str]:
+    """The aliases that identify the target: its own name words always; a model-given alias only when no text about
+    something else (the ``--about`` words, the neighbours' descriptions) uses it, in any case (Physicist for Einstein
+    names Newton too: suppressing it would hit the neighbours)."""
+    shared = " ".join(others).lower()
+    return list(dict.fromkeys([*own, *(a for a in aliases if a in own or not alias_pattern([a.lower()]).search(shared))]))
+
+
 @dataclass
 class TargetSpec:
     """What the user gives (``revrel.config.TargetConfig``), and what prepare derives from the model."""
@@ -148,10 +164,17 @@ def build_profile(model, tokenizer, spec: TargetSpec, seed: int = 0) -> dict:
     found = recurring(neigh_txt, alias_pattern(aliases), 2, spec.n_neighbours)
     neighbours = keep + [n for n in found if not any(alias_pattern([n]).search(k) or alias_pattern([k]).search(n) for k in keep)]
     neighbours = neighbours[: max(spec.n_neighbours, len(keep))]
-    if not neighbours:
-        log.warning("target: the model named no neighbours of %s; only generic text is kept (give --keep to name some)", name)
     neigh_desc = _sample(model, tokenizer, [f"Who or what is {n}? Describe it in two sentences." for n in neighbours], seed, 80, 0.0,
                          "target: describe neighbours") if neighbours else []
+    dropped = part_of_target([n for n in neighbours if n not in keep], [d for n, d in zip(neighbours, neigh_desc) if n not in keep],
+                             alias_pattern(own))
+    if dropped:
+        log.info("target: not kept, their descriptions name %s: %s", name, ", ".join(sorted(dropped)))
+    neigh_desc = [d for n, d in zip(neighbours, neigh_desc) if n not in dropped]
+    neighbours = [n for n in neighbours if n not in dropped]
+    if not neighbours:
+        log.warning("target: the model named no neighbours of %s; only generic text is kept (give --keep to name some)", name)
+    aliases = distinctive(aliases, own, [spec.about, *neigh_desc])
     profile = {"name": name, "about": spec.about, "description": desc, "aliases": list(dict.fromkeys(aliases)), "neighbours": neighbours,
                "neighbour_descriptions": dict(zip(neighbours, neigh_desc)), "alias_samples": alias_txt, "neighbour_samples": neigh_txt}
     # the probe: the original's own answers (two samples per question), dev from the Reveal templates, test held out
