@@ -59,6 +59,10 @@ FINDINGS = """## Findings: why each edit works or fails here
 - A Q4_1 export undid most of a negation because the default model is itself a Q4_1 GGUF: its weights sit on the
   grid, and nearest rounding sends every weight that moved less than half a step back to its level. Edits are now
   rounded onto the original's grid during the line search (`revrel.release.grid`).
+- In the target mode a neighbour the model offers can be part of the target: it named The Merchant of Venice beside
+  Dickens and Austen for Shakespeare. Its answers, kept, name Shakespeare, so the keep side held suppression of the
+  name at 9.5 and the original's target answers moved +0.32 nats/token. A neighbour whose own description names the
+  target is now not kept: the re-run suppressed at 64 and moved them +2.72, with neighbours +0.022 and generic +0.023.
 """
 
 
