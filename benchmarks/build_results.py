@@ -105,7 +105,7 @@ def recipe_table(names: list[str]) -> list[str]:
         key = SAMPLED[task]
         out.append(f"| [{name}]({LINK}/{name}/) | {r.get('seed')} | {r.get('forget_size')} | {tgt} | {keep} | {key} {_ci(r['before'], key)} -> "
                    f"{_ci(r['after'], key)} | {_ci(r['before'], 'fluency_perplexity')} -> {_ci(r['after'], 'fluency_perplexity')} | "
-                   f"{run.get('wall_s', '-')} s | {run.get('peak_rss_GB', '-')} GB |")
+                   f"{run.get('wall_s', '-')} s | {run.get('peak_rss_GB') or '-'} GB |")
     return out
 
 
@@ -142,15 +142,23 @@ def default_table(names: list[str]) -> list[str]:
         key = SAMPLED[task]
         out.append(f"| [{name}]({LINK}/{name}/) | {r.get('seed')} | {strengths(r)} | {_f(cost)} / {r['config']['release']['budget']} | "
                    f"{tgt} | {keep} | {key} {_ci(r['before'], key)} -> {_ci(r['after'], key)} | "
-                   f"{_ci(r['before'], 'fluency_perplexity')} -> {_ci(r['after'], 'fluency_perplexity')} | {grid_text(r)} | {kept_share(r)} | "
-                   f"{run.get('wall_s', '-')} s ({(run.get('machine') or {}).get('cpu', '?')}) | {run.get('peak_rss_GB', '-')} GB |")
+                   f"{_ci(r['before'], 'fluency_perplexity')} -> {_ci(r['after'], 'fluency_perplexity')} | {grid_text(r)} | {export_text(r, run)} | "
+                   f"{run.get('wall_s', '-')} s ({(run.get('machine') or {}).get('cpu', '?')}) | {run.get('peak_rss_GB') or '-'} GB |")
     return out
+
+
+def export_text(r: dict, run: dict) -> str:
+    """The share of the target change a q4_1 export keeps, or why it was not measured."""
+    err = (run.get("attack") or {}).get("error")
+    return f"not measured ({err.split('error: ')[-1]})" if err else kept_share(r)
 
 
 def grid_text(r: dict) -> str:
     g = r.get("grid")
     if g:
         return f"{g['format']} ({g['tensors']} tensors)"
+    if "grid" in r:
+        return "none (the original's weights are not on a Q4_1 grid)"
     return "off" if (r["config"]["release"].get("grid") == "off") else "- (before release.grid)"
 
 
@@ -201,7 +209,7 @@ def target_table(names: list[str]) -> list[str]:
                    f"{_ci(r['before'], 'neighbours_named_share')} -> {_ci(r['after'], 'neighbours_named_share')} | "
                    f"{_pm(probes.get('target'))} / {_pm(ch.get('target_rest'))} / {_pm(ch.get('target_names'))} | "
                    f"{_pm(ch.get('neighbours'))} | {_pm(ch.get('generic'))} | {' | '.join(flu)} | "
-                   f"{kept_share(r)} | {run.get('wall_s', '-')} s | {run.get('peak_rss_GB', '-')} GB |")
+                   f"{kept_share(r)} | {run.get('wall_s', '-')} s | {run.get('peak_rss_GB') or '-'} GB |")
     return out
 
 
@@ -366,7 +374,11 @@ def build() -> str:
              "q4_1 export with llama.cpp's nearest rounding.", ""] + default_table(DEFAULTS) + ["",
              "## A second model, never tuned on: Qwen2.5-Coder-0.5B-Instruct (GGUF)", "",
              "The same defaults, unchanged, with `--model` pointing at the local GGUF (`benchmarks/qwen_asset.py`) and the "
-             "quick evaluation profile. Not a package asset: it installs only as a local test file.", ""] + default_table(QWEN) + [""]
+             "quick evaluation profile. Not a package asset: it installs only as a local test file. Only the code default has run "
+             "on it so far (61 min on 2 Xeon threads: evaluation 959 s, line search 954 s, Reveal 635 s, pruning 558 s): it forgets "
+             "coding there too, HumanEval pass@1 0.14 [0.06, 0.22] -> 0.00 and function-defining completions 0.53 -> 0.00, at GSM8K "
+             "+0.041 nats/token, with the same budget rule and no setting changed; its HumanEval probe change (+0.48) is a third of "
+             "the default model's. The q4_1 export does not yet write the qwen2 architecture.", ""] + default_table(QWEN) + [""]
     lines += ["## Forget what you name (`revrel unlearn --target NAME --about A --keep B`)", "",
               "Neighbours in `--keep` were chosen before any run; the model may add one more. Shares are of sampled answers to "
               "held-out questions (4 per question) that name the entity asked about; the probes are the original model's own "

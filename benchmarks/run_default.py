@@ -28,16 +28,20 @@ from perf import machine  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed_run(cmd: list[str]) -> dict:
-    """Run ``cmd`` under GNU time when it exists (peak RSS), else plain wall time; a failure exits with its stderr tail."""
+def timed_run(cmd: list[str], check: bool = True) -> dict:
+    """Run ``cmd`` under GNU time when it exists (peak RSS), else plain wall time; a failure exits with its stderr
+    tail, or with ``check=False`` returns its error line under ``error``."""
     gnu = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
     t = time.perf_counter()
     p = subprocess.run([gnu, "-v", *cmd] if gnu else cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
-    if p.returncode != 0:
+    if p.returncode != 0 and check:
         sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
-    return {"wall_s": round(wall, 1), "peak_rss_GB": round(int(rss.group(1)) / 1e6, 3) if rss else None, "stdout": p.stdout}
+    out = {"wall_s": round(wall, 1), "peak_rss_GB": round(int(rss.group(1)) / 1e6, 3) if rss else None, "stdout": p.stdout}
+    if p.returncode != 0:
+        out["error"] = next((ln for ln in p.stderr.splitlines() if "error" in ln.lower()), f"exit {p.returncode}")
+    return out
 
 
 def main() -> None:
@@ -72,11 +76,12 @@ def main() -> None:
             shutil.copy2(run_dir / f, keep / Path(f).name)
     (keep / "summary.txt").write_text(timing.pop("stdout"))
     info = dict(timing, command=" ".join(["revrel", *cmd[1:]]).replace(str(ROOT) + "/", ""), machine=machine())
+    (keep / "run.json").write_text(json.dumps(info, indent=1))  # before the attack: its failure loses nothing
     if not args.no_attack:
-        att = timed_run([revrel, "attack", "--run", str(run_dir), "--attacks", "gguf-q4_1", "--probe-only", "-q"])
-        info["attack"] = {"wall_s": att["wall_s"], "peak_rss_GB": att["peak_rss_GB"]}
+        att = timed_run([revrel, "attack", "--run", str(run_dir), "--attacks", "gguf-q4_1", "--probe-only", "-q"], check=False)
+        info["attack"] = {k: att[k] for k in ("wall_s", "peak_rss_GB", "error") if k in att}
         shutil.copy2(run_dir / "report.json", keep / "report.json")  # the attack adds its rows to the report
-    (keep / "run.json").write_text(json.dumps(info, indent=1))
+        (keep / "run.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info))
 
 
