@@ -42,8 +42,8 @@ FINDINGS = """## Findings: why each edit works or fails here
 - Measured as no help on the dev probes and removed: a retain-logprob anchor, keep-side DPO contrast, Ext-Sub
   projection, truncating the update's rank, picking PEM restarts by their contrast, suppressing by the model's
   expected counts, a minimum token length for suppression.
-- The NER recipe's PER change is not free: the fluency perplexity of its answers more than doubles (1.65 -> 3.72
-  and 5.32 on two draws), while toxicity and code stay within about 20% and 6%.
+- The NER recipe's PER change is not free: the fluency perplexity of its answers more than doubles (1.68 -> 3.71
+  and 5.96 on two draws), while toxicity and code stay within about 10% and 15%.
 - Strengths are chosen in the run: each edit gets an even cumulative share of `release.budget` (keep-side NLL,
   nats/token, the largest group change on the task's dev keep texts) and its line search keeps the strongest
   setting within it. On the toxicity dev record the rule chose suppress 4.76 + negate 0.177: toxic +0.314 at benign
