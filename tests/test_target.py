@@ -129,11 +129,10 @@ def test_probe_splits_the_target_answers_into_names_and_the_rest(tiny):
 
 def test_a_neighbour_whose_description_names_the_target_is_part_of_it():
     own = alias_pattern(["William Shakespeare", "William", "Shakespeare"])
-    names = ["Charles Dickens", "Merchant of Venice"]
-    descs = ["Charles Dickens was a British author of Oliver Twist.",
-             "The Merchant of Venice is a play by William Shakespeare's company, a romantic tale."]
-    assert part_of_target(names, descs, own) == {"Merchant of Venice"}
-    assert part_of_target(names[:1], descs[:1], own) == set()
+    described = {"Charles Dickens": "Charles Dickens was a British author of Oliver Twist.",
+                 "Merchant of Venice": "The Merchant of Venice is a play by William Shakespeare's company, a romantic tale."}
+    assert part_of_target(described, own) == {"Merchant of Venice"}
+    assert part_of_target({"Charles Dickens": described["Charles Dickens"]}, own) == set()
 
 
 def test_an_alias_that_names_others_too_is_dropped_but_the_own_name_is_kept():

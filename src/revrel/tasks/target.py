@@ -113,10 +113,10 @@ def recurring(samples: Sequence[str], exclude: re.Pattern, at_least: int, limit:
     return [n for n, c in counts.most_common() if c >= at_least][:limit]
 
 
-def part_of_target(names: Sequence[str], descriptions: Sequence[str], target: re.Pattern) -> set[str]:
+def part_of_target(described: dict[str, str], target: re.Pattern) -> set[str]:
     """The offered neighbours whose own description names the target: a work of the author (The Merchant of Venice for
     Shakespeare) or a character of the series is part of what is forgotten, and keeping it would fight the edits."""
-    return {n for n, d in zip(names, descriptions) if target.search(d)}
+    return {n for n, d in described.items() if target.search(d)}
 
 
 def distinctive(aliases: Sequence[str], own: Sequence[str], others: Sequence[str]) -> list[str]:
@@ -124,7 +124,7 @@ def distinctive(aliases: Sequence[str], own: Sequence[str], others: Sequence[str
     something else (the ``--about`` words, the neighbours' descriptions) uses it, in any case (Physicist for Einstein
     names Newton too: suppressing it would hit the neighbours)."""
     shared = " ".join(others).lower()
-    return list(dict.fromkeys([*own, *(a for a in aliases if a in own or not alias_pattern([a.lower()]).search(shared))]))
+    return list(dict.fromkeys([*own, *(a for a in aliases if not alias_pattern([a.lower()]).search(shared))]))
 
 
 @dataclass
@@ -166,8 +166,7 @@ def build_profile(model, tokenizer, spec: TargetSpec, seed: int = 0) -> dict:
     neighbours = neighbours[: max(spec.n_neighbours, len(keep))]
     neigh_desc = _sample(model, tokenizer, [f"Who or what is {n}? Describe it in two sentences." for n in neighbours], seed, 80, 0.0,
                          "target: describe neighbours") if neighbours else []
-    dropped = part_of_target([n for n in neighbours if n not in keep], [d for n, d in zip(neighbours, neigh_desc) if n not in keep],
-                             alias_pattern(own))
+    dropped = part_of_target({n: d for n, d in zip(neighbours, neigh_desc) if n not in keep}, alias_pattern(own))
     if dropped:
         log.info("target: not kept, their descriptions name %s: %s", name, ", ".join(sorted(dropped)))
     neigh_desc = [d for n, d in zip(neighbours, neigh_desc) if n not in dropped]
@@ -175,7 +174,7 @@ def build_profile(model, tokenizer, spec: TargetSpec, seed: int = 0) -> dict:
     if not neighbours:
         log.warning("target: the model named no neighbours of %s; only generic text is kept (give --keep to name some)", name)
     aliases = distinctive(aliases, own, [spec.about, *neigh_desc])
-    profile = {"name": name, "about": spec.about, "description": desc, "aliases": list(dict.fromkeys(aliases)), "neighbours": neighbours,
+    profile = {"name": name, "about": spec.about, "description": desc, "aliases": aliases, "neighbours": neighbours,
                "neighbour_descriptions": dict(zip(neighbours, neigh_desc)), "alias_samples": alias_txt, "neighbour_samples": neigh_txt}
     # the probe: the original's own answers (two samples per question), dev from the Reveal templates, test held out
     for split, templates, generic in (("dev", REVEAL_TEMPLATES, GENERIC_INSTRUCTIONS[:16]), ("test", EVAL_TEMPLATES, EVAL_GENERIC)):
