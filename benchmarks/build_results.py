@@ -374,11 +374,9 @@ def build() -> str:
              "q4_1 export with llama.cpp's nearest rounding.", ""] + default_table(DEFAULTS) + ["",
              "## A second model, never tuned on: Qwen2.5-Coder-0.5B-Instruct (GGUF)", "",
              "The same defaults, unchanged, with `--model` pointing at the local GGUF (`benchmarks/qwen_asset.py`) and the "
-             "quick evaluation profile. Not a package asset: it installs only as a local test file. Only the code default has run "
-             "on it so far (61 min on 2 Xeon threads: evaluation 959 s, line search 954 s, Reveal 635 s, pruning 558 s): it forgets "
-             "coding there too, HumanEval pass@1 0.14 [0.06, 0.22] -> 0.00 and function-defining completions 0.53 -> 0.00, at GSM8K "
-             "+0.041 nats/token, with the same budget rule and no setting changed; its HumanEval probe change (+0.48) is below the "
-             "default model's (+1.70 and +0.76 on two draws). The q4_1 export does not yet write the qwen2 architecture.", ""] + default_table(QWEN) + [""]
+             "quick evaluation profile. Not a package asset: it installs only as a local test file. A task without a row has not "
+             "run on it; each run's stage times and pass@1 are in its summary.txt. The q4_1 export does not yet write the qwen2 "
+             "architecture.", ""] + default_table(QWEN) + [""]
     lines += ["## Forget what you name (`revrel unlearn --target NAME --about A --keep B`)", "",
               "Neighbours in `--keep` were chosen before any run; the model may add one more. Shares are of sampled answers to "
               "held-out questions (4 per question) that name the entity asked about; the probes are the original model's own "
