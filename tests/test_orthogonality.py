@@ -151,3 +151,21 @@ def test_pem_ensemble_negates_the_mean_of_its_members_updates(tiny_dir, tmp_path
 
     back = deltas(PeftModel.from_pretrained(load_model(str(tiny_dir)).model, str(tmp_path / "ens")))
     assert all(torch.allclose(back[n], got[n], atol=1e-6) for n in got)
+
+
+def test_span_contrast_reference_scored_once_matches_the_per_step_forward(tiny):
+    """The cached reference log-probs of a mixed-length batch equal a forward of that batch without the LoRA."""
+    from revrel.models.generation import token_lp
+    from revrel.release.pem import SpanContrast, encode_rows
+
+    rows = SPAN_ROWS[:2] + [dict(SPAN_ROWS[0], response="Bob Lee of Initech", spans=[[0, 7]], keep_spans=[[11, 18]])]
+    enc = encode_rows(tiny.tokenizer, rows, 64, keep=True)
+    assert len({len(e[0]) for e in enc}) > 1
+    sc = SpanContrast(tiny.tokenizer, 5.0)
+    sc.reference(tiny.model, enc[:1], batch_size=1)  # scored in other batches than the one compared below
+    sc.reference(tiny.model, enc, batch_size=2)
+    with torch.no_grad():
+        lp, mask = token_lp(tiny.model, tiny.tokenizer, enc[::-1])
+    cached = sc.reference_lp(enc[::-1], lp.shape[1], lp.device)
+    assert torch.allclose(cached * mask, lp * mask, atol=1e-5)
+    assert float((lp * mask).abs().sum()) > 0

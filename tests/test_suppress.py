@@ -37,6 +37,21 @@ def test_pick_tokens_takes_target_span_tokens_the_keep_side_lacks(tiny):
         pick_tokens(tok, [dict(TARGET[0], spans=[[0, 0]])], KEEP, 5, 64)
 
 
+def test_expected_counts_add_up_to_the_keep_tokens_and_demote_what_the_model_expects(tiny):
+    """The model's expected counts sum to the keep side's response tokens (also from a stride of its rows), and a
+    target token the keep side is expected to use often ranks below one it is not, though neither was sampled there."""
+    from revrel.models.encoding import encode_pair
+    from revrel.release.suppress import expected_counts
+
+    tok = tiny.tokenizer
+    n = sum(sum(t != -100 for t in encode_pair(tok, r["instruction"], r["response"], 64)[1]) for r in KEEP)
+    assert sum(expected_counts(tiny.model, tok, KEEP, 64, floor=0.0).values()) == pytest.approx(n, rel=1e-4)
+    assert sum(expected_counts(tiny.model, tok, KEEP, 64, max_rows=1, floor=0.0).values()) == pytest.approx(n, rel=1e-4)
+    ids, _ = pick_tokens(tok, TARGET, KEEP, 50, 64)
+    demoted, _ = pick_tokens(tok, TARGET, KEEP, 50, 64, expected={ids[0]: 5.0})
+    assert demoted[-1] == ids[0] and set(demoted) == set(ids)
+
+
 def test_suppression_lowers_only_the_chosen_logits_and_restores(tiny):
     model, tok = tiny.model, tiny.tokenizer
     emb = model.get_input_embeddings().weight.detach().clone()

@@ -122,6 +122,31 @@ class SpanContrast:
 
     def __init__(self, tokenizer, beta: float) -> None:
         self.tokenizer, self.beta = tokenizer, beta
+        self.lp0: dict[tuple[int, ...], torch.Tensor] = {}
+
+    @torch.no_grad()
+    def reference(self, model, encoded, batch_size: int) -> None:
+        """Score every row's tokens once under ``model`` (the weights before the LoRA): the reference the contrast
+        measures the PEM's change against. The base weights never change while a PEM trains, so scoring them once
+        replaces one forward per step, every epoch (and every ensemble member, who share this object)."""
+        todo = list({tuple(e[0]): e for e in encoded if tuple(e[0]) not in self.lp0}.values())
+        for s in range(0, len(todo), batch_size):
+            batch = todo[s : s + batch_size]
+            lp, _ = token_lp(model, self.tokenizer, batch)
+            start = max(len(b[0]) for b in batch) - 1 - lp.shape[1]  # token_lp's first column predicts token start + 1
+            for row, b in zip(lp.float(), batch):
+                full = torch.zeros(len(b[0]) - 1)
+                full[start:] = row[: len(b[0]) - 1 - start]
+                self.lp0[tuple(b[0])] = full
+
+    def reference_lp(self, batch, width: int, device) -> torch.Tensor:
+        """The cached reference log-probs of a batch, aligned with ``token_lp``'s trailing ``width`` columns."""
+        start = max(len(b[0]) for b in batch) - 1 - width
+        out = torch.zeros(len(batch), width)
+        for i, b in enumerate(batch):
+            row = self.lp0[tuple(b[0])][start:]
+            out[i, : len(row)] = row
+        return out.to(device)
 
     def keep_mask(self, batch, width: int, device) -> torch.Tensor:
         """(batch, width) mask of the keep tokens, aligned with ``token_lp``'s trailing ``width`` columns."""
@@ -141,8 +166,11 @@ class SpanContrast:
         has_f, has_k = fmask.any(-1), kmask.any(-1)
         if not has_f.any() or not has_k.any():
             return nll, torch.zeros(()), ntok, lp, fmask
-        with torch.no_grad(), peft_model.disable_adapter():
-            lp0, _ = token_lp(train_model, self.tokenizer, batch)
+        if self.lp0:
+            lp0 = self.reference_lp(batch, lp.shape[1], lp.device)
+        else:
+            with torch.no_grad(), peft_model.disable_adapter():
+                lp0, _ = token_lp(train_model, self.tokenizer, batch)
         d = lp.float() - lp0.float()
         return nll, keep_contrast_loss(mean_lp(d, fmask)[has_f], mean_lp(d, kmask)[has_k], self.beta), ntok, lp, fmask
 
@@ -163,7 +191,7 @@ def distributed():
 
 
 def train_pem(model, tokenizer, rows: list[dict], cfg: PemConfig, *, seed: int, prev_A: dict[str, torch.Tensor] | None = None,
-              desc: str = "train PEM", contrast: float = 0.0):
+              desc: str = "train PEM", contrast: float = 0.0, reference: SpanContrast | None = None):
     """Wrap ``model`` with a fresh LoRA, train it on ``rows``; returns (peft model, log).
 
     ``contrast`` > 0 (the negate edit's ``contrast``): rows carrying ``keep_spans`` also train the PEM to raise their
@@ -173,11 +201,13 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: PemConfig, *, seed: int, 
     averaged, so all ranks end with identical adapters; nothing changes for the caller.
     """
     torch.manual_seed(seed)
-    spans = SpanContrast(tokenizer, CONTRAST_BETA) if contrast > 0 else None
+    spans = (reference or SpanContrast(tokenizer, CONTRAST_BETA)) if contrast > 0 else None
+    encoded = encode_rows(tokenizer, rows, cfg.max_length, keep=spans is not None)
+    if spans:
+        spans.reference(model, encoded, cfg.batch_size)
     peft_model = get_peft_model(model, lora_config(cfg))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    encoded = encode_rows(tokenizer, rows, cfg.max_length, keep=spans is not None)
     acc = distributed()
     rank, world = (acc.process_index, acc.num_processes) if acc else (0, 1)
     train_model = peft_model
@@ -226,6 +256,7 @@ def train_pems(model, tokenizer, rows: list[dict], cfg: PemConfig, n: int, *, se
 
     if n <= 1:
         return train_pem(model, tokenizer, rows, cfg, seed=seed, desc=desc, **kw)
+    kw.setdefault("reference", SpanContrast(tokenizer, CONTRAST_BETA))  # the members share the base model's scores
     members: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
     logs: list[tuple[int, TrainLog]] = []
     peft_model = None
