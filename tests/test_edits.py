@@ -92,6 +92,20 @@ def test_line_search_finds_the_strongest_strength_within_the_limit_from_either_s
     assert x is None and len(searched) == 4 and float(edit.model.weight) == 1.0 and edit.strength == 0.0
 
 
+def test_line_search_steps_where_the_costs_seen_put_the_limit():
+    """A cost growing as the strength squared, limit 0.01 from 1.0: the log-log steps find a strength within 10% of
+    the best (0.1) in 4 costs; halving and bisecting took 7 to reach 0.088. Costs that are not positive (a keep side
+    that improves) fall back to doubling."""
+    from revrel.release.edit import line_search
+
+    edit = _scale_edit()
+    x, searched, _ = line_search(edit, 1.0, 8, lambda m: _cost(m) ** 2, 0.01)
+    assert 0.09 <= x <= 0.1 and len(searched) <= 4
+    edit = _scale_edit(max_strength=8.0)
+    x, searched, _ = line_search(edit, 1.0, 8, lambda m: -_cost(m), 0.01)
+    assert [t["strength"] for t in searched] == [1.0, 2.0, 4.0, 8.0] and x == 8.0
+
+
 def test_choose_keeps_the_variant_that_forgets_most_at_its_own_budget_strength():
     from revrel.release.edit import choose
 

@@ -91,15 +91,18 @@ def test_an_untied_edited_head_survives_save_and_load(tiny, tmp_path):
     assert untie_output(again) is False  # already its own weight
 
 
-def test_suppression_line_search_halves_the_strength_until_the_budget_holds(tiny):
+def test_suppression_line_search_lowers_the_strength_until_the_budget_holds(tiny):
     model, tok = tiny.model, tiny.tokenizer
     head = model.get_output_embeddings()
     original = head.weight.detach().clone()
     moved = lambda m: 1 + float((m.get_output_embeddings().weight.detach() - original).abs().max())  # noqa: E731 (grows with the strength)
     edit = suppress(model, tok, 10)
-    strength, searched, _ = line_search(edit, 8.0, 3, moved, 1 + float(sweep_step(model, tok)) * 2.5)
-    assert [t["strength"] for t in searched] == [8.0, 4.0, 2.0] and strength == 2.0
-    assert torch.allclose(head.weight[edit.index], original[edit.index] - 2.0 * edit.v)
+    limit = 1 + float(sweep_step(model, tok)) * 2.5
+    strength, searched, _ = line_search(edit, 8.0, 4, moved, limit)
+    tried = [t["strength"] for t in searched]
+    assert tried[0] == 8.0 and max(tried[1:]) < 8.0 and strength == max(t["strength"] for t in searched if t["keep_cost"] <= limit)
+    assert 2.5 / 1.2 <= strength <= 2.5
+    assert torch.allclose(head.weight[edit.index], original[edit.index] - strength * edit.v)
     strength2, _, _ = line_search(edit, 8.0, 3, lambda m: 2.0, 1.5)
     assert strength2 is None and torch.equal(head.weight, original)  # a failed search undoes the edit
 

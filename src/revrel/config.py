@@ -88,7 +88,7 @@ class ReleaseConfig:
     # keep-side cost the run may spend, nats/token: the largest change of a keep group's mean NLL (revrel.release.budget);
     # round k of n may reach budget * k / n, and each edit is set to the strongest strength within its share
     budget: float = 0.05
-    line_search: int = 8  # keep-side measurements per edit to find that strength (doubling, halving, then bisecting)
+    line_search: int = 8  # keep-side measurements per edit to find that strength (up, down, then inside the bracket: revrel.release.edit.line_search)
     # the paper's stop rule: stop when a round's Reveal (on the model the last round edited) finds relevance no lower than
     # the last round's; false: run every round (rounds also stop when Reveal finds nothing relevant or the budget is spent)
     stop_on_plateau: bool = True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,15 +163,36 @@ def edit_fields() -> dict[str, list[str]]:
     return {name: [f.name for f in dataclasses.fields(t.Config)] for name, t in edit_types().items()}
 
 
+def _next_strength(ok: float | None, c_ok: float | None, bad: float | None, c_bad: float | None, limit: float, top: float) -> float:
+    """The next strength to try: where a power law through the costs seen (``cost ~ strength ** p``, a line in
+    log-log) reaches ``limit``. Below every strength tried, p = 1 (a cost that grows faster than linearly then
+    lands within the limit); above, p = 1 too (overshoots into a bracket); inside a bracket, p from its two ends,
+    kept in the middle 60% of the bracket's log-width so that either end moves. Where costs are not positive or
+    not increasing the steps are the plain ones: halve, double, geometric midpoint."""
+    if ok is not None and bad is not None:
+        lo, hi = math.log(ok), math.log(bad)
+        x = 0.5 * (lo + hi)
+        if 0 < c_ok < limit < c_bad:
+            p = (math.log(c_bad) - math.log(c_ok)) / (hi - lo)
+            x = lo + (math.log(limit) - math.log(c_ok)) / p
+        return math.exp(min(max(x, lo + 0.2 * (hi - lo)), lo + 0.8 * (hi - lo)))
+    if ok is not None:
+        grow = limit / c_ok if c_ok > 0 else 2.0
+        return min(ok * min(max(grow, 2.0), 16.0), top)
+    shrink = limit / c_bad if 0 < limit < c_bad else 0.5
+    return bad * min(max(shrink, 1 / 16), 0.5)
+
+
 def line_search(edit: Edit, start: float, tries: int, measure, limit: float) -> tuple[float | None, list[dict], float | None]:
     """The strongest strength of ``edit`` whose keep-side cost ``measure(model)`` (nats/token) stays within ``limit``.
 
-    From ``start``: doubled while the cost holds (up to the edit's ``max_strength``), halved while it does not, then
-    bisected (geometric midpoints) between the strongest that held and the weakest that did not, ``tries`` costs
-    in all. The same rule on every model: the start only saves steps, the budget decides. Returns the strength
-    kept (None when none held: then ``edit.set(0)`` restored the weights the edit was prepared on), every step
-    tried, and the kept step's cost."""
-    ok, bad, x, searched, cost_ok = None, None, start, [], None
+    From ``start``: up while the cost holds (up to the edit's ``max_strength``), down while it does not, then inside
+    the bracket between the strongest that held and the weakest that did not, ``tries`` costs in all; each step
+    aims where the costs seen say the limit is (:func:`_next_strength`: 2 to 16 times up, 2 to 16 times down, a
+    log-log secant inside). The same rule on every model: the start only saves steps, the budget decides. Returns
+    the strength kept (None when none held: then ``edit.set(0)`` restored the weights the edit was prepared on),
+    every step tried, and the kept step's cost."""
+    ok, bad, x, searched, cost_ok, cost_bad = None, None, start, [], None, None
     for _ in range(tries):
         cost = measure(edit.to(x))
         searched.append({"strength": x, **edit.at_strength(), "keep_cost": round(cost, 4)})
@@ -178,17 +200,12 @@ def line_search(edit: Edit, start: float, tries: int, measure, limit: float) -> 
         if cost <= limit:
             ok, cost_ok = x, cost
         else:
-            bad = x
-        if ok is not None and bad is not None:
-            if bad / ok < 1.2:  # within 20%: finer steps are below the cost's noise
-                break
-            x = (ok * bad) ** 0.5
-        elif ok is not None:
-            if ok >= edit.max_strength:
-                break
-            x = min(2 * ok, edit.max_strength)
-        else:
-            x = bad / 2
+            bad, cost_bad = x, cost
+        if ok is not None and bad is not None and bad / ok < 1.2:  # within 20%: finer steps are below the cost's noise
+            break
+        if ok is not None and bad is None and ok >= edit.max_strength:
+            break
+        x = _next_strength(ok, cost_ok, bad, cost_bad, limit, edit.max_strength)
     if ok is None:
         edit.to(0.0)
         return None, searched, None
