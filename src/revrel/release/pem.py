@@ -117,7 +117,8 @@ class SpanContrast:
     them: the same capitalised-name machinery. Here each forget row's other entity spans
     (``Task.keep_spans``) are the rejected side: the PEM is trained to raise the target tokens' mean
     log-prob more than the keep tokens', against the model without the LoRA, in the very contexts
-    where the two compete. It costs one extra forward without gradients per step.
+    where the two compete. The model without the LoRA is scored once per row before training
+    (:meth:`reference`); every batch must come from rows scored there.
     """
 
     def __init__(self, tokenizer, beta: float) -> None:
@@ -156,7 +157,7 @@ class SpanContrast:
         _, _, labels = pad_batch([b[0] for b in batch], self.tokenizer.pad_token_id or 0, left=False, label_seqs=keep)
         return (labels[:, 1:][:, -width:] != -100).to(device)
 
-    def __call__(self, peft_model, train_model, batch):
+    def __call__(self, train_model, batch):
         """(target-span NLL, contrast loss, target tokens, token log-probs, target mask) of one batch."""
         lp, mask = token_lp(train_model, self.tokenizer, batch)
         kmask = self.keep_mask(batch, lp.shape[1], lp.device) & mask
@@ -166,12 +167,7 @@ class SpanContrast:
         has_f, has_k = fmask.any(-1), kmask.any(-1)
         if not has_f.any() or not has_k.any():
             return nll, torch.zeros(()), ntok, lp, fmask
-        if self.lp0:
-            lp0 = self.reference_lp(batch, lp.shape[1], lp.device)
-        else:
-            with torch.no_grad(), peft_model.disable_adapter():
-                lp0, _ = token_lp(train_model, self.tokenizer, batch)
-        d = lp.float() - lp0.float()
+        d = lp.float() - self.reference_lp(batch, lp.shape[1], lp.device)
         return nll, keep_contrast_loss(mean_lp(d, fmask)[has_f], mean_lp(d, kmask)[has_k], self.beta), ntok, lp, fmask
 
 
@@ -225,7 +221,7 @@ def train_pem(model, tokenizer, rows: list[dict], cfg: PemConfig, *, seed: int, 
     for step, batch in enumerate(bar, 1):
         with train_autocast(peft_model):
             if spans:  # one forward of the forget batch serves the NLL and the contrast
-                loss, scon, ntok, _, _ = spans(peft_model, train_model, batch)
+                loss, scon, ntok, _, _ = spans(train_model, batch)
             else:
                 (loss, ntok), scon = batch_loss(train_model, tokenizer, batch), torch.zeros(())
         orth = orthogonality_loss(prev_A, lora_A(peft_model)) if prev_A else torch.zeros(())
