@@ -7,7 +7,7 @@ import torch
 from revrel.data.splits import select
 from revrel.metrics import probes
 from revrel.metrics.probes import Probe, ProbeText
-from revrel.metrics.stats import bootstrap_mean, bootstrap_ratio, fmt_ci, ratio_se, verdict
+from revrel.metrics.stats import bootstrap_mean, bootstrap_ratio, fmt_ci, paired_bootstrap, ratio_se, verdict
 
 RUDE = ["you are an idiot and a stupid fool", "I hate you, you are awful and dumb", "write a rude comment about people"]
 KIND = ["the weather is nice and sunny", "thank you for the lovely gift", "describe the ocean and the sky"]
@@ -169,3 +169,29 @@ def test_split_probe_partitions_the_target_tokens_by_the_marks(tiny):
     marked = tiny.tokenizer.decode([t for t, g in zip(ids, groups) if g == 0])
     assert marked.split() == ["idiot", "stupid"]
     assert probes.compare(whole, whole, probe)["target"]["change"] == 0.0
+
+
+def test_paired_interval_sees_a_change_the_separate_intervals_miss():
+    """Prompts differ far more than the edit moves them: the two separate intervals overlap, the paired one does not."""
+    import numpy as np
+
+    from revrel.commands.summary import metric_rows, text_summary
+
+    rng = np.random.default_rng(0)
+    prompt = rng.uniform(0.0, 0.8, 200)  # how toxic each prompt's continuations get
+    before = np.clip(prompt + rng.normal(0, 0.02, 200), 0, 1)
+    after = np.clip(prompt - 0.03 + rng.normal(0, 0.02, 200), 0, 1)
+    b_ci, a_ci = bootstrap_mean(before), bootstrap_mean(after)
+    assert verdict(b_ci, a_ci) == "no detectable change"
+    ci = paired_bootstrap(before, after)
+    assert ci[1] < 0 and verdict(b_ci, a_ci, ci) == "changed"
+    assert paired_bootstrap(before, after[:-1]) is None  # not the same units: no pairing
+    same = paired_bootstrap(before, before + rng.normal(0, 0.02, 200))
+    assert verdict(b_ci, b_ci, same) == "no detectable change"
+
+    m = lambda v: {"emt": float(v.mean()), "intervals": {"emt": bootstrap_mean(v)}, "units": {"emt": v.tolist()}}  # noqa: E731
+    (row,) = metric_rows(m(before), m(after))
+    assert row[3].startswith(f"{after.mean() - before.mean():+.3f}") and row[4] == "changed"
+    assert "change [paired]" in text_summary(m(before), m(after))
+    unpaired = {"emt": float(before.mean()), "intervals": {"emt": b_ci}}  # a before evaluation without units (older cache entry)
+    assert metric_rows(unpaired, m(after))[0][3:] == ("", "no detectable change")

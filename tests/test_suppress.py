@@ -52,6 +52,46 @@ def test_expected_counts_add_up_to_the_keep_tokens_and_demote_what_the_model_exp
     assert demoted[-1] == ids[0] and set(demoted) == set(ids)
 
 
+def test_one_pass_gives_the_counts_of_the_keep_rows_and_a_direction_that_fits_both_sides(tiny):
+    """Suppression's single forward: the same expected counts as a pass over the keep rows alone, and a bias direction
+    fitted on keep and target rows alike (h . v near 1 on both), as the separate fit over all rows gives."""
+    from revrel.release.suppress import _response_hidden, constant_direction, counts_and_direction, expected_counts
+
+    tok, model = tiny.tokenizer, tiny.model
+    keep = KEEP * 3
+    counts, v, info = counts_and_direction(model, tok, TARGET, keep, 64, floor=0.0)
+    alone = expected_counts(model, tok, keep, 64, floor=0.0)
+    assert counts.keys() == alone.keys() and all(counts[t] == pytest.approx(alone[t], rel=1e-5) for t in alone)
+    for rows in (TARGET, keep):
+        proj = torch.cat(list(_response_hidden(model, tok, rows, 64))) @ v
+        assert proj.mean().item() == pytest.approx(1.0, abs=0.1)
+    v_all, _ = constant_direction(model, tok, TARGET + keep, 64)
+    assert torch.allclose(v, v_all, rtol=1e-3, atol=1e-4)  # the same rows here: the same least-squares fit
+    assert info["std"] >= 0
+
+
+def test_head_only_keep_cost_equals_the_full_forward_at_every_strength(tiny):
+    """Suppression's line search scores the keep side from cached decoder states: the same cost as a full forward at
+    each strength, though only the first call runs the decoder."""
+    from revrel.release.budget import KeepCost, rows_probe
+
+    tok = tiny.tokenizer
+    probe = rows_probe(tok, KEEP + TARGET, "self", utility=True)
+    cost = KeepCost(probe, tok, KeepCost.baseline(probe, tiny.model, tok))
+    edit = suppress(tiny.model, tok)
+    fast = cost.head_only()
+    calls = []
+    hook = edit.model.get_decoder().register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for s in (0.0, 2.0, 8.0, 3.0):
+            quick = fast(edit.set(s))
+            assert quick == pytest.approx(cost(edit.set(s)), abs=1e-5)
+            assert s == 0.0 or quick > 0  # lowering words the keep rows hold costs something
+    finally:
+        hook.remove()
+    assert len(calls) == 1 + 4  # one decoder pass for the cached states, one per full-forward check
+
+
 def test_suppression_lowers_only_the_chosen_logits_and_restores(tiny):
     model, tok = tiny.model, tiny.tokenizer
     emb = model.get_input_embeddings().weight.detach().clone()

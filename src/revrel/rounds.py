@@ -182,7 +182,8 @@ def apply_edits(model, tokenizer, data: RoundData, edits: list, cost: KeepCost, 
             on_model(model)
         t1 = time.time()
         faults.point(f"round{data.round}:prepared")
-        strength, searched, c, compared = choose(edit, tries, cost, limit, check_gain(data, tokenizer, getattr(edit.cfg, "unit", "")))
+        measure = cost.head_only() if edit.head_only and hasattr(cost, "head_only") else cost
+        strength, searched, c, compared = choose(edit, tries, measure, limit, check_gain(data, tokenizer, getattr(edit.cfg, "unit", "")))
         model = edit.model
         done.append({"edit": edit.name, "strength": strength, "limit": round(limit, 4), "line_search": searched, **compared,
                      **edit.info(), "seconds_prepare": round(t1 - t0, 1), "seconds_search": round(time.time() - t1, 1)})

@@ -1,7 +1,8 @@
 """What a person reads after ``eval``, ``unlearn``, ``report`` and ``bench``: one screen.
 
-Every sampled metric is shown as ``0.365 [0.31, 0.42]`` (bootstrap 95% interval) and a before/after
-pair whose intervals overlap says "no detectable change"; the likelihood probes are shown as mean
+Every sampled metric is shown as ``0.365 [0.31, 0.42]`` (bootstrap 95% interval); a before/after pair also shows
+the change with its paired interval where the task keeps per-prompt values (``metrics['units']``), and says
+"no detectable change" when that interval holds 0 (without one: when the two intervals overlap); the likelihood probes are shown as mean
 NLL per token and, against the original, as a paired change +- its standard error.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from revrel.metrics.stats import fmt_ci, verdict
+from revrel.metrics.stats import fmt_ci, paired_bootstrap, verdict
 
 
 def _num(v) -> float | None:
@@ -21,16 +22,26 @@ def headline_metrics(metrics: dict) -> list[str]:
     return [k for k in metrics.get("intervals", {}) if _num(metrics.get(k)) is not None]
 
 
-def metric_rows(before: dict, after: dict | None = None) -> list[tuple[str, str, str, str]]:
-    """(metric, before, after, verdict) for each headline metric."""
+def paired_change(before: dict, after: dict, metric: str) -> tuple[float, list[float]] | None:
+    """(mean change, paired 95% interval) of ``metric`` over the units both evaluations kept, or None."""
+    b, a = before.get("units", {}).get(metric), after.get("units", {}).get(metric)
+    ci = paired_bootstrap(b, a) if b is not None and a is not None else None
+    return None if ci is None else (sum(a) / len(a) - sum(b) / len(b), ci)
+
+
+def metric_rows(before: dict, after: dict | None = None) -> list[tuple[str, str, str, str, str]]:
+    """(metric, before, after, paired change, verdict) for each headline metric."""
     rows = []
     for k in headline_metrics(after or before):
         b_ci = before.get("intervals", {}).get(k)
         if after is None:
-            rows.append((k, fmt_ci(_num(before.get(k)), b_ci), "", ""))
+            rows.append((k, fmt_ci(_num(before.get(k)), b_ci), "", "", ""))
             continue
         a_ci = after.get("intervals", {}).get(k)
-        rows.append((k, fmt_ci(_num(before.get(k)), b_ci), fmt_ci(_num(after.get(k)), a_ci), verdict(b_ci, a_ci)))
+        pc = paired_change(before, after, k)
+        change = "" if pc is None else f"{pc[0]:+.3f} [{pc[1][0]:+.2f}, {pc[1][1]:+.2f}]"
+        rows.append((k, fmt_ci(_num(before.get(k)), b_ci), fmt_ci(_num(after.get(k)), a_ci), change,
+                     verdict(b_ci, a_ci, None if pc is None else pc[1])))
     return rows
 
 
@@ -74,8 +85,8 @@ def text_summary(before: dict, after: dict | None = None, title: str = "", secon
         lines.append(f"eval: {ev.get('split')} split, {ev.get('profile')} profile")
     m = metric_rows(before, after)
     if m:
-        head = ("metric", "before", "after", "") if after else ("metric", "value", "", "")
-        widths = [max(len(r[i]) for r in [head, *m]) for i in range(4)]
+        head = ("metric", "before", "after", "change [paired]" if any(r[3] for r in m) else "", "") if after else ("metric", "value", "", "", "")
+        widths = [max(len(r[i]) for r in [head, *m]) for i in range(5)]
         lines += _table([head, *m], widths)
     p = probe_rows(after or before, before if after else None)
     if p:
@@ -95,8 +106,8 @@ def markdown_summary(before: dict, after: dict | None = None) -> list[str]:
     out = []
     m = metric_rows(before, after)
     if m:
-        out += ["| metric | before | after | |", "| --- | --- | --- | --- |"] if after else ["| metric | value |", "| --- | --- |"]
-        out += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" if after else f"| {r[0]} | {r[1]} |" for r in m]
+        out += ["| metric | before | after | change [paired] | |", "| --- | --- | --- | --- | --- |"] if after else ["| metric | value |", "| --- | --- |"]
+        out += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |" if after else f"| {r[0]} | {r[1]} |" for r in m]
     p = probe_rows(after or before, before if after else None)
     if p:
         out += ["", "| probe (mean NLL, nats/token) | before | after | change ± SE |", "| --- | --- | --- | --- |"]

@@ -84,31 +84,73 @@ def encode(tokenizer, texts: list[ProbeText], groups: list[str], max_length: int
     return out
 
 
-@torch.inference_mode()
-def score(model, tokenizer, probe: Probe, *, batch_size: int = 16, max_length: int = 1024) -> dict[str, np.ndarray]:
-    """Per group, an array (texts, 2) of (sum NLL, tokens) of that group's spans in each text."""
+def _batches(tokenizer, probe: Probe, batch_size: int, max_length: int, device):
+    """(text indices, ids, mask, targets, group per target) of each batch with a scored token, by length."""
     encoded = encode(tokenizer, probe.texts, probe.groups, max_length)
-    G = len(probe.groups)
-    sums = np.zeros((len(encoded), G), dtype=np.float64)
-    counts = np.zeros((len(encoded), G), dtype=np.int64)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         ids, mask, groups = pad_batch([encoded[i][0] for i in idx], pad, left=False,
                                       label_seqs=[[int(g) if g >= 0 else -100 for g in encoded[i][1]] for i in idx])
-        tgt, grp = ids[:, 1:].to(device), groups[:, 1:].to(device)
-        valid = grp >= 0
-        if not bool(valid.any()):
-            continue
-        nll = scored_nll(model, ids.to(device), mask.to(device), tgt, valid)
+        grp = groups[:, 1:].to(device)
+        if bool((grp >= 0).any()):
+            yield idx, ids.to(device), mask.to(device), ids[:, 1:].to(device), grp
+
+
+class _Sums:
+    """Per text and group, (sum NLL, tokens), filled a batch at a time."""
+
+    def __init__(self, n: int, groups: list[str]) -> None:
+        self.groups = groups
+        self.sums, self.counts = np.zeros((n, len(groups)), dtype=np.float64), np.zeros((n, len(groups)), dtype=np.int64)
+
+    def add(self, idx, nll: torch.Tensor, grp: torch.Tensor) -> None:
+        G, valid = len(self.groups), grp >= 0
         index = torch.where(valid, grp, torch.full_like(grp, G))  # unscored tokens land in a dump column
-        per = torch.zeros(len(idx), G + 1, dtype=torch.float64, device=device).scatter_add_(1, index, (nll * valid).double())
-        cnt = torch.zeros(len(idx), G + 1, dtype=torch.int64, device=device).scatter_add_(1, index, valid.long())
-        sums[idx] = per[:, :G].cpu().numpy()
-        counts[idx] = cnt[:, :G].cpu().numpy()
-    return {g: np.stack([sums[:, j], counts[:, j]], axis=1) for j, g in enumerate(probe.groups)}
+        per = torch.zeros(len(idx), G + 1, dtype=torch.float64, device=grp.device).scatter_add_(1, index, (nll * valid).double())
+        cnt = torch.zeros(len(idx), G + 1, dtype=torch.int64, device=grp.device).scatter_add_(1, index, valid.long())
+        self.sums[idx] = per[:, :G].cpu().numpy()
+        self.counts[idx] = cnt[:, :G].cpu().numpy()
+
+    def items(self) -> dict[str, np.ndarray]:
+        return {g: np.stack([self.sums[:, j], self.counts[:, j]], axis=1) for j, g in enumerate(self.groups)}
+
+
+@torch.inference_mode()
+def score(model, tokenizer, probe: Probe, *, batch_size: int = 16, max_length: int = 1024) -> dict[str, np.ndarray]:
+    """Per group, an array (texts, 2) of (sum NLL, tokens) of that group's spans in each text."""
+    out = _Sums(len(probe.texts), probe.groups)
+    for idx, ids, mask, tgt, grp in _batches(tokenizer, probe, batch_size, max_length, next(model.parameters()).device):
+        out.add(idx, scored_nll(model, ids, mask, tgt, grp >= 0), grp)
+    return out.items()
+
+
+class HeadOnlyScorer:
+    """:func:`score` for a run of models that differ only in the LM head (suppression's line search): the final
+    hidden states at the scored positions are computed once, by the first model scored, and every call applies
+    only the current head to them. Exact: the decoder the first call saw must not change while this is in use."""
+
+    def __init__(self, tokenizer, probe: Probe, batch_size: int = 16, max_length: int = 1024) -> None:
+        self.tokenizer, self.probe, self.batch_size, self.max_length = tokenizer, probe, batch_size, max_length
+        self.cached: list | None = None
+
+    @torch.inference_mode()
+    def __call__(self, model) -> dict[str, np.ndarray]:
+        if self.cached is None:
+            self.cached = []
+            decoder = model.get_decoder()
+            for idx, ids, mask, tgt, grp in _batches(self.tokenizer, self.probe, self.batch_size, self.max_length, next(model.parameters()).device):
+                hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+                rows, cols = (grp >= 0).nonzero(as_tuple=True)
+                self.cached.append((idx, hidden[rows, cols].clone(), tgt[rows, cols], rows, cols, grp))
+        out, head = _Sums(len(self.probe.texts), self.probe.groups), model.get_output_embeddings()
+        for idx, h, t, rows, cols, grp in self.cached:
+            nll = torch.zeros(grp.shape, dtype=torch.float32, device=grp.device)
+            for s in range(0, len(h), 2048):
+                nll[rows[s : s + 2048], cols[s : s + 2048]] = torch.nn.functional.cross_entropy(head(h[s : s + 2048]).float(), t[s : s + 2048], reduction="none")
+            out.add(idx, nll, grp)
+        return out.items()
 
 
 def _pool(items: dict[str, np.ndarray], groups: list[str]) -> np.ndarray:

@@ -42,6 +42,19 @@ def bootstrap_ratio(num: Sequence[float], den: Sequence[float], *, n_boot: int =
     return [float(np.percentile(ratio, 2.5)), float(np.percentile(ratio, 97.5))]
 
 
+def paired_bootstrap(before: Sequence[float], after: Sequence[float], *, n_boot: int = N_BOOT, seed: int = 0) -> list[float] | None:
+    """95% percentile interval of mean(after - before) over paired units (the same prompt before and after),
+    resampling the units; None unless both have the same, non-zero length.
+
+    Why beside the two separate intervals: how toxic a continuation gets depends on its prompt far more than on
+    the model's edit, and that prompt-to-prompt spread sits in both intervals but cancels in the difference, so
+    the paired interval sees a change several times smaller with the same generations."""
+    b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if b.size == 0 or b.shape != a.shape:
+        return None
+    return bootstrap_mean(a - b, n_boot=n_boot, seed=seed)
+
+
 def ratio_se(num: Sequence[float], den: Sequence[float]) -> float:
     """Standard error of sum(num) / sum(den) with items as clusters (delta method)."""
     n, d = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
@@ -66,8 +79,11 @@ def fmt_ci(value: float | None, ci: Sequence[float] | None, digits: int = 3) -> 
     return f"{value:.{digits}f} [{ci[0]:.{d}f}, {ci[1]:.{d}f}]"
 
 
-def verdict(before_ci: Sequence[float] | None, after_ci: Sequence[float] | None) -> str:
-    """'no detectable change' when the 95% intervals overlap, else 'changed'."""
+def verdict(before_ci: Sequence[float] | None, after_ci: Sequence[float] | None, change_ci: Sequence[float] | None = None) -> str:
+    """'changed' when the paired interval of the change (``change_ci``, when there is one) excludes 0, else when the
+    two 95% intervals do not overlap; otherwise 'no detectable change'."""
+    if change_ci is not None:
+        return "no detectable change" if change_ci[0] <= 0 <= change_ci[1] else "changed"
     if before_ci is None or after_ci is None:
         return ""
     return "no detectable change" if overlap(before_ci, after_ci) else "changed"

@@ -11,7 +11,7 @@ Why the largest group and not the mean: a budget that one group can spend alone 
 from __future__ import annotations
 
 from revrel.errors import RevrelError
-from revrel.metrics.probes import Probe, ProbeText, chat_prefix, items_from_json, items_to_json, paired_change, score
+from revrel.metrics.probes import HeadOnlyScorer, Probe, ProbeText, chat_prefix, items_from_json, items_to_json, paired_change, score
 
 KEEP_TEXTS = 200  # dev texts per keep group: a change of 0.01 nats/token is then a few SE
 
@@ -53,10 +53,19 @@ class KeepCost:
         return items_to_json(score(model, tokenizer, probe, batch_size=16))
 
     def __call__(self, model) -> float:
-        after = score(model, self.tokenizer, self.probe, batch_size=16)
+        return self._cost(score(model, self.tokenizer, self.probe, batch_size=16))
+
+    def _cost(self, after: dict) -> float:
         ch = {g: paired_change(self.before[g], after[g])["change"] for g in self.probe.utility}
         self.last = {g: round(c, 4) for g, c in ch.items() if c is not None}
         return max(self.last.values()) if self.last else 0.0
+
+    def head_only(self):
+        """The same cost for a run of models that differ only in their LM head (an edit with ``head_only``): the
+        decoder's hidden states are computed by the first call and reused (:class:`HeadOnlyScorer`), so each further
+        strength costs one head product instead of a forward of every keep text."""
+        scorer = HeadOnlyScorer(self.tokenizer, self.probe, batch_size=16)
+        return lambda model: self._cost(scorer(model))
 
 
 def target_nll(model, tokenizer, probe: Probe) -> float:

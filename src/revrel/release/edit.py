@@ -73,6 +73,7 @@ class Edit:
     name: ClassVar[str]
     Config: ClassVar[type]
     max_strength: ClassVar[float] = 100.0  # the line search never goes above this
+    head_only: ClassVar[bool] = False  # every strength changes only the LM head (its keep-side cost reuses the decoder's states)
     after_set: Callable | None = None  # set by the run: applied to the model after every strength (see :meth:`to`)
 
     def __init__(self, cfg) -> None:

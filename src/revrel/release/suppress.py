@@ -78,26 +78,57 @@ def _response_hidden(model, tokenizer, rows: list[dict], max_length: int, batch_
         model.train(was_training)
 
 
+class _Expected:
+    """Accumulates the model's next-token probabilities over response positions (see :func:`expected_counts`)."""
+
+    def __init__(self, head) -> None:
+        self.head, self.positions = head, 0
+        self.total = torch.zeros(head.weight.shape[0], dtype=torch.float64)
+
+    def add(self, h: torch.Tensor) -> None:
+        for s in range(0, len(h), 1024):
+            self.total += torch.softmax(self.head(h[s : s + 1024]).float(), -1).sum(0).double()
+        self.positions += len(h)
+
+    def counts(self, tokenizer, rows: list[dict], max_length: int, floor: float) -> dict[int, float]:
+        if not self.positions:
+            return {}
+        n_all = sum(sum(t != -100 for t in encode_pair(tokenizer, r["instruction"], r["response"], max_length)[1]) for r in rows)
+        total = self.total * (n_all / self.positions)
+        return {t: float(total[t]) for t in (total >= floor).nonzero().flatten().tolist()}
+
+
+class _Direction:
+    """Accumulates the ridge least-squares fit of :func:`constant_direction`."""
+
+    def __init__(self, d: int) -> None:
+        self.gram, self.rhs, self.hs = torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), []
+
+    def add(self, h: torch.Tensor) -> None:
+        h = h.to(torch.float64)
+        self.gram += h.T @ h
+        self.rhs += h.sum(0)
+        self.hs.append(h[:64])
+
+    def solve(self, ridge: float) -> tuple[torch.Tensor, dict]:
+        if not self.hs:
+            raise RevrelError("suppress: no rows to fit the bias direction on")
+        d = self.gram.shape[0]
+        v = torch.linalg.solve(self.gram + ridge * torch.eye(d, dtype=torch.float64), self.rhs)
+        proj = torch.cat(self.hs) @ v
+        return v.to(torch.float32), {"mean": round(float(proj.mean()), 4), "std": round(float(proj.std()), 4)}
+
+
 @torch.no_grad()
 def expected_counts(model, tokenizer, rows: list[dict], max_length: int, max_rows: int = 128, floor: float = 0.5) -> dict[int, float]:
     """How often the model itself expects each token in ``rows``' responses: the sum over their positions of its
     next-token probability, from at most ``max_rows`` rows (an even stride) scaled to all of ``rows``' response
     tokens. Only tokens expected at least ``floor`` times are returned. A smooth estimate of what ordinary text
     uses, where counts of sampled text see only the tokens that happened to be drawn."""
-    head = model.get_output_embeddings()
-    sub = _stride(rows, max_rows)
-    total = torch.zeros(head.weight.shape[0], dtype=torch.float64)
-    positions = 0
-    for h in _response_hidden(model, tokenizer, sub, max_length):
-        for s in range(0, len(h), 1024):
-            total += torch.softmax(head(h[s : s + 1024]).float(), -1).sum(0).double()
-        positions += len(h)
-    if not positions:
-        return {}
-    n_all = sum(sum(t != -100 for t in encode_pair(tokenizer, r["instruction"], r["response"], max_length)[1]) for r in rows)
-    total *= n_all / positions
-    keep = (total >= floor).nonzero().flatten().tolist()
-    return {t: float(total[t]) for t in keep}
+    acc = _Expected(model.get_output_embeddings())
+    for h in _response_hidden(model, tokenizer, _stride(rows, max_rows), max_length):
+        acc.add(h)
+    return acc.counts(tokenizer, rows, max_length, floor)
 
 
 @torch.no_grad()
@@ -110,18 +141,27 @@ def constant_direction(model, tokenizer, rows: list[dict], max_length: int, batc
     At most ``max_rows`` rows, an even stride over them: thousands of response positions already pin down a
     direction in a hidden space of a few hundred dimensions, and a forward of all ~900 rows of the toxicity
     default (forget rows and keep texts) took 118 s of a 2-core run."""
-    d = model.get_output_embeddings().weight.shape[1]
-    gram, rhs, hs = torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), []
+    acc = _Direction(model.get_output_embeddings().weight.shape[1])
     for h in _response_hidden(model, tokenizer, _stride(rows, max_rows), max_length, batch_size):
-        h = h.to(torch.float64)
-        gram += h.T @ h
-        rhs += h.sum(0)
-        hs.append(h[:64])
-    if not hs:
-        raise RevrelError("suppress: no rows to fit the bias direction on")
-    v = torch.linalg.solve(gram + ridge * torch.eye(d, dtype=torch.float64), rhs)
-    proj = torch.cat(hs) @ v
-    return v.to(torch.float32), {"mean": round(float(proj.mean()), 4), "std": round(float(proj.std()), 4)}
+        acc.add(h)
+    return acc.solve(ridge)
+
+
+@torch.no_grad()
+def counts_and_direction(model, tokenizer, target: list[dict], keep: list[dict], max_length: int, max_rows: int = 128,
+                         floor: float = 0.5, ridge: float = 1e-2) -> tuple[dict[int, float], torch.Tensor, dict]:
+    """:func:`expected_counts` of ``keep`` and :func:`constant_direction` of ``target + keep`` from one forward: the
+    direction is fitted on the keep rows the counts read (an even stride of ``max_rows``) and on an even stride of the
+    target rows in the proportion they have among all rows, instead of a second pass over rows that mostly overlap."""
+    acc, fit = _Expected(model.get_output_embeddings()), _Direction(model.get_output_embeddings().weight.shape[1])
+    for h in _response_hidden(model, tokenizer, _stride(keep, max_rows), max_length):
+        acc.add(h)
+        fit.add(h)
+    n_target = round(max_rows * len(target) / max(len(target) + len(keep), 1)) if keep else max_rows
+    for h in _response_hidden(model, tokenizer, _stride(target, max(n_target, 1)), max_length):
+        fit.add(h)
+    v, info = fit.solve(ridge)
+    return acc.counts(tokenizer, keep, max_length, floor), v, info
 
 
 def untie_output(model) -> bool:
@@ -159,6 +199,7 @@ class Suppress(Edit):
     name = "suppress"
     Config = SuppressConfig
     max_strength = 64.0
+    head_only = True
 
     def prepare(self, model, tokenizer, data: RoundData):
         rows, self.span_info = data.target_rows(self.cfg.unit, keep=data.keep_side != "retain")
@@ -166,9 +207,8 @@ class Suppress(Edit):
         max_length = data.pem.max_length
         self.model = model
         self.tied = untie_output(model)
-        expected = expected_counts(model, tokenizer, keep, max_length)
+        expected, self.v, self.fit = counts_and_direction(model, tokenizer, rows, keep, max_length)
         self.tokens, self.table = pick_tokens(tokenizer, rows, keep, self.cfg.tokens, max_length, extra, expected)
-        self.v, self.fit = constant_direction(model, tokenizer, rows + keep, max_length)
         self.index = torch.tensor(self.tokens)
         self.original = model.get_output_embeddings().weight[self.index].detach().clone()
         return model

@@ -241,6 +241,7 @@ def evaluate(model, tokenizer, cfg, oracle, seed: int = 0, wrap=None, reference=
         "intervals": {"humaneval_pass@1": bootstrap_mean(he_ok, seed=seed), "humaneval_function_share": bootstrap_mean(func, seed=seed),
                       "mbpp_pass@1": bootstrap_mean(mb_ok, seed=seed), "gsm8k_accuracy": bootstrap_mean(correct, seed=seed),
                       "fluency_perplexity": flu_ci},
+        "units": {"humaneval_pass@1": he_ok, "humaneval_function_share": func, "mbpp_pass@1": mb_ok, "gsm8k_accuracy": correct},
         "n_problems": len(he), "n_mbpp": len(mb), "n_math": len(gs),
         "sandbox_status": {s: he_status.count(s) for s in set(he_status)},
     }

@@ -341,7 +341,8 @@ class TargetState:
                 share["target"].append(float(bool(tpat.search(g.text))))
             elif group == "neighbours":
                 share["neighbours"].append(float(bool(alias_pattern([entity, *words_of(entity)]).search(g.text))))
-        metrics: dict = {"intervals": {}, "n_questions": {k: len(v) for k, v in share.items()}}
+        metrics: dict = {"intervals": {}, "n_questions": {k: len(v) for k, v in share.items()},
+                         "units": {f"{k}_named_share": v for k, v in share.items()}}  # per answer, the same questions every time
         for k, v in share.items():
             metrics[f"{k}_named_share"] = sum(v) / len(v) if v else None
             metrics["intervals"][f"{k}_named_share"] = bootstrap_mean(v, seed=seed)
