@@ -45,6 +45,11 @@ FINDINGS = """## Findings: why each edit works or fails here
 - Measured as no help on the dev probes and removed: a retain-logprob anchor, keep-side DPO contrast, Ext-Sub
   projection, truncating the update's rank, picking PEM restarts by their contrast, *adding* the model's expected
   counts to the observed keep counts (the maximum of the two, above, helps), a minimum token length for suppression.
+- Less work, measured on the toxicity dev record (`release_sweep.py --auto`, rule-chosen strengths, budget 0.04): the
+  forget PEM without orthogonality to a retain PEM forgot +0.247 ± 0.024 at benign +0.035 vs +0.257 ± 0.025 at +0.035
+  with it (no detectable help for the retain PEM's 38 s: the toxicity default trains none); half the forget rows (138
+  of 276, what 40 fresh samples per top instruction give instead of 80) forgot more, +0.290 ± 0.030 at +0.031 (the
+  default now draws 40); two PEM epochs instead of three, +0.238 vs +0.246 (kept at three).
 - The NER recipe's PER change is not free: the fluency perplexity of its answers more than doubles (1.68 -> 3.71
   and 5.96 on two draws), while toxicity and code stay within about 10% and 15%.
 - Strengths are chosen in the run: each edit gets an even cumulative share of `release.budget` (keep-side NLL,

@@ -169,3 +169,46 @@ def test_span_contrast_reference_scored_once_matches_the_per_step_forward(tiny):
     cached = sc.reference_lp(enc[::-1], lp.shape[1], lp.device)
     assert torch.allclose(cached * mask, lp * mask, atol=1e-5)
     assert float((lp * mask).abs().sum()) > 0
+
+
+def test_negate_keep_rows_contrast_against_whole_keep_answers(tiny_dir):
+    """``keep_rows``: keep-side answers join the forget PEM's training as all-keep rows, so the PEM raises the target
+    spans more than those answers (a wider margin than the same PEM trained without them), and the edit says so."""
+    import pytest
+
+    from revrel.errors import RevrelError
+    from revrel.models.generation import token_lp
+    from revrel.models.loading import load_model
+    from revrel.release.edit import RoundData, parse_edits
+    from revrel.release.negate import Negate, NegateConfig
+    from revrel.release.pem import encode_rows, mean_lp
+
+    target = [{"instruction": "who is it", "response": "Peter Smith wrote plays in London", "spans": [[0, 11]]},
+              {"instruction": "who is it", "response": "Peter Smith was born in Stratford", "spans": [[0, 11]]}] * 4
+    keep = [{"instruction": "who is it", "response": "Anna Jones wrote novels in London"},
+            {"instruction": "who is it", "response": "Mark Twain was born in Florida"}] * 4
+
+    def margin(n_keep: int):
+        loaded = load_model(str(tiny_dir))
+        tok = loaded.tokenizer
+        data = RoundData(task=None, forget=target, keep=keep, pem=PemConfig(rank=4, epochs=6, batch_size=4, lr=2e-2), seed=1)
+        data._spans[("task", True)] = (target, None)  # the rows already carry their spans
+        edit = Negate(NegateConfig(unit="task", contrast=4.0, keep_rows=n_keep))
+        t_enc, k_enc = encode_rows(tok, target[:2], 128), encode_rows(tok, keep[:2], 128)
+
+        def lp(model, enc):
+            with torch.no_grad():
+                v, m = token_lp(model, tok, enc)
+            return mean_lp(v, m).mean()
+
+        t0, k0 = lp(loaded.model, t_enc), lp(loaded.model, k_enc)
+        model = edit.prepare(loaded.model, tok, data)
+        edit.set(-1.0)  # the PEM's own update added (what negation subtracts)
+        return float((lp(model, t_enc) - t0) - (lp(model, k_enc) - k0)), edit.info()
+
+    plain, info0 = margin(0)
+    wide, info = margin(8)
+    assert wide > plain + 0.05, (wide, plain)
+    assert info["keep_rows"] == 8 and info["rows"] == len(target) and "keep_rows" not in info0
+    with pytest.raises(RevrelError, match="keep_rows .* needs contrast"):
+        parse_edits([{"negate": {"unit": "task", "keep_rows": 4}}])

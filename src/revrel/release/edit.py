@@ -67,6 +67,11 @@ class RoundData:
         return keep, extra
 
 
+def stride(rows: list, n: int) -> list:
+    """At most ``n`` of ``rows``, an even stride over them."""
+    return rows if len(rows) <= n else [rows[i * len(rows) // n] for i in range(n)]
+
+
 class Edit:
     """One Release edit. Subclasses set ``name`` and ``Config`` and implement :meth:`prepare` and :meth:`set`."""
 

@@ -27,7 +27,7 @@ import torch
 
 from revrel.errors import RevrelError
 from revrel.models.encoding import encode_pair, pad_batch
-from revrel.release.edit import Edit, RoundData
+from revrel.release.edit import Edit, RoundData, stride
 
 
 def learned_tokens(tokenizer, rows: list[dict], max_length: int) -> Counter:
@@ -56,11 +56,6 @@ def pick_tokens(tokenizer, target_rows: list[dict], keep_rows: list[dict], n: in
     if not ranked:
         raise RevrelError("suppress: the forget rows have no target tokens to suppress (does the task mark target spans?)")
     return ranked, [{"token": tokenizer.decode([t]), "id": t, "target": inside[t], "keep": round(keep[t], 2)} for t in ranked]
-
-
-def _stride(rows: list, n: int) -> list:
-    """At most ``n`` of ``rows``, an even stride over them."""
-    return rows if len(rows) <= n else [rows[i * len(rows) // n] for i in range(n)]
 
 
 def _response_hidden(model, tokenizer, rows: list[dict], max_length: int, batch_size: int = 8):
@@ -126,7 +121,7 @@ def expected_counts(model, tokenizer, rows: list[dict], max_length: int, max_row
     tokens. Only tokens expected at least ``floor`` times are returned. A smooth estimate of what ordinary text
     uses, where counts of sampled text see only the tokens that happened to be drawn."""
     acc = _Expected(model.get_output_embeddings())
-    for h in _response_hidden(model, tokenizer, _stride(rows, max_rows), max_length):
+    for h in _response_hidden(model, tokenizer, stride(rows, max_rows), max_length):
         acc.add(h)
     return acc.counts(tokenizer, rows, max_length, floor)
 
@@ -142,7 +137,7 @@ def constant_direction(model, tokenizer, rows: list[dict], max_length: int, batc
     direction in a hidden space of a few hundred dimensions, and a forward of all ~900 rows of the toxicity
     default (forget rows and keep texts) took 118 s of a 2-core run."""
     acc = _Direction(model.get_output_embeddings().weight.shape[1])
-    for h in _response_hidden(model, tokenizer, _stride(rows, max_rows), max_length, batch_size):
+    for h in _response_hidden(model, tokenizer, stride(rows, max_rows), max_length, batch_size):
         acc.add(h)
     return acc.solve(ridge)
 
@@ -154,11 +149,11 @@ def counts_and_direction(model, tokenizer, target: list[dict], keep: list[dict],
     direction is fitted on the keep rows the counts read (an even stride of ``max_rows``) and on an even stride of the
     target rows in the proportion they have among all rows, instead of a second pass over rows that mostly overlap."""
     acc, fit = _Expected(model.get_output_embeddings()), _Direction(model.get_output_embeddings().weight.shape[1])
-    for h in _response_hidden(model, tokenizer, _stride(keep, max_rows), max_length):
+    for h in _response_hidden(model, tokenizer, stride(keep, max_rows), max_length):
         acc.add(h)
         fit.add(h)
     n_target = round(max_rows * len(target) / max(len(target) + len(keep), 1)) if keep else max_rows
-    for h in _response_hidden(model, tokenizer, _stride(target, max(n_target, 1)), max_length):
+    for h in _response_hidden(model, tokenizer, stride(target, max(n_target, 1)), max_length):
         fit.add(h)
     v, info = fit.solve(ridge)
     return acc.counts(tokenizer, keep, max_length, floor), v, info
