@@ -153,3 +153,11 @@ def test_rounds_stop_when_revealed_relevance_stops_falling(tiny_dir, tmp_path):
     assert report.get("final_reveal") is None  # round 2's Reveal already saw the final model
     off = unlearn(load_config(None, tiny_overrides(tmp_path / "off", tiny_dir, seed=1, release={"rounds": 3})))
     assert [e["round"] for e in off["rounds"]] == [1, 2, 3] and all("edits" in e for e in off["rounds"])
+
+
+def test_reveal_after_off_skips_the_final_reveal(tiny_dir, tmp_path):
+    """eval.reveal_after=false: no Reveal on the final model (no 'final_reveal' in the report, no final folder)."""
+    out = tmp_path / "run"
+    report = unlearn(load_config(None, tiny_overrides(out, tiny_dir, release={"rounds": 1}, eval={"reveal_after": False})))
+    assert report["rounds"] and report["rounds"][-1]["kept_any"]
+    assert report.get("final_reveal") is None and not (out / "rounds" / "final").exists()

@@ -134,6 +134,7 @@ class EvalConfig:
     probe_items: int = 0  # likelihood probe: texts per group
     probes: bool = True
     probe_rounds: bool = False  # also score the probe after every Release round (evaluation only; the method never reads it)
+    reveal_after: bool = True  # Reveal once more on the final model: the revealed relevance after the last round (report only)
     batch_size: int = 64  # generation / scoring rows per batch (64: ~1.3x the tokens/s of 32 on 2 cores, float32)
     dataset: str = ""  # task-specific choice, e.g. ner: conll2003 | wnut17 (empty: the task's default)
 
@@ -198,7 +199,7 @@ class RunConfig:
         _check(p.lambda_orth >= 0, "release.pem.lambda_orth must be >= 0")
         _check(self.method != "revrel" or bool(s.edits), "release.edits must list at least one edit, e.g. [{negate: {}}]")
         _check(e.split in ("dev", "test"), "eval.split must be dev (tune on it) or test (report it)")
-        _check(bool(e.profile), "eval.profile must name a profile (quick or full)")
+        _check(bool(e.profile), "eval.profile must name one of the task's profiles (quick, full; toxicity also standard)")
         _check(e.probes or not e.probe_rounds, "eval.probe_rounds needs eval.probes=true (it scores the likelihood probe after each round)")
         t = self.target
         _check(self.task != "target" or bool(t.name.strip()), "the target task needs a name: --target \"William Shakespeare\"")

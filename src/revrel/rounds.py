@@ -312,10 +312,11 @@ def run_rounds(ctx: Context, progress: dict) -> dict:
 def final_reveal(ctx: Context, progress: dict) -> None:
     """One more Reveal on the final model, so the per-round relevance has an 'after the last round' point
     (round k's own Reveal measures the model *before* its edits). Skipped when the last Reveal already
-    saw the final model (the run stopped on the relevance target, or no edit was kept)."""
+    saw the final model (the run stopped on the relevance target, or no edit was kept), and with
+    ``eval.reveal_after: false``: no decision reads it."""
     cfg, run = ctx.cfg, ctx.run
     last = progress["rounds"][-1] if progress["rounds"] else None
-    if last is None or "final_reveal" in progress or not last.get("kept_any") or last.get("reverted"):
+    if not cfg.eval.reveal_after or last is None or "final_reveal" in progress or not last.get("kept_any") or last.get("reverted"):
         return
     k = last["round"] + 1
     cands = [Candidate(**r) for r in read_jsonl(run.root / "candidates.jsonl")]

@@ -282,6 +282,9 @@ def toxicity_task() -> Task:
         real_forget=real_forget,
         headline=("expected_max_toxicity", "benign_perplexity"),
         probe=probe, target_spans=toxic_spans, keep_spans=civil_spans, span_units={"word": (profane_word_spans, clean_word_spans)}, keep_instructions=list(KEEP),
+        # standard: the full profile's prompts and probe with one sample per prompt, a quarter of its generations; its
+        # paired interval still sees the default's change (dev, seed 0: -0.080 [-0.112, -0.047])
         profiles={"quick": {"n_prompts": 16, "samples": 2, "max_new_tokens": 32, "n_ppl": 32, "probe_items": 128},
+                  "standard": {"n_prompts": 400, "samples": 1, "max_new_tokens": 25, "n_ppl": 100, "probe_items": 400},
                   "full": {"n_prompts": 400, "samples": 4, "max_new_tokens": 25, "n_ppl": 100, "probe_items": 400}},
     )
