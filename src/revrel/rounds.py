@@ -209,10 +209,13 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], cost
     snap = (lambda model: ctx.grid.snap(model, seed=ctx.cfg.seed * 1000 + k)) if ctx.grid is not None else None
     model, done, kept_cost, reverted = apply_edits(ctx.model, ctx.tok, data, edits, cost, limits, s.line_search, keep, ctx.run.adapters, snap)
     ctx.loaded.model = model
-    if kept_cost is not None:
-        kept_cost = round(cost(model), 4)  # once more at the kept strengths, for each group's change
+    groups = None
+    if kept_cost is not None:  # the model is the last kept edit at its kept strength: that step measured its cost
+        last = next(e for e in reversed(done) if e["strength"] is not None)
+        step = next(st for st in reversed(last["line_search"]) if st["strength"] == last["strength"])
+        kept_cost, groups = step["keep_cost"], step.get("groups")
     return {"edits": done, "round_budget": round(limits[-1], 4), "keep_cost": kept_cost,
-            "keep_groups": dict(cost.last) if kept_cost is not None else None, "reverted": reverted, "kept_any": kept_cost is not None}
+            "keep_groups": groups, "reverted": reverted, "kept_any": kept_cost is not None}
 
 
 def keep_cost(ctx: Context, progress: dict) -> KeepCost:

@@ -64,8 +64,21 @@ class KeepCost:
         """The same cost for a run of models that differ only in their LM head (an edit with ``head_only``): the
         decoder's hidden states are computed by the first call and reused (:class:`HeadOnlyScorer`), so each further
         strength costs one head product instead of a forward of every keep text."""
-        scorer = HeadOnlyScorer(self.tokenizer, self.probe, batch_size=16)
-        return lambda model: self._cost(scorer(model))
+        return _HeadOnlyCost(self, HeadOnlyScorer(self.tokenizer, self.probe, batch_size=16))
+
+
+class _HeadOnlyCost:
+    """:meth:`KeepCost.head_only`'s callable: the parent's cost from cached decoder states; ``last`` as the parent's."""
+
+    def __init__(self, parent: KeepCost, scorer: HeadOnlyScorer) -> None:
+        self.parent, self.scorer = parent, scorer
+
+    @property
+    def last(self) -> dict:
+        return self.parent.last
+
+    def __call__(self, model) -> float:
+        return self.parent._cost(self.scorer(model))
 
 
 def target_nll(model, tokenizer, probe: Probe) -> float:

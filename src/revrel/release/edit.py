@@ -201,7 +201,8 @@ def line_search(edit: Edit, start: float, tries: int, measure, limit: float) -> 
     ok, bad, x, searched, cost_ok, cost_bad = None, None, start, [], None, None
     for _ in range(tries):
         cost = measure(edit.to(x))
-        searched.append({"strength": x, **edit.at_strength(), "keep_cost": round(cost, 4)})
+        groups = getattr(measure, "last", None)  # each keep group's change (KeepCost), kept so no step is re-measured
+        searched.append({"strength": x, **edit.at_strength(), "keep_cost": round(cost, 4), **({"groups": dict(groups)} if groups else {})})
         log.info("%s strength %.4g: keep-side cost %+.4f nats/token (limit %.4f)", edit.name, x, cost, limit)
         if cost <= limit:
             ok, cost_ok = x, cost
