@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from revrel.errors import RevrelError
-from revrel.release.edit import Edit, RoundData, stride
+from revrel.release.edit import Edit, RoundData
 from revrel.release.lora import lora_modules
 
 LAYER_CHOICES = ("all", "upper", "lower", "auto")
@@ -30,10 +30,6 @@ class NegateConfig:
     # where the update is negated, by depth: all | upper (the upper half of the decoder layers) | lower | auto (each of the
     # three at its own budget strength; the one that raises the held-out revealed rows' target NLL most is kept)
     layers: str = "all"
-    # with contrast: this many keep-side rows (an even stride of the self-generated keep answers) join the PEM's
-    # training as rows that are all keep span, so the PEM raises the target spans more than what the keep side says
-    # (the target mode: answers about the neighbours), not only more than the keep sentences beside the target
-    keep_rows: int = 0
 
     def check(self, where: str) -> None:
         if not 0 <= self.strength <= 100:
@@ -44,8 +40,6 @@ class NegateConfig:
             raise RevrelError(f"{where}.contrast needs a unit (task or a task's span unit): it contrasts the target spans")
         if not 1 <= self.ensemble <= 16:
             raise RevrelError(f"{where}.ensemble is a number of PEMs to average and must be in [1, 16]")
-        if self.keep_rows < 0 or (self.keep_rows and not self.contrast):
-            raise RevrelError(f"{where}.keep_rows is a number of keep rows for the contrast: >= 0, and it needs contrast > 0")
         if self.layers not in LAYER_CHOICES:
             raise RevrelError(f"{where}.layers must be one of {', '.join(LAYER_CHOICES)}")
 
@@ -63,10 +57,7 @@ class Negate(Edit):
 
         c = self.cfg
         rows, self.span_info = data.target_rows(c.unit, keep=c.contrast > 0)
-        contrast_rows = [dict(r, spans=[], keep_spans=[(0, len(r["response"]))]) for r in stride(data.keep, c.keep_rows)
-                         if r["response"].strip()] if c.keep_rows else []
-        self.rows, self.contrast_rows = len(rows), len(contrast_rows)
-        rows = rows + contrast_rows
+        self.rows = len(rows)
         peft_model, log = train_pems(model, tokenizer, rows, data.pem, c.ensemble, seed=data.seed, prev_A=data.prev_A,
                                      desc=f"round {data.round}: train forget PEM", contrast=c.contrast)
         self.train = log.summary()
@@ -103,7 +94,7 @@ class Negate(Edit):
             save_negated_adapter(self.folder, folder / f"negated_round_{k}", self.strength, keep=self.active)
 
     def info(self) -> dict:
-        return {"train": self.train, "rows": self.rows, **({"keep_rows": self.contrast_rows} if self.contrast_rows else {}), "spans": self.span_info, "layers": self.variant,
+        return {"train": self.train, "rows": self.rows, "spans": self.span_info, "layers": self.variant,
                 "modules": len(self.active), "orth_final": self.orth}
 
 
