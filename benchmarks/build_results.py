@@ -91,6 +91,14 @@ def _ci(m: dict, key: str) -> str:
     return "-" if v is None else f"{v:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "")
 
 
+def _paired(before: dict, after: dict, key: str) -> str:
+    """`` (paired -0.070 [-0.10, -0.04])``: the change over the same prompts, where both evaluations kept them."""
+    from revrel.commands.summary import paired_change
+
+    pc = paired_change(before, after, key)
+    return "" if pc is None else f" (paired {pc[0]:+.3f} [{pc[1][0]:+.3f}, {pc[1][1]:+.3f}])"
+
+
 def _run(name: str) -> tuple[dict, dict] | None:
     d = RES / name
     if not (d / "report.json").is_file():
@@ -153,7 +161,7 @@ def default_table(names: list[str]) -> list[str]:
         cost = last_keep_cost(r)
         key = SAMPLED[task]
         out.append(f"| [{name}]({LINK}/{name}/) | {r.get('seed')} | {strengths(r)} | {_f(cost)} / {r['config']['release']['budget']} | "
-                   f"{tgt} | {keep} | {key} {_ci(r['before'], key)} -> {_ci(r['after'], key)} | "
+                   f"{tgt} | {keep} | {key} {_ci(r['before'], key)} -> {_ci(r['after'], key)}{_paired(r['before'], r['after'], key)} | "
                    f"{_ci(r['before'], 'fluency_perplexity')} -> {_ci(r['after'], 'fluency_perplexity')} | {grid_text(r)} | {export_text(r, run)} | "
                    f"{run.get('wall_s', '-')} s ({(run.get('machine') or {}).get('cpu', '?')}) | {run.get('peak_rss_GB') or '-'} GB |")
     return out
@@ -383,7 +391,9 @@ def build() -> str:
              "suppresses then negates; code prunes MLP neurons; NER negates two contrastive PEMs at the depth (`layers: auto`) "
              "that forgets most within the budget. `python benchmarks/run_default.py --task T --seed S` runs one and keeps its "
              "report, wall time and peak RSS; `q4_1 export keeps` is the share of the target probe change left after a GGUF "
-             "q4_1 export with llama.cpp's nearest rounding.", ""] + default_table(DEFAULTS) + ["",
+             "q4_1 export with llama.cpp's nearest rounding. The toxicity default evaluates on its `standard` profile (400 test "
+             "prompts x 1 sample; its paired interval, after minus before over the same prompts, is shown beside the two "
+             "intervals); the other tasks on `full`.", ""] + default_table(DEFAULTS) + ["",
              "## A second model, never tuned on: Qwen2.5-Coder-0.5B-Instruct (GGUF)", "",
              "The same defaults, unchanged, with `--model` pointing at the local GGUF (`benchmarks/qwen_asset.py`) and the "
              "quick evaluation profile. Not a package asset: it installs only as a local test file. A task without a row has not "
