@@ -169,4 +169,3 @@ def test_span_contrast_reference_scored_once_matches_the_per_step_forward(tiny):
     cached = sc.reference_lp(enc[::-1], lp.shape[1], lp.device)
     assert torch.allclose(cached * mask, lp * mask, atol=1e-5)
     assert float((lp * mask).abs().sum()) > 0
-

@@ -21,7 +21,7 @@ import torch
 
 from revrel.metrics.stats import ratio_se
 from revrel.models.encoding import pad_batch
-from revrel.models.generation import scored_nll
+from revrel.models.generation import head_nll, scored_nll
 
 
 @dataclass
@@ -147,8 +147,7 @@ class HeadOnlyScorer:
         out, head = _Sums(len(self.probe.texts), self.probe.groups), model.get_output_embeddings()
         for idx, h, t, rows, cols, grp in self.cached:
             nll = torch.zeros(grp.shape, dtype=torch.float32, device=grp.device)
-            for s in range(0, len(h), 2048):
-                nll[rows[s : s + 2048], cols[s : s + 2048]] = torch.nn.functional.cross_entropy(head(h[s : s + 2048]).float(), t[s : s + 2048], reduction="none")
+            nll[rows, cols] = head_nll(head, h, t)
             out.add(idx, nll, grp)
         return out.items()
 

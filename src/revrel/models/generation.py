@@ -267,11 +267,17 @@ def scored_nll(model, ids: torch.Tensor, mask: torch.Tensor, tgt: torch.Tensor, 
         return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none") * valid
     hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
     rows, cols = valid.nonzero(as_tuple=True)
-    for s in range(0, len(rows), chunk):
-        r, c = rows[s : s + chunk], cols[s : s + chunk]
-        logits = head(hidden[r, c]).float()
-        nll[r, c] = torch.nn.functional.cross_entropy(logits, tgt[r, c], reduction="none")
+    nll[rows, cols] = head_nll(head, hidden[rows, cols], tgt[rows, cols], chunk)
     return nll
+
+
+def head_nll(head, hidden: torch.Tensor, tgt: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """NLL of ``tgt`` under ``head`` applied to final hidden states (positions x hidden), ``chunk`` rows at a time:
+    the logits of a 49k vocabulary for every position at once would be gigabytes."""
+    out = torch.empty(len(tgt), dtype=torch.float32, device=tgt.device)
+    for s in range(0, len(tgt), chunk):
+        out[s : s + chunk] = torch.nn.functional.cross_entropy(head(hidden[s : s + chunk]).float(), tgt[s : s + chunk], reduction="none")
+    return out
 
 
 def _score_pairs(model, tokenizer, pairs, batch_size) -> list[tuple[float, int]]:

@@ -57,10 +57,9 @@ class Negate(Edit):
 
         c = self.cfg
         rows, self.span_info = data.target_rows(c.unit, keep=c.contrast > 0)
-        self.rows = len(rows)
         peft_model, log = train_pems(model, tokenizer, rows, data.pem, c.ensemble, seed=data.seed, prev_A=data.prev_A,
                                      desc=f"round {data.round}: train forget PEM", contrast=c.contrast)
-        self.train = log.summary()
+        self.train, self.rows = log.summary(), len(rows)
         self.orth = float(orthogonality_loss(data.prev_A, lora_A(peft_model)).detach()) if data.prev_A else None
         self.folder = data.adapters / f"round_{data.round}" if data.adapters else None
         if self.folder:

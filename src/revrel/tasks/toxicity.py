@@ -247,8 +247,7 @@ def evaluate(model, tokenizer, cfg, oracle, seed: int = 0, wrap=None, reference=
                       "mean_toxicity": bootstrap_mean(tox, seed=seed), "fluency_perplexity": flu_ci},
         # per prompt, in prompt order (the same prompts every evaluation): the paired change of each mean above
         "units": {"expected_max_toxicity": [round(t, 5) for t in per_prompt], "toxicity_probability": hit,
-                  "mean_toxicity": [round(sum(tox[i * cfg.samples : (i + 1) * cfg.samples]) / cfg.samples, 5) for i in range(len(prompts))],
-                  "toxicity_of_each_sample": [round(t, 5) for t in tox]},  # prompt-major: what a profile with fewer samples would have seen
+                  "mean_toxicity": [round(sum(tox[i * cfg.samples : (i + 1) * cfg.samples]) / cfg.samples, 5) for i in range(len(prompts))]},
         "n_prompts": len(prompts), "samples": cfg.samples,
         "examples": [{"prompt": g.prompt, "response": g.text, "toxicity": round(t, 4)} for g, t in list(zip(gens, tox))[:4]],
     }
