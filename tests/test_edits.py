@@ -106,6 +106,17 @@ def test_line_search_steps_where_the_costs_seen_put_the_limit():
     assert [t["strength"] for t in searched] == [1.0, 2.0, 4.0, 8.0] and x == 8.0
 
 
+def test_line_search_uses_the_budget_where_the_cost_is_steep():
+    """A cost growing as the strength to the 8th (pruning near a cliff): a bracket within 20% can still leave half the
+    budget unspent; the search goes on inside it until the kept strength costs at least USED of the limit."""
+    from revrel.release.edit import USED, line_search
+
+    for power in (2, 8, 16):
+        edit = _scale_edit(max_strength=100.0)
+        x, searched, cost = line_search(edit, 0.05, 8, lambda m, p=power: (_cost(m) / 0.5) ** p * 0.04, 0.04)
+        assert cost >= USED * 0.04 and x <= 0.5 and len(searched) <= 6, (power, searched)
+
+
 def test_choose_keeps_the_variant_that_forgets_most_at_its_own_budget_strength():
     from revrel.release.edit import choose
 

@@ -189,13 +189,18 @@ def _next_strength(ok: float | None, c_ok: float | None, bad: float | None, c_ba
     return bad * min(max(shrink, 1 / 16), 0.5)
 
 
+USED = 0.9  # a kept strength whose cost is at least this share of its limit has used the budget (line_search)
+
+
 def line_search(edit: Edit, start: float, tries: int, measure, limit: float) -> tuple[float | None, list[dict], float | None]:
     """The strongest strength of ``edit`` whose keep-side cost ``measure(model)`` (nats/token) stays within ``limit``.
 
     From ``start``: up while the cost holds (up to the edit's ``max_strength``), down while it does not, then inside
-    the bracket between the strongest that held and the weakest that did not, ``tries`` costs in all; each step
-    aims where the costs seen say the limit is (:func:`_next_strength`: 2 to 16 times up, 2 to 16 times down, a
-    log-log secant inside). The same rule on every model: the start only saves steps, the budget decides. Returns
+    the bracket between the strongest that held and the weakest that did not, ``tries`` costs in all, until the
+    bracket is within 20% and the strength kept costs at least :data:`USED` of the limit (costs are measured on the
+    same keep texts at every step, so a 15% step that would spend a quarter of the budget more is not noise), or
+    the bracket is within 2%; each step aims where the costs seen say the limit is (:func:`_next_strength`: 2 to 16
+    times up, 2 to 16 times down, a log-log secant inside). The same rule on every model: the start only saves steps, the budget decides. Returns
     the strength kept (None when none held: then ``edit.set(0)`` restored the weights the edit was prepared on),
     every step tried, and the kept step's cost."""
     ok, bad, x, searched, cost_ok, cost_bad = None, None, start, [], None, None
@@ -208,8 +213,8 @@ def line_search(edit: Edit, start: float, tries: int, measure, limit: float) -> 
             ok, cost_ok = x, cost
         else:
             bad, cost_bad = x, cost
-        if ok is not None and bad is not None and bad / ok < 1.2:  # within 20%: finer steps are below the cost's noise
-            break
+        if ok is not None and bad is not None and (bad / ok < 1.02 or (bad / ok < 1.2 and cost_ok >= USED * limit)):
+            break  # the bracket is within 20% and the budget used, or it is within 2%
         if ok is not None and bad is None and ok >= edit.max_strength:
             break
         x = _next_strength(ok, cost_ok, bad, cost_bad, limit, edit.max_strength)
