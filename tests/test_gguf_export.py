@@ -40,6 +40,31 @@ def test_f32_export_reads_back_identical(tiny_dir, tmp_path):
     assert torch.allclose(_logits(model, ids), _logits(back, ids), atol=1e-5)
 
 
+def test_qwen2_export_reads_back_identical_with_its_biases_and_quantizes(tmp_path):
+    """Qwen2 (the second model of the benchmarks): Q/K/V biases written, no Q/K permutation (llama.cpp's qwen2 rotary
+    layout is transformers'), so an f32 file reads back bit-identical and a q4_1 file close."""
+    from tiny import build_tiny
+
+    model, tok = _load(build_tiny(tmp_path / "qwen", arch="qwen2"))
+    with torch.no_grad():
+        for layer in model.model.layers:  # random biases: zero ones would read back equal even if never written
+            layer.self_attn.q_proj.bias.normal_()
+            layer.self_attn.k_proj.bias.normal_()
+    info = export_gguf(model, tok, tmp_path / "q.gguf", "f32")
+    assert info["tensor_types"] == {"F32": len(model.state_dict()) - 1}
+    back, _ = _read(tmp_path / "q.gguf")
+    assert back.config.model_type == "qwen2"
+    for (n, a), (_, b) in zip(model.state_dict().items(), back.state_dict().items()):
+        assert torch.equal(a, b), n
+    ids = tok("hello friend, you are an idiot")["input_ids"]
+    assert torch.allclose(_logits(model, ids), _logits(back, ids), atol=1e-5)
+    export_gguf(model, tok, tmp_path / "q4.gguf", "q4_1")
+    back, _ = _read(tmp_path / "q4.gguf")
+    b0, b1 = model.model.layers[0].self_attn.q_proj.bias, back.model.layers[0].self_attn.q_proj.bias
+    assert torch.equal(b0, b1)  # biases stay F32 in a 4-bit file
+    assert (_logits(model, ids) - _logits(back, ids)).abs().max() < 1.0
+
+
 @pytest.mark.parametrize("qtype,tol", [("q8_0", 0.02), ("q4_1", 0.25)])
 def test_quantized_export_stays_close(tiny_dir, tmp_path, qtype, tol):
     model, tok = _load(tiny_dir)
@@ -54,6 +79,7 @@ def test_quantized_export_stays_close(tiny_dir, tmp_path, qtype, tol):
 def test_names_and_permutation():
     assert gguf_name("model.layers.3.mlp.up_proj.weight") == "blk.3.ffn_up.weight"
     assert gguf_name("model.embed_tokens.weight") == "token_embd.weight"
+    assert gguf_name("model.layers.0.self_attn.k_proj.bias") == "blk.0.attn_k.bias"
     w = torch.arange(8 * 3, dtype=torch.float32).reshape(8, 3).numpy()
     p = permute_rows(w, 2)  # 2 heads of 4 rows: halves [0,1 | 2,3] -> pairs (0,2), (1,3)
     assert [int(r[0]) for r in p[:4]] == [0, 6, 3, 9]

@@ -1,15 +1,17 @@
-"""Write a Llama-architecture model (an unlearned run's ``model/``) as a GGUF file, quantized.
+"""Write a Llama- or Qwen2-architecture model (an unlearned run's ``model/``) as a GGUF file, quantized.
 
 Why: llama.cpp and its front ends are how many users run a small model, and they run it quantized
 (the embedded default itself arrives as a Q4_1 GGUF). Forgetting that a Q4 round trip undoes is not
 forgetting, so revrel exports with the ``gguf`` package's own writer and quantizers (the ones
 llama.cpp's converter uses) and ``revrel attack`` / ``revrel eval`` can read the file back.
 
-Layout follows llama.cpp's converter for ``LlamaForCausalLM``: tensor names ``blk.N.attn_q`` etc.,
-Q and K rows permuted to llama.cpp's rotary layout (transformers undoes it on load), norms kept in
-F32, and for 4-bit types the token embedding in Q8_0 (as in the shipped Q4_1 file). The tokenizer
+Layout follows llama.cpp's converters for ``LlamaForCausalLM`` and ``Qwen2ForCausalLM``: tensor names
+``blk.N.attn_q`` etc. (Qwen2 adds the Q/K/V biases, ``blk.N.attn_q.bias``), for Llama the Q and K rows
+permuted to llama.cpp's rotary layout (transformers undoes it on load; Qwen2's rotary layout is the
+one llama.cpp uses), norms and biases kept in F32, and for 4-bit types the token embedding in Q8_0
+(as in the shipped Q4_1 file). The tokenizer
 is written as a GPT-2 style byte-level BPE (tokens, types, merges, special ids, chat template),
-which is what SmolLM2 and the test models use.
+which is what SmolLM2, Qwen2 and the test models use.
 
 ``rounding="stochastic"`` snaps Q4_1 weights onto their block's grid by unbiased stochastic rounding
 before the quantizer runs (which then reproduces them exactly). Round-to-nearest sends every edit
@@ -33,6 +35,8 @@ import torch
 from revrel.errors import RevrelError
 
 QTYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
+# model_type -> (llama.cpp architecture, Q/K rows permuted to llama.cpp's rotary layout, tokenizer pre-tokenizer name)
+ARCHS = {"llama": ("llama", True, "default"), "qwen2": ("qwen2", False, "qwen2")}
 ROUNDINGS = ("nearest", "stochastic", "gptq")
 _NAMES = {
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
@@ -47,12 +51,12 @@ def gguf_name(hf_name: str) -> str:
     if hf_name in top:
         return top[hf_name]
     parts = hf_name.split(".")
-    if parts[:2] != ["model", "layers"] or parts[-1] != "weight":
+    if parts[:2] != ["model", "layers"] or parts[-1] not in ("weight", "bias"):
         raise RevrelError(f"GGUF export: no llama.cpp name for parameter {hf_name!r}")
     key = ".".join(parts[3:-1])
     if key not in _NAMES:
         raise RevrelError(f"GGUF export: no llama.cpp name for parameter {hf_name!r}")
-    return f"blk.{parts[2]}.{_NAMES[key]}.weight"
+    return f"blk.{parts[2]}.{_NAMES[key]}.{parts[-1]}"
 
 
 def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -115,7 +119,7 @@ def snap_q4_1_stochastic(arr: np.ndarray, rng: np.random.Generator, block: int =
     return out.reshape(arr.shape).numpy()
 
 
-def _tokenizer_fields(writer, tok, vocab_size: int) -> None:
+def _tokenizer_fields(writer, tok, vocab_size: int, pre: str) -> None:
     from gguf import TokenType
 
     spec = json.loads(tok.backend_tokenizer.to_str())
@@ -131,7 +135,7 @@ def _tokenizer_fields(writer, tok, vocab_size: int) -> None:
         types.append(TokenType.UNUSED if t is None else TokenType.CONTROL if i in special else TokenType.NORMAL)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
@@ -146,7 +150,7 @@ def _tokenizer_fields(writer, tok, vocab_size: int) -> None:
 
 def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: str = "revrel-unlearned", rounding: str = "nearest",
                 seed: int = 0, calibration: list[str] | None = None) -> dict:
-    """Write ``model`` (a transformers ``LlamaForCausalLM``) and its tokenizer to ``out`` as GGUF.
+    """Write ``model`` (a transformers ``LlamaForCausalLM`` or ``Qwen2ForCausalLM``) and its tokenizer to ``out`` as GGUF.
 
     The file is written next to ``out`` and renamed into place, so an interrupted export leaves
     no half-written file under the final name. Returns a summary (path, bytes, tensor types).
@@ -158,15 +162,16 @@ def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: st
         raise RevrelError("--rounding gptq needs calibration text (revrel.models.gptq_q4_1.run_calibration_texts)")
     rng = np.random.default_rng(seed)
     cfg = model.config
-    if getattr(cfg, "model_type", None) != "llama":
-        raise RevrelError(f"GGUF export supports Llama-architecture models (SmolLM2 is one); this model is {cfg.model_type!r}")
+    if getattr(cfg, "model_type", None) not in ARCHS:
+        raise RevrelError(f"GGUF export supports {' and '.join(ARCHS)} models (SmolLM2 is llama, Qwen2.5 qwen2); this model is {cfg.model_type!r}")
+    arch, permute, pre = ARCHS[cfg.model_type]
     out = Path(out)
     if out.suffix.lower() != ".gguf":
         raise RevrelError(f"the GGUF output must end in .gguf (got {out})")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    writer = GGUFWriter(str(tmp), "llama")
+    writer = GGUFWriter(str(tmp), arch)
     writer.add_name(name)
     writer.add_context_length(int(cfg.max_position_embeddings))
     writer.add_embedding_length(int(cfg.hidden_size))
@@ -179,7 +184,7 @@ def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: st
     writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
     writer.add_vocab_size(int(cfg.vocab_size))
     writer.add_rope_dimension_count(int(head_dim))
-    _tokenizer_fields(writer, tokenizer, int(cfg.vocab_size))
+    _tokenizer_fields(writer, tokenizer, int(cfg.vocab_size), pre)
     hessians = {}
     if rounding == "gptq":
         from revrel.models.gptq_q4_1 import gptq_round_q4_1, input_hessians
@@ -196,9 +201,9 @@ def export_gguf(model, tokenizer, out: str | Path, qtype: str = "q8_0", name: st
             t = _tensor_type(gname, arr, qtype)  # the row permutation below keeps the shape, so the type too
             if t.name == "Q4_1" and hf_name in hessians:
                 arr = gptq_round_q4_1(torch.from_numpy(arr), hessians[hf_name]).numpy()  # before the Q/K row permutation
-            if gname.endswith("attn_q.weight"):
+            if permute and gname.endswith("attn_q.weight"):
                 arr = permute_rows(arr, cfg.num_attention_heads)
-            elif gname.endswith("attn_k.weight"):
+            elif permute and gname.endswith("attn_k.weight"):
                 arr = permute_rows(arr, cfg.num_key_value_heads)
             if rounding == "stochastic" and t.name == "Q4_1":
                 arr = snap_q4_1_stochastic(arr, rng)
