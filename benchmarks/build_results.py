@@ -214,16 +214,16 @@ def target_table(names: list[str]) -> list[str]:
     """One row per named target: the share of answers that name it (and its neighbours), the likelihood of the original's
     own answers (the target's names and the rest apart), generic text, fluency, export, time."""
     out = ["| run | split | neighbours kept | strengths chosen | keep cost / budget | answers naming the target | answers naming a neighbour | "
-           "target answers: all / rest / names | neighbours | generic | fluency ppl, all answers | same, target answers | same, others | "
-           "q4_1 keeps | wall | peak RSS |",
-           "| --- " * 17 + "|"]
+           "target answers: all / rest / names | neighbours | generic | fluency ppl, all answers | same, target answers | "
+           "same, target answers as plain text | same, others | q4_1 keeps | wall | peak RSS |",
+           "| --- " * 18 + "|"]
     for name, r, run in _runs(names):
         probes = r["after"]["probes"]["change"]
         ch = probes["groups"]
         prof = json.loads((RES / name / "profile.json").read_text()) if (RES / name / "profile.json").is_file() else {}
         cost = last_keep_cost(r)
         flu = [f"{_ci(r['before'], k)} -> {_ci(r['after'], k)}" if k in r["after"] else "-"
-               for k in ("fluency_perplexity", "fluency_perplexity_target", "fluency_perplexity_others")]
+               for k in ("fluency_perplexity", "fluency_perplexity_target", "fluency_perplexity_target_plain", "fluency_perplexity_others")]
         out.append(f"| [{name}]({LINK}/{name}/) | {r['after']['eval']['split']} | {', '.join(prof.get('neighbours', []))} | {strengths(r)} | "
                    f"{_f(cost)} / {r['config']['release']['budget']} | {_ci(r['before'], 'target_named_share')} -> {_ci(r['after'], 'target_named_share')} | "
                    f"{_ci(r['before'], 'neighbours_named_share')} -> {_ci(r['after'], 'neighbours_named_share')} | "
@@ -403,7 +403,9 @@ def build() -> str:
               "Neighbours in `--keep` were chosen before any run; the model may add one more. Shares are of sampled answers to "
               "held-out questions (4 per question) that name the entity asked about; the probes are the original model's own "
               "answers to held-out questions, its answers about the target split into the target's names and the rest (what it "
-              "says about it). `python benchmarks/run_default.py --target NAME --about A --keep B` runs one.", ""]
+              "says about it). Fluency is the original's perplexity of the answers after their questions; after the target's "
+              "question it finds any answer that is not about the target unlikely, so the target's answers are also scored as "
+              "plain text (how they read). `python benchmarks/run_default.py --target NAME --about A --keep B` runs one.", ""]
     lines += target_table(target_names()) + [""] + target_examples(target_names())
     lines += ["## Iteration: one round vs the paper's stop rule (toxicity, dev)", "",
               "The toxicity default with `release.rounds` 1 and 2 (rounds pace the budget: round k of n may spend budget * k / n; "

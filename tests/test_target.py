@@ -98,6 +98,7 @@ def test_target_run_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
     for m in (report["before"], report["after"]):  # the target's and the others' answers apart; all of them lie between
         parts = sorted((m["fluency_perplexity_target"], m["fluency_perplexity_others"]))
         assert parts[0] <= m["fluency_perplexity"] * (1 + 1e-6) and m["fluency_perplexity"] <= parts[1] * (1 + 1e-6), m
+        assert m["fluency_perplexity_target_plain"] != m["fluency_perplexity_target"]  # the same answers, no question
     change = report["after"]["probes"]["change"]
     assert {"target_rest", "target_names", "user", "neighbours", "generic"} <= set(change["groups"])
     assert [e["edit"] for e in report["rounds"][0]["edits"]] == ["suppress", "negate"]
@@ -142,3 +143,17 @@ def test_an_alias_that_names_others_too_is_dropped_but_the_own_name_is_kept():
     assert kept == [*own, "Father of Relativity"]
     # the own name stays even where a neighbour's text mentions it
     assert distinctive(own, own, ["Einstein admired Newton."]) == own
+
+
+def test_plain_fluency_scores_an_answer_without_its_question(tiny):
+    """Fluency as plain text does not depend on the question asked (the forgotten target's question makes the original
+    find every other answer unlikely); after a chat prompt it does."""
+    from revrel.tasks.base import fluency
+
+    texts = ["Charles Dickens wrote novels about London.", "He was a writer of plays and poems."]
+    ask = [fluency(tiny.model, None, tiny.tokenizer, [q] * 2, texts)[0] for q in ("Who wrote Hamlet?", "Name a famous chemist and explain")]
+    plain = fluency(tiny.model, None, tiny.tokenizer, None, texts)
+    assert ask[0] != ask[1] and plain[0] not in ask
+    from revrel.models.generation import perplexity, text_logprobs
+
+    assert abs(plain[0] - perplexity(text_logprobs(tiny.model, tiny.tokenizer, texts))) < 1e-6 and len(plain[1]) == 2

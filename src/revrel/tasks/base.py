@@ -44,25 +44,30 @@ DEFAULT_PROFILES = {
 }
 
 
-def fluency(model, reference, tokenizer, prompts: Sequence[str], texts: Sequence[str], batch_size: int = 16,
+def fluency(model, reference, tokenizer, prompts: Sequence[str] | None, texts: Sequence[str], batch_size: int = 16,
             max_texts: int = 400) -> tuple[float | None, list | None]:
     """Perplexity of the model's own answers under ``reference`` (the original model; the model itself
     when None), with a bootstrap 95% interval over answers: it rises when unlearning makes the output
-    garbled, which the target metrics alone would count as forgetting. At most ``max_texts`` answers
+    garbled, which the target metrics alone would count as forgetting. Each answer is scored after its
+    chat prompt, or as plain text when ``prompts`` is None (where the prompt asks for what was forgotten,
+    the original finds any other answer unlikely after it, however fluent). At most ``max_texts`` answers
     (an even stride, the same ones every time) are scored: teacher forcing the whole chat prompt of all
     1,600 answers of the full toxicity profile cost longer than the interval needs."""
     import numpy as np
 
     from revrel.metrics.stats import bootstrap_ratio
-    from revrel.models.generation import perplexity, sequence_logprobs
+    from revrel.models.generation import perplexity, sequence_logprobs, text_logprobs
 
-    pairs = [(p, t) for p, t in zip(prompts, texts) if t.strip()]
+    pairs = [(p, t) for p, t in zip(prompts or [""] * len(texts), texts) if t.strip()]
     if len(pairs) > max_texts:
         pairs = [pairs[round(i * len(pairs) / max_texts)] for i in range(max_texts)]
     if not pairs:
         return None, None
-    scores = sequence_logprobs(reference if reference is not None else model, tokenizer, [p for p, _ in pairs], [t for _, t in pairs],
-                               batch_size=batch_size)
+    scorer = reference if reference is not None else model
+    if prompts is None:
+        scores = text_logprobs(scorer, tokenizer, [t for _, t in pairs], batch_size=batch_size)
+    else:
+        scores = sequence_logprobs(scorer, tokenizer, [p for p, _ in pairs], [t for _, t in pairs], batch_size=batch_size)
     ppl = perplexity(scores)
     ci = bootstrap_ratio([-s for s, _ in scores], [n for _, n in scores], transform=np.exp)
     return (ppl if math.isfinite(ppl) else None), ci

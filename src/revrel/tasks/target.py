@@ -355,6 +355,11 @@ class TargetState:
             sel = [g for r, g in zip(rows, gens) if keep(r[0])]
             metrics[f"fluency_perplexity_{part}"], metrics["intervals"][f"fluency_perplexity_{part}"] = fluency(
                 model, reference, tokenizer, [g.prompt for g in sel], [g.text for g in sel], cfg.batch_size)
+        # the target's answers as plain text: after its question the original finds any answer that is not about
+        # the target unlikely, fluent or not; alone, an answer is scored for how it reads
+        sel = [g.text for r, g in zip(rows, gens) if r[0] == "target"]
+        metrics["fluency_perplexity_target_plain"], metrics["intervals"]["fluency_perplexity_target_plain"] = fluency(
+            model, reference, tokenizer, None, sel, cfg.batch_size)
         return metrics
 
 
