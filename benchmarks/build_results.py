@@ -397,8 +397,8 @@ def build() -> str:
              "## A second model, never tuned on: Qwen2.5-Coder-0.5B-Instruct (GGUF)", "",
              "The same defaults, unchanged, with `--model` pointing at the local GGUF (`benchmarks/qwen_asset.py`) and the "
              "quick evaluation profile. Not a package asset: it installs only as a local test file. A task without a row has not "
-             "run on it; each run's stage times and pass@1 are in its summary.txt. The q4_1 export does not yet write the qwen2 "
-             "architecture.", ""] + default_table(QWEN) + [""]
+             "run on it; each run's stage times and pass@1 are in its summary.txt. These runs predate the qwen2 GGUF export, "
+             "so their q4_1 share is not measured.", ""] + default_table(QWEN) + [""]
     lines += ["## Forget what you name (`revrel unlearn --target NAME --about A --keep B`)", "",
               "Neighbours in `--keep` were chosen before any run; the model may add one more. Shares are of sampled answers to "
               "held-out questions (4 per question) that name the entity asked about; the probes are the original model's own "
