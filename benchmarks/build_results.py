@@ -205,6 +205,20 @@ def iteration_table(names: list[str]) -> list[str]:
     return out
 
 
+def qwen_export_lines() -> list[str]:
+    """The qwen2 GGUF writer on the real Qwen original (``benchmarks/qwen_export.py``): what an export does to it."""
+    f = RES / "qwen_export.json"
+    if not f.is_file():
+        return []
+    r = json.loads(f.read_text())
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    parts = [f"{q} ({r[q]['bytes'] / 1e6:.0f} MB) {mean(r[q]['nll']):.4f}" for q in ("f16", "q4_1") if q in r]
+    same = all(r[q]["tokenizer_same"] for q in ("f16", "q4_1") if q in r)
+    return [f"`revrel export` on the Qwen original itself ([qwen_export.json]({LINK}/qwen_export.json)): mean NLL of "
+            f"{r['texts']} code and prose texts {mean(r['original_nll']):.4f} before, read back from "
+            f"{', '.join(parts)}; the tokenizer read back encodes {'identically' if same else 'differently'}.", ""]
+
+
 def target_names() -> list[str]:
     """The target-mode runs (``run_default.py --target``): test runs, then dev runs."""
     return sorted(d.name for d in RES.glob("target_*") if d.is_dir()) + sorted(d.name for d in RES.glob("dev_target_*") if d.is_dir())
@@ -398,7 +412,7 @@ def build() -> str:
              "The same defaults, unchanged, with `--model` pointing at the local GGUF (`benchmarks/qwen_asset.py`) and the "
              "quick evaluation profile. Not a package asset: it installs only as a local test file. A task without a row has not "
              "run on it; each run's stage times and pass@1 are in its summary.txt. These runs predate the qwen2 GGUF export, "
-             "so their q4_1 share is not measured.", ""] + default_table(QWEN) + [""]
+             "so their q4_1 share is not measured.", ""] + default_table(QWEN) + [""] + qwen_export_lines()
     lines += ["## Forget what you name (`revrel unlearn --target NAME --about A --keep B`)", "",
               "Neighbours in `--keep` were chosen before any run; the model may add one more. Shares are of sampled answers to "
               "held-out questions (4 per question) that name the entity asked about; the probes are the original model's own "
