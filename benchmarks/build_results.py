@@ -75,6 +75,11 @@ FINDINGS = """## Findings: why each edit works or fails here
   Dickens and Austen for Shakespeare. Its answers, kept, name Shakespeare, so the keep side held suppression of the
   name at 9.5 and the original's target answers moved +0.32 nats/token. A neighbour whose own description names the
   target is now not kept: the re-run suppressed at 64 and moved them +2.72, with neighbours +0.022 and generic +0.023.
+- The target mode's second edit (Albert Einstein, dev, the `dev_target_einstein_*` rows, same Reveal): after the name
+  suppression, pruning the neurons most active on the sentences about him moves the original's name-free answers
+  +0.254 ± 0.084 at neighbours +0.039 and generic +0.006; a negated PEM on the same sentences +0.165 ± 0.098 at
+  +0.048 and +0.037, in 50% more time; suppression alone +0.112 ± 0.085 at no cost, with the most fluent answers
+  (all answers 4.21 -> 4.81, intervals overlap; with pruning 5.22). The recipe prunes.
 """
 
 
