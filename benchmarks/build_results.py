@@ -49,13 +49,13 @@ FINDINGS = """## Findings: why each edit works or fails here
   forget PEM without orthogonality to a retain PEM forgot +0.247 ± 0.024 at benign +0.035 vs +0.257 ± 0.025 at +0.035
   with it (no detectable help for the retain PEM's 38 s: the toxicity default trains none); half the forget rows (138
   of 276, what 40 fresh samples per top instruction give instead of 80) forgot more, +0.290 ± 0.030 at +0.031 (the
-  default now draws 40); two PEM epochs instead of three, +0.238 vs +0.246 (kept at three).
+  default now draws 40); two PEM epochs instead of three, +0.238 vs +0.246 (no detectable change; the default trains two).
 - Tried for the target mode and removed (no help): the neighbours' and generic answers (64 rows) as whole keep rows
   in the forget PEM's span contrast. Albert Einstein, dev, rule-chosen strengths: the original's answers about him
   without his names +0.167 ± 0.099 vs +0.165 ± 0.098 without them (negate 0.206 vs 0.205), neighbours +0.042 vs
   +0.048, generic +0.031 vs +0.037, at 36% more PEM rows. The contrast makes the PEM no more specific to the facts.
-- The NER recipe's PER change is not free: the fluency perplexity of its answers more than doubles (1.68 -> 3.71
-  and 5.96 on two draws), while toxicity and code stay within about 10% and 15%.
+- The NER recipe's PER change is not free: the fluency perplexity of its answers more than doubles (1.68 -> 4.24
+  and 5.96 on two draws); toxicity's rises 19-33% and code's 7-12%.
 - Strengths are chosen in the run: each edit gets an even cumulative share of `release.budget` (keep-side NLL,
   nats/token, the largest group change on the task's dev keep texts) and its line search keeps the strongest
   setting within it. On the toxicity dev record the rule chose suppress 4.76 + negate 0.177: toxic +0.314 at benign

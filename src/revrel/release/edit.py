@@ -201,8 +201,8 @@ def line_search(edit: Edit, start: float, tries: int, measure, limit: float) -> 
     same keep texts at every step, so a 15% step that would spend a quarter of the budget more is not noise), or
     the bracket is within 2%; each step aims where the costs seen say the limit is (:func:`_next_strength`: 2 to 16
     times up, 2 to 16 times down, a log-log secant inside). The same rule on every model: the start only saves
-    steps, the budget decides. Returns the strength kept (None when none held: then ``edit.set(0)`` restored the weights the edit was prepared on),
-    every step tried, and the kept step's cost."""
+    steps, the budget decides. Returns the strength kept (None when none held: then ``edit.set(0)`` restored the
+    weights the edit was prepared on), every step tried, and the kept step's cost."""
     ok, bad, x, searched, cost_ok, cost_bad = None, None, start, [], None, None
     for _ in range(tries):
         cost = measure(edit.to(x))

@@ -58,7 +58,7 @@ def fluency(model, reference, tokenizer, prompts: Sequence[str] | None, texts: S
     from revrel.metrics.stats import bootstrap_ratio
     from revrel.models.generation import perplexity, sequence_logprobs, text_logprobs
 
-    pairs = [(p, t) for p, t in zip(prompts or [""] * len(texts), texts) if t.strip()]
+    pairs = [(p, t) for p, t in zip(prompts if prompts is not None else [""] * len(texts), texts) if t.strip()]
     if len(pairs) > max_texts:
         pairs = [pairs[round(i * len(pairs) / max_texts)] for i in range(max_texts)]
     if not pairs:
