@@ -132,3 +132,31 @@ def test_choose_keeps_the_variant_that_forgets_most_at_its_own_budget_strength()
 
 def compared_variant(edit) -> str:
     return "b" if edit.factor == 2.0 else "a"
+
+
+def test_keep_probe_reads_on_until_every_keep_group_has_its_share():
+    """A probe whose texts mix the target with the keep groups (NER: a person beside an organisation) left the first
+    KEEP_TEXTS texts with far fewer per group once the target's texts were dropped; the keep side now reads further
+    into the dev split, never takes a text with a target span, and a probe that already has its share is unchanged."""
+    from types import SimpleNamespace
+
+    from revrel.metrics.probes import Probe, ProbeText
+    from revrel.release.budget import KEEP_TEXTS, keep_probe
+
+    def mixed(split, n, tokenizer):  # every 2nd text holds a person; ORG in every text, MISC in every 5th
+        texts = [ProbeText(f"s{i}", [(0, 1, "ORG")] + [(1, 2, "PER")] * (i % 2) + [(0, 2, "MISC")] * (i % 5 == 0))
+                 for i in range(min(n, 20 * KEEP_TEXTS))]
+        return Probe(texts, target=["PER"], utility=["ORG", "MISC"])
+
+    p = keep_probe(SimpleNamespace(name="mixed", probe=mixed), None, [])
+    count = {g: sum(any(s[2] == g for s in t.spans) for t in p.texts) for g in ("ORG", "MISC", "PER")}
+    assert count["PER"] == 0 and not any("PER" in {s[2] for s in t.spans} for t in p.texts)
+    assert count["MISC"] >= KEEP_TEXTS and count["ORG"] >= KEEP_TEXTS  # the first KEEP_TEXTS texts: 100 ORG, 20 MISC
+    assert len({t.text for t in p.texts}) == len(p.texts)
+
+    def enough(split, n, tokenizer):  # toxicity's shape: one group per text, KEEP_TEXTS of each in the first call
+        return Probe([ProbeText(f"t{i}", [(0, 1, "toxic" if i % 2 else "benign")]) for i in range(2 * n)],
+                     target=["toxic"], utility=["benign"])
+
+    p = keep_probe(SimpleNamespace(name="enough", probe=enough), None, [])
+    assert [t.text for t in p.texts] == [f"t{i}" for i in range(0, 2 * KEEP_TEXTS, 2)]
