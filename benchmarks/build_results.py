@@ -54,8 +54,16 @@ FINDINGS = """## Findings: why each edit works or fails here
   in the forget PEM's span contrast. Albert Einstein, dev, rule-chosen strengths: the original's answers about him
   without his names +0.167 ± 0.099 vs +0.165 ± 0.098 without them (negate 0.206 vs 0.205), neighbours +0.042 vs
   +0.048, generic +0.031 vs +0.037, at 36% more PEM rows. The contrast makes the PEM no more specific to the facts.
-- The NER recipe's PER change is not free: the fluency perplexity of its answers more than doubles (1.68 -> 4.24
-  and 5.96 on two draws); toxicity's rises 19-33% and code's 7-12%.
+- The NER recipe's PER change is not free: the fluency perplexity of its answers rises 2-3x (1.66 -> 5.59 and
+  3.85 on two draws); toxicity's rises 19-33% and code's 7-12%.
+- NER's budget read too few keep texts: the first 200 dev sentences with an entity, less those with a person, left
+  86 ORG, 47 LOC and 23 MISC texts, and the largest group's change on 23 texts decided the strength. The keep side
+  now reads on into the dev split until each group has 200 person-free texts (toxicity and code already had 200:
+  unchanged). Test, two draws: ORG +0.034 ± 0.046 and +0.159 ± 0.046 (before: +0.221 and +0.081, the latter on the
+  older line search), PER +0.633 and +0.855 (before +1.144 and +1.494). The test ORG group itself (136 texts) has an
+  SE of 0.046, twice the 0.02 between budget and goal: at a true 0.08 one draw in three reads over 0.1 on test;
+  23 of its texts hold a person, which the keep side never reads, and those moved 3x the others (seed 0, before).
+  The line search reads 3.7x the texts: 450-510 s on the EPYC (it was 110 s on the Xeon).
 - Strengths are chosen in the run: each edit gets an even cumulative share of `release.budget` (keep-side NLL,
   nats/token, the largest group change on the task's dev keep texts) and its line search keeps the strongest
   setting within it. On the toxicity dev record the rule chose suppress 4.76 + negate 0.177: toxic +0.314 at benign
