@@ -173,7 +173,7 @@ def auto_point(rec: Path, cfg, loaded, task) -> dict:
     t0 = time.time()
     model, done, kept, reverted = apply_edits(loaded.model, loaded.tokenizer, data, edits, cost, edit_limits(cfg, 1, len(edits)), s.line_search)
     loaded.model = model
-    return {"edits": [{k: v for k, v in d.items() if k != "top"} for d in done], "keep_cost": kept, "reverted": reverted,
+    return {"edits": [{k: v for k, v in d.items() if k != "top"} for d in done], "keep_cost": kept["keep_cost"] if kept else None, "reverted": reverted,
             "seconds": round(time.time() - t0, 1)}
 
 

@@ -167,12 +167,13 @@ def edit_limits(cfg, k: int, n: int) -> list[float]:
 
 
 def apply_edits(model, tokenizer, data: RoundData, edits: list, cost: KeepCost, limits: list[float], tries: int,
-                on_model=None, save: Path | None = None, snap=None) -> tuple[object, list[dict], float | None, bool]:
+                on_model=None, save: Path | None = None, snap=None) -> tuple[object, list[dict], dict | None, bool]:
     """Prepare each edit on the model the earlier ones left and set it to the strongest strength within its limit
     (:func:`revrel.release.edit.choose`); ``on_model`` hears of every new model object (a run keeps it as its model);
     ``snap(model)``, when given, runs after every strength an edit is set to (:meth:`revrel.release.grid.Q41Grid.snap`).
-    Returns (model, one entry per edit, the kept cost, whether the last edit met its limit at no strength)."""
-    done, kept_cost = [], None
+    Returns (model, one entry per edit, the line-search step the model was left at (its ``keep_cost`` and ``groups``;
+    None when no edit was kept), whether the last edit met its limit at no strength)."""
+    done, kept = [], None
     for edit, limit in zip(edits, limits):
         edit.after_set = snap
         faults.point(f"round{data.round}:{edit.name}")
@@ -183,16 +184,16 @@ def apply_edits(model, tokenizer, data: RoundData, edits: list, cost: KeepCost, 
         t1 = time.time()
         faults.point(f"round{data.round}:prepared")
         measure = cost.head_only() if edit.head_only and hasattr(cost, "head_only") else cost
-        strength, searched, c, compared = choose(edit, tries, measure, limit, check_gain(data, tokenizer, getattr(edit.cfg, "unit", "")))
+        strength, searched, _, compared = choose(edit, tries, measure, limit, check_gain(data, tokenizer, getattr(edit.cfg, "unit", "")))
         model = edit.model
         done.append({"edit": edit.name, "strength": strength, "limit": round(limit, 4), "line_search": searched, **compared,
                      **edit.info(), "seconds_prepare": round(t1 - t0, 1), "seconds_search": round(time.time() - t1, 1)})
         if strength is None:
-            return model, done, kept_cost, True
-        kept_cost = c
+            return model, done, kept, True
+        kept = next(st for st in reversed(searched) if st["strength"] == strength)  # it measured the kept model's cost
         if save is not None:
             edit.save(save, data.round)
-    return model, done, kept_cost, False
+    return model, done, kept, False
 
 
 def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], cost: KeepCost) -> dict:
@@ -207,15 +208,10 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], cost
         ctx.loaded.model = model
 
     snap = (lambda model: ctx.grid.snap(model, seed=ctx.cfg.seed * 1000 + k)) if ctx.grid is not None else None
-    model, done, kept_cost, reverted = apply_edits(ctx.model, ctx.tok, data, edits, cost, limits, s.line_search, keep, ctx.run.adapters, snap)
+    model, done, kept, reverted = apply_edits(ctx.model, ctx.tok, data, edits, cost, limits, s.line_search, keep, ctx.run.adapters, snap)
     ctx.loaded.model = model
-    groups = None
-    if kept_cost is not None:  # the model is the last kept edit at its kept strength: that step measured its cost
-        last = next(e for e in reversed(done) if e["strength"] is not None)
-        step = next(st for st in reversed(last["line_search"]) if st["strength"] == last["strength"])
-        kept_cost, groups = step["keep_cost"], step.get("groups")
-    return {"edits": done, "round_budget": round(limits[-1], 4), "keep_cost": kept_cost,
-            "keep_groups": groups, "reverted": reverted, "kept_any": kept_cost is not None}
+    return {"edits": done, "round_budget": round(limits[-1], 4), "keep_cost": kept["keep_cost"] if kept else None,
+            "keep_groups": kept.get("groups") if kept else None, "reverted": reverted, "kept_any": kept is not None}
 
 
 def keep_cost(ctx: Context, progress: dict) -> KeepCost:
