@@ -34,7 +34,7 @@ FINDINGS = """## Findings: why each edit works or fails here
   the target and keep-side NLL move about 1:1 to 3:1. Training on the target spans only (`unit`) and raising them
   more than the keep spans of the same text (`contrast`) is what makes it selective (NER: PER +0.6 at ORG +0.1).
 - **prune** (zero MLP neurons most active on the target spans against the keep side) is the most selective edit
-  for code (HumanEval NLL +1.7 at GSM8K +0.04), and survives 4-bit export: a zeroed neuron stays zero.
+  for code (HumanEval NLL +0.8 to +0.9 at GSM8K +0.04 on two draws), and survives 4-bit export: a zeroed neuron stays zero.
 - **suppress** (lower the LM-head logits of the tokens most specific to the target spans) carries most of the
   toxicity change: the target is a few words, one head row each. It needs many keep texts (`keep_texts`) to tell
   word pieces that ordinary text uses from profanity, and a keep count is at least the model's own expected count
