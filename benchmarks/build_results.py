@@ -61,8 +61,14 @@ FINDINGS = """## Findings: why each edit works or fails here
   now reads on into the dev split until each group has 200 person-free texts (toxicity and code already had 200:
   unchanged). Test, two draws: ORG +0.034 ± 0.046 and +0.159 ± 0.046 (before: +0.221 and +0.081, the latter on the
   older line search), PER +0.633 and +0.855 (before +1.144 and +1.494). The test ORG group itself (136 texts) has an
-  SE of 0.046, twice the 0.02 between budget and goal: at a true 0.08 one draw in three reads over 0.1 on test;
-  23 of its texts hold a person, which the keep side never reads, and those moved 3x the others (seed 0, before).
+  SE of 0.046, twice the 0.02 between budget and goal. Where the change sits (`benchmarks/ner_person_split.py`,
+  `results/ner_person_split_s*.json`): on test, sentences without a person moved ORG -0.03 ± 0.05 and +0.08 ± 0.05
+  (both draws under 0.1), the 23 with a person +0.35 ± 0.11 and +0.53 ± 0.10. The budget never reads those: on dev
+  (1,600 sentences) ORG moved +0.22 and +0.17 with a person (158 texts) vs +0.07 and +0.12 without (418), and the
+  200 person-free texts it read said 0.059 and 0.079: CoNLL's dev file runs document by document, so its first 200
+  texts are a few documents. Two changes the next run should measure: an even stride over the whole dev file instead
+  of its head, and the ORG/LOC/MISC spans of sentences with a person on the keep side (the issue's 'non-PER
+  entities of the NER dev file'; the person tokens would be read as context, never scored).
   The line search reads 3.7x the texts: 450-510 s on the EPYC (it was 110 s on the Xeon).
 - Strengths are chosen in the run: each edit gets an even cumulative share of `release.budget` (keep-side NLL,
   nats/token, the largest group change on the task's dev keep texts) and its line search keeps the strongest
