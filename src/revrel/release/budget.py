@@ -28,7 +28,7 @@ def keep_probe(task, tokenizer, self_rows: list[dict]) -> Probe:
             texts = [ProbeText(t.text, [s for s in t.spans if s[2] in p.utility]) for t in p.texts
                      if not any(s[2] in p.target for s in t.spans)]
             texts = [t for t in texts if t.spans]
-            if min(_counts(texts, p.utility).values()) >= KEEP_TEXTS or len(p.texts) < n or n >= 64 * KEEP_TEXTS:
+            if min(_counts(texts, p.utility).values(), default=KEEP_TEXTS) >= KEEP_TEXTS or len(p.texts) < n or n >= 64 * KEEP_TEXTS:
                 break
             n *= 2
         if n > KEEP_TEXTS:  # read further: each text kept while one of its groups is short of its share
