@@ -14,8 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-from revrel.metrics.probes import Probe, ProbeText, paired_change, score
+from revrel.metrics.probes import Probe, paired_change, score
 from revrel.models.loading import load_model
+from revrel.release.budget import keep_spans
 from revrel.tasks import ner
 
 KEEP = ["ORG", "LOC", "MISC"]
@@ -23,10 +24,7 @@ KEEP = ["ORG", "LOC", "MISC"]
 
 def split_probe(split: str, n: int, with_person: bool) -> Probe:
     """The first ``n`` sentences with an entity, those with (or without) a person, scored on their keep spans only."""
-    p = ner.probe(split, n)
-    texts = [ProbeText(t.text, [s for s in t.spans if s[2] in KEEP]) for t in p.texts
-             if any(s[2] == "PER" for s in t.spans) == with_person]
-    return Probe([t for t in texts if t.spans], target=[], utility=KEEP)
+    return Probe(keep_spans(ner.probe(split, n), with_target=with_person), target=[], utility=KEEP)
 
 
 def main() -> None:

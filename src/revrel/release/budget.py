@@ -22,19 +22,13 @@ def keep_probe(task, tokenizer, self_rows: list[dict]) -> Probe:
     text (NER: a sentence with a person) is read further into the dev split until every group has its share (the first
     200 NER dev sentences left 86 ORG, 47 LOC, 23 MISC texts: a cost too noisy for a budget 0.02 under the goal)."""
     if task.probe is not None:
-        n = KEEP_TEXTS
-        while True:
-            p = task.probe("dev", n, tokenizer)
-            texts = [ProbeText(t.text, [s for s in t.spans if s[2] in p.utility]) for t in p.texts
-                     if not any(s[2] in p.target for s in t.spans)]
-            texts = [t for t in texts if t.spans]
-            if min(_counts(texts, p.utility).values(), default=KEEP_TEXTS) >= KEEP_TEXTS or len(p.texts) < n or n >= 64 * KEEP_TEXTS:
-                break
-            n *= 2
-        if n > KEEP_TEXTS:  # read further: each text kept while one of its groups is short of its share
-            have = dict.fromkeys(p.utility, 0)
-            kept = []
-            for t in texts:
+        p = task.probe("dev", KEEP_TEXTS, tokenizer)
+        texts = keep_spans(p)
+        short = any(sum(any(s[2] == g for s in t.spans) for t in texts) < KEEP_TEXTS for g in p.utility)
+        if short and len(p.texts) >= KEEP_TEXTS:  # read on: each text kept while one of its groups is short of its share
+            p = task.probe("dev", 64 * KEEP_TEXTS, tokenizer)
+            have, kept = dict.fromkeys(p.utility, 0), []
+            for t in keep_spans(p):
                 mine = {s[2] for s in t.spans}
                 if any(have[g] < KEEP_TEXTS for g in mine):
                     kept.append(t)
@@ -48,9 +42,12 @@ def keep_probe(task, tokenizer, self_rows: list[dict]) -> Probe:
     return rows_probe(tokenizer, self_rows, "self", utility=True)
 
 
-def _counts(texts: list[ProbeText], groups: list[str]) -> dict[str, int]:
-    """How many of ``texts`` hold a span of each group."""
-    return {g: sum(any(s[2] == g for s in t.spans) for t in texts) for g in groups}
+def keep_spans(p: Probe, with_target: bool = False) -> list[ProbeText]:
+    """The probe's texts without a target span (``with_target``: only those with one), each with its keep-group spans
+    only; texts left with none are dropped."""
+    texts = [ProbeText(t.text, [s for s in t.spans if s[2] in p.utility]) for t in p.texts
+             if any(s[2] in p.target for s in t.spans) == with_target]
+    return [t for t in texts if t.spans]
 
 
 def rows_probe(tokenizer, rows: list[dict], group: str, utility: bool = False) -> Probe:
