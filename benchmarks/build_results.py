@@ -61,8 +61,8 @@ FINDINGS = """## Findings: why each edit works or fails here
   now reads on into the dev split until each group has 200 person-free texts (toxicity and code already had 200:
   unchanged). Test, two draws: ORG +0.034 ± 0.046 and +0.159 ± 0.046 (before: +0.221 and +0.081, the latter on the
   older line search), PER +0.633 and +0.855 (before +1.144 and +1.494). The test ORG group itself (136 texts) has an
-  SE of 0.046, twice the 0.02 between budget and goal. Where the change sits (`benchmarks/ner_person_split.py`,
-  `results/ner_person_split_s*.json`): on test, sentences without a person moved ORG -0.03 ± 0.05 and +0.08 ± 0.05
+  SE of 0.046, twice the 0.02 between budget and goal. Where the change sits (the table "Where NER's keep-side
+  change sits"): on test, sentences without a person moved ORG -0.03 ± 0.05 and +0.08 ± 0.05
   (both draws under 0.1), the 23 with a person +0.35 ± 0.11 and +0.53 ± 0.10. The budget never reads those: on dev
   (1,600 sentences) ORG moved +0.22 and +0.17 with a person (158 texts) vs +0.07 and +0.12 without (418), and the
   200 person-free texts it read said 0.059 and 0.079: CoNLL's dev file runs document by document, so its first 200
@@ -236,6 +236,27 @@ def qwen_export_lines() -> list[str]:
     return [f"`revrel export` on the Qwen original itself ([qwen_export.json]({LINK}/qwen_export.json)): mean NLL of "
             f"{r['texts']} code and prose texts {mean(r['original_nll']):.4f} before, read back from "
             f"{', '.join(parts)}; the tokenizer read back encodes {'identically' if same else 'differently'}.", ""]
+
+
+def ner_person_table() -> list[str]:
+    """Where a NER default's keep-side change sits (``benchmarks/ner_person_split.py``): sentences with and without a
+    person, dev and test; the budget reads person-free dev sentences only."""
+    files = sorted(RES.glob("ner_person_split_s*.json"))
+    if not files:
+        return []
+    out = ["## Where NER's keep-side change sits (`benchmarks/ner_person_split.py`)", "",
+           "Each NER default's model against the original on ORG, LOC and MISC spans (person tokens never scored), split by "
+           "whether the sentence holds a person: the first dev sentences with an entity (a wider read than the budget's 200 "
+           "person-free texts per group) and the test probe's. Change ± SE (texts).", "",
+           "| run | sentences | ORG | LOC | MISC |", "| --- | --- | --- | --- | --- |"]
+    for f in files:
+        r = json.loads(f.read_text())
+        for split in ("dev", "test"):
+            for side in ("without", "with"):
+                g = r[f"{split}_{side}_person"]
+                cells = " | ".join(f"{_pm(g[k])} ({g[k]['texts']})" for k in ("ORG", "LOC", "MISC"))
+                out.append(f"| [{r['run']}]({LINK}/{f.name}) | {split}, {side} a person | {cells} |")
+    return out + [""]
 
 
 def target_names() -> list[str]:
@@ -444,6 +465,7 @@ def build() -> str:
               "The toxicity default with `release.rounds` 1 and 2 (rounds pace the budget: round k of n may spend budget * k / n; "
               "`release.stop_on_plateau` stops when a round's revealed relevance is no lower than the last one's), evaluated on the "
               "dev split (100 prompts x 4 samples, 400 probe texts per group).", ""] + iteration_table(ITERATION) + [""]
+    lines += ner_person_table()
     lines += auto_table()
     lines += ["## Hand-set presets the budget rule replaced (commit a7ee769, for comparison)", "",
               "The same edits at strengths picked by hand on the default model's dev probe (and NER negation limited to layers "
