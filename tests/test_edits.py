@@ -134,10 +134,11 @@ def compared_variant(edit) -> str:
     return "b" if edit.factor == 2.0 else "a"
 
 
-def test_keep_probe_reads_on_until_every_keep_group_has_its_share():
-    """A probe whose texts mix the target with the keep groups (NER: a person beside an organisation) left the first
-    KEEP_TEXTS texts with far fewer per group once the target's texts were dropped; the keep side now reads further
-    into the dev split, never takes a text with a target span, and a probe that already has its share is unchanged."""
+def test_keep_probe_samples_the_whole_dev_split_until_every_keep_group_has_its_share():
+    """A probe whose texts mix the target with the keep groups (NER: a person beside an organisation) and whose dev
+    file runs in blocks (CoNLL: document by document) gave a keep side from the head of the file with few texts per
+    group; the keep side now samples the whole split until each group has its share, scores a text's keep spans even
+    where the text holds the target, never a target span, and a probe that already has its share is unchanged."""
     from types import SimpleNamespace
 
     from revrel.metrics.probes import Probe, ProbeText
@@ -150,9 +151,12 @@ def test_keep_probe_reads_on_until_every_keep_group_has_its_share():
 
     p = keep_probe(SimpleNamespace(name="mixed", probe=mixed), None, [])
     count = {g: sum(any(s[2] == g for s in t.spans) for t in p.texts) for g in ("ORG", "MISC", "PER")}
-    assert count["PER"] == 0 and not any("PER" in {s[2] for s in t.spans} for t in p.texts)
-    assert count["MISC"] >= KEEP_TEXTS and count["ORG"] >= KEEP_TEXTS  # the first KEEP_TEXTS texts: 100 ORG, 20 MISC
+    assert count["PER"] == 0 and count["MISC"] >= KEEP_TEXTS and count["ORG"] >= KEEP_TEXTS  # head of 200: 40 MISC
     assert len({t.text for t in p.texts}) == len(p.texts)
+    index = sorted(int(t.text[1:]) for t in p.texts)
+    assert sum(i % 2 for i in index) > len(index) / 4  # texts with a person give their organisations
+    assert index[len(index) // 2] > 5 * KEEP_TEXTS  # half of it past the first quarter of the 20x split: not its head
+    assert p.texts == keep_probe(SimpleNamespace(name="mixed", probe=mixed), None, []).texts  # the same on every run
 
     def enough(split, n, tokenizer):  # toxicity's shape: one group per text, KEEP_TEXTS of each in the first call
         return Probe([ProbeText(f"t{i}", [(0, 1, "toxic" if i % 2 else "benign")]) for i in range(2 * n)],
