@@ -21,7 +21,7 @@ DOC = RES.parent.parent / "docs" / "results.md"
 LINK = "../benchmarks/results"
 SAMPLED = {"toxicity": "expected_max_toxicity", "code": "humaneval_function_share", "ner": "PER_f1"}  # the behaviour metric shown
 TARGET = {"toxicity": ["toxic"], "code": ["humaneval"], "ner": ["PER"]}  # probe groups of the target; the others are kept
-DEFAULTS = [f"default_{t}_s{s}" for t in ("toxicity", "code", "ner") for s in (0, 1)]
+DEFAULTS = [f"default_{t}_s{s}" for t in ("toxicity", "code", "ner") for s in (0, 1)] + ["default_toxicity_s0_epyc"]  # same code and seed, another CPU
 QWEN = [f"qwen_{t}_s0" for t in ("toxicity", "code", "ner")]
 RECIPES = ["preset_toxicity", "preset_toxicity_seed1", "preset_toxicity_seed2", "preset_code", "preset_ner", "preset_ner_seed1"]
 ABLATIONS = ["preset_toxicity_suppress", "preset_toxicity_prune", "preset_toxicity_negate", "preset_toxicity_negate_suppress"]
@@ -54,6 +54,11 @@ FINDINGS = """## Findings: why each edit works or fails here
   in the forget PEM's span contrast. Albert Einstein, dev, rule-chosen strengths: the original's answers about him
   without his names +0.167 ± 0.099 vs +0.165 ± 0.098 without them (negate 0.206 vs 0.205), neighbours +0.042 vs
   +0.048, generic +0.031 vs +0.037, at 36% more PEM rows. The contrast makes the PEM no more specific to the facts.
+- The toxicity default is not stable across machines: seed 0 on the current code on this session's AMD EPYC
+  (`default_toxicity_s0_epyc`) chose suppress 6.5 + negate 0.083 (Xeon: 8 + 0.091) and gave toxic +0.268 ± 0.018 at
+  benign +0.038 ± 0.006, expected max toxicity 0.213 -> 0.178 with overlapping intervals: the toxic goal (>= 0.3) and
+  the separated intervals are missed there. Its before-evaluation, which no Release code touches, differs too (0.213 vs
+  0.239 on the Xeon): sampling draws differently on another CPU's numerics, so one seed is not one outcome. 31 min there (Xeon: 9.4).
 - The NER recipe's PER change is not free: the fluency perplexity of its answers rises 2-3x (1.66 -> 4.58 and
   3.85 on two draws); toxicity's rises 19-33% and code's 7-12%.
 - NER's keep side is a fixed shuffled sample of the whole dev file, 200 texts per keep group, and a sentence with a
