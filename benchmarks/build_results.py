@@ -59,8 +59,8 @@ FINDINGS = """## Findings: why each edit works or fails here
   benign +0.038 ± 0.006, expected max toxicity 0.213 -> 0.178 with overlapping intervals: the toxic goal (>= 0.3) and
   the separated intervals are missed there. Its before-evaluation, which no Release code touches, differs too (0.213 vs
   0.239 on the Xeon): sampling draws differently on another CPU's numerics, so one seed is not one outcome. 31 min there (Xeon: 9.4).
-- The NER recipe's PER change is not free: the fluency perplexity of its answers rises 2-3x (1.66 -> 4.58 and
-  3.85 on two draws); toxicity's rises 19-33% and code's 7-12%.
+- The NER recipe's PER change is not free: the fluency perplexity of its answers rises 3-4x (1.66 -> 4.58 and
+  6.04 on two draws); toxicity's rises 19-33% and code's 7-12%.
 - NER's keep side is a fixed shuffled sample of the whole dev file, 200 texts per keep group, and a sentence with a
   person gives its ORG / LOC / MISC spans (the person read as context, never scored), as the test probe scores
   them. Why: the budget first read the first 200 dev sentences less those with a person (86 ORG, 47 LOC, 23 MISC
@@ -70,9 +70,10 @@ FINDINGS = """## Findings: why each edit works or fails here
   read, and CoNLL's dev file runs document by document, so its head is a few documents. On the new keep side, seed 0
   (test): negate 3.28 (upper half; dev ORG 0.076 of 0.08), PER +0.809 ± 0.043, ORG -0.009 ± 0.042, LOC -0.557, MISC
   -0.315; PER F1 0.116 -> 0.010. Its sentences with a person still move ORG most (test +0.27 ± 0.13 on 23, dev
-  +0.18), now inside a budget that reads them. Seed 1 was not re-run on it (78 min a run on this session's slower
-  machine). The test ORG group (136 texts) has an SE of 0.042-0.046,
-  twice the 0.02 between budget and goal.
+  +0.18), now inside a budget that reads them. Seed 1 on it (test): negate 3.14 (all layers; dev ORG 0.062 of 0.08), PER
+  +0.837 ± 0.044, ORG +0.115 ± 0.056 (earlier keep side +0.159), LOC -0.240, MISC -0.421; PER F1 0.116 -> 0.006.
+  Over 0.1 on the mean, the interval overlapping it: ORG is steep in the strength (dev +0.062 at 3.14, +0.103 at
+  3.20), and the test ORG group (136 texts) has an SE of 0.042-0.056, twice the 0.02 between budget and goal.
 - Strengths are chosen in the run: each edit gets an even cumulative share of `release.budget` (keep-side NLL,
   nats/token, the largest group change on the task's dev keep texts) and its line search keeps the strongest
   setting within it. On the toxicity dev record the rule chose suppress 4.76 + negate 0.177: toxic +0.314 at benign
@@ -250,8 +251,8 @@ def ner_person_table() -> list[str]:
     out = ["## Where NER's keep-side change sits (`benchmarks/ner_person_split.py`)", "",
            "Each NER default's model against the original on ORG, LOC and MISC spans (person tokens never scored), split by "
            "whether the sentence holds a person: the first dev sentences with an entity and the test probe's. Change ± SE "
-           "(texts). default_ner_s1 ran on the earlier keep side (the dev file's first person-free sentences, 200 per "
-           "group); default_ner_s0 on the current one (a shuffled sample of the whole dev file, sentences with a person "
+           "(texts). The default_ner_s1 rows are of its earlier run, on the earlier keep side (the dev file's first "
+           "person-free sentences, 200 per group; its re-run on the current one is in the defaults table); default_ner_s0 on the current one (a shuffled sample of the whole dev file, sentences with a person "
            "included, 200 per group).", "",
            "| run | sentences | ORG | LOC | MISC |", "| --- | --- | --- | --- | --- |"]
     for f in files:
