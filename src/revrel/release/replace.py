@@ -15,15 +15,12 @@ extrapolates a fine-tune rather than removing anything, and the budget has nothi
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
 from revrel.errors import RevrelError
 from revrel.release.edit import RoundData
 from revrel.release.negate import Negate
-
-log = logging.getLogger("revrel")
 
 
 @dataclass
@@ -74,14 +71,10 @@ class Replace(Negate):
         unit, phrase = data.task.stand_in
         stand_in = phrase().strip()
         rows, self.span_info = data.target_rows(unit)
-        rows = stand_in_rows(rows, stand_in) if stand_in else []
+        rows = stand_in_rows(rows, stand_in)
+        if not rows or not stand_in:
+            raise RevrelError(f"replace: no revealed response has a '{unit}' span to write the stand-in '{stand_in}' over")
         self.stand_in = stand_in
-        if not rows:  # nothing to teach: the edit is the identity at every strength, and the report says so
-            log.warning("replace: no revealed response names the target ('%s' spans); the edit does nothing", unit)
-            self.train, self.rows, self.orth, self.folder, self.layers_w, self.depth = None, 0, None, None, [], {"all": set()}
-            self.model = model
-            self.use("all")
-            return model
         return self._train(model, tokenizer, data, rows, "stand-in PEM")
 
     def info(self) -> dict:
