@@ -98,6 +98,15 @@ FINDINGS = """## Findings: why each edit works or fails here
   +0.254 ± 0.084 at neighbours +0.039 and generic +0.006; a negated PEM on the same sentences +0.165 ± 0.098 at
   +0.048 and +0.037, in 50% more time; suppression alone +0.112 ± 0.085 at no cost, with the most fluent answers
   (all answers 4.21 -> 4.81, intervals overlap; with pruning 5.22). The recipe prunes.
+- Tried and deleted (commit d93b85f, reverted): a `replace` edit between suppression and pruning, a PEM trained on
+  the revealed responses with Einstein's names written as "the physicist" (loss on the stand-in only) and added
+  (`dev_target_einstein_replace`, dev, on the slower AMD EPYC, so its before-values differ from the Xeon rows). Answers
+  about him read better ("The physicist who revolutionized the field of physics..." instead of fragments of the
+  suppressed name; their perplexity after the question 3.91 -> 8.37, vs 3.93 -> 12.19 with the recipe), but the PEM,
+  never shown a neighbour, said "the physicist" everywhere: at strength 1 it cost +6.8 nats/token on the neighbours'
+  answers, the budget held it at 0.085, and the other answers' fluency then rose (4.12 -> 4.71, changed), so all
+  answers went +26% (recipe +24%) and the name-free target answers moved +0.101 (recipe +0.254). No help on the
+  measure, so not kept; training the stand-in beside the neighbours' own answers (an anchor) is untried.
 """
 
 
