@@ -65,14 +65,14 @@ FINDINGS = """## Findings: why each edit works or fails here
   person gives its ORG / LOC / MISC spans (the person read as context, never scored), as the test probe scores
   them. Why: the budget first read the first 200 dev sentences less those with a person (86 ORG, 47 LOC, 23 MISC
   texts), then the file's first 200 person-free ones per group; on the latter seed 1 moved test ORG +0.159 ± 0.046,
-  over the 0.1 goal. The split table ("Where NER's keep-side change sits", default_ner_s1) shows where: test
-  sentences without a person +0.08, the 23 with one +0.53; on dev +0.17 with a person against the 0.079 the budget
-  read, and CoNLL's dev file runs document by document, so its head is a few documents. On the new keep side, seed 0
+  over the 0.1 goal. Split by sentence, that run's ORG change sat in sentences with a person (test
+  without +0.08, the 23 with one +0.53; dev +0.17 with a person against the 0.079 the budget read; in git), and
+  CoNLL's dev file runs document by document, so its head is a few documents. On the new keep side, seed 0
   (test): negate 3.28 (upper half; dev ORG 0.076 of 0.08), PER +0.809 ± 0.043, ORG -0.009 ± 0.042, LOC -0.557, MISC
   -0.315; PER F1 0.116 -> 0.010. Its sentences with a person still move ORG most (test +0.27 ± 0.13 on 23, dev
   +0.18), now inside a budget that reads them. Seed 1 on it (test): negate 3.14 (all layers; dev ORG 0.062 of 0.08), PER
-  +0.837 ± 0.044, ORG +0.115 ± 0.056 (earlier keep side +0.159), LOC -0.240, MISC -0.421; PER F1 0.116 -> 0.006.
-  Over 0.1 on the mean, the interval overlapping it: ORG is steep in the strength (dev +0.062 at 3.14, +0.103 at
+  +0.837 ± 0.044, ORG +0.115 ± 0.056 (earlier keep side +0.159), LOC -0.240, MISC -0.421; PER F1 0.116 -> 0.006;
+  split, test ORG +0.084 without a person and +0.271 ± 0.110 with one (dev +0.039 / +0.108). Over 0.1 on the mean, the interval overlapping it: ORG is steep in the strength (dev +0.062 at 3.14, +0.103 at
   3.20), and the test ORG group (136 texts) has an SE of 0.042-0.056, twice the 0.02 between budget and goal.
 - Strengths are chosen in the run: each edit gets an even cumulative share of `release.budget` (keep-side NLL,
   nats/token, the largest group change on the task's dev keep texts) and its line search keeps the strongest
@@ -260,8 +260,7 @@ def ner_person_table() -> list[str]:
     out = ["## Where NER's keep-side change sits (`benchmarks/ner_person_split.py`)", "",
            "Each NER default's model against the original on ORG, LOC and MISC spans (person tokens never scored), split by "
            "whether the sentence holds a person: the first dev sentences with an entity and the test probe's. Change ± SE "
-           "(texts). The default_ner_s1 rows are of its earlier run, on the earlier keep side (the dev file's first "
-           "person-free sentences, 200 per group; its re-run on the current one is in the defaults table); default_ner_s0 on the current one (a shuffled sample of the whole dev file, sentences with a person "
+           "(texts). Both runs on the current keep side (a shuffled sample of the whole dev file, sentences with a person "
            "included, 200 per group).", "",
            "| run | sentences | ORG | LOC | MISC |", "| --- | --- | --- | --- | --- |"]
     for f in files:
