@@ -72,8 +72,9 @@ FINDINGS = """## Findings: why each edit works or fails here
   -0.315; PER F1 0.116 -> 0.010. Its sentences with a person still move ORG most (test +0.27 ± 0.13 on 23, dev
   +0.18), now inside a budget that reads them. Seed 1 on it (test): negate 3.14 (all layers; dev ORG 0.062 of 0.08), PER
   +0.837 ± 0.044, ORG +0.115 ± 0.056 (earlier keep side +0.159), LOC -0.240, MISC -0.421; PER F1 0.116 -> 0.006;
-  split, test ORG +0.084 without a person and +0.271 ± 0.110 with one (dev +0.039 / +0.108). Over 0.1 on the mean, the interval overlapping it: ORG is steep in the strength (dev +0.062 at 3.14, +0.103 at
-  3.20), and the test ORG group (136 texts) has an SE of 0.042-0.056, twice the 0.02 between budget and goal.
+  split, test ORG +0.084 without a person and +0.271 ± 0.110 with one (dev +0.039 / +0.108). Over 0.1 on the
+  mean, the interval overlapping it: ORG is steep in the strength (dev +0.062 at 3.14, +0.103 at 3.20), and the
+  test ORG group (136 texts) has an SE of 0.042-0.056, twice the 0.02 between budget and goal.
 - Strengths are chosen in the run: each edit gets an even cumulative share of `release.budget` (keep-side NLL,
   nats/token, the largest group change on the task's dev keep texts) and its line search keeps the strongest
   setting within it. On the toxicity dev record the rule chose suppress 4.76 + negate 0.177: toxic +0.314 at benign
@@ -100,7 +101,8 @@ FINDINGS = """## Findings: why each edit works or fails here
   (all answers 4.21 -> 4.81, intervals overlap; with pruning 5.22). The recipe prunes.
 - Tried and deleted (commit d93b85f, reverted): a `replace` edit between suppression and pruning, a PEM trained on
   the revealed responses with Einstein's names written as "the physicist" (loss on the stand-in only) and added
-  (`dev_target_einstein_replace`, dev, on the slower AMD EPYC, so its before-values differ from the Xeon rows). Answers
+  (Einstein, dev, on the slower AMD EPYC, so its before-values differ from the Xeon rows; its run record is in git at
+  d0ec1a6, not a table row, since the edit is gone). Answers
   about him read better ("The physicist who revolutionized the field of physics..." instead of fragments of the
   suppressed name; their perplexity after the question 3.91 -> 8.37, vs 3.93 -> 12.19 with the recipe), but the PEM,
   never shown a neighbour, said "the physicist" everywhere: at strength 1 it cost +6.8 nats/token on the neighbours'

@@ -1,9 +1,8 @@
 """Where a NER run's keep-side change sits: ORG, LOC and MISC of sentences with and without a person, dev and test.
 
-Whether a NER run's keep-side change sits in sentences that hold a person (what the budget's keep side read only from
-person-free sentences at the head of the dev file, before it sampled the whole file with them): a run's model against
-the original on the dev sentences (the first ``--dev`` with an entity) and on the test probe's sentences, each split
-by whether the sentence holds a person; person tokens are never scored.
+Whether a NER run's keep-side change sits in sentences that hold a person, where the ORG change is steepest: a run's
+model against the original on the dev sentences (the first ``--dev`` with an entity) and on the test probe's
+sentences, each split by whether the sentence holds a person; person tokens are never scored.
 
     python benchmarks/ner_person_split.py --run runs/default_ner_s1 --out benchmarks/results/ner_person_split_s1.json
 """
