@@ -36,7 +36,7 @@ def test_malformed_yaml_one_line_exit_2(tmp_path):
     (["unlearn", "--set", "reveal.k", "--out", "x"], "section.key=value"),
     (["eval", "--task", "toxicity", "--set", "reveal.oracle=nope"], "no oracle 'nope'"),
     (["bench", "--task", "code"], "needs --out DIR"),
-    (["unlearn", "--set", "release.edits=[{negat: {}}]", "--out", "x"], "release.edits[0]: unknown edit 'negat'; known edits: negate, prune, replace, suppress"),
+    (["unlearn", "--set", "release.edits=[{negat: {}}]", "--out", "x"], "release.edits[0]: unknown edit 'negat'; known edits: negate, prune, suppress"),
     (["unlearn", "--set", "release.edits=[{negate: {lambda: 2}}]", "--out", "x"], "unknown config key 'release.edits[0].negate.lambda'"),
     (["unlearn", "--set", "release.edits=[{suppress: {tokens: 0}}]", "--out", "x"], "release.edits[0].suppress.tokens is a number of output tokens"),
     (["unlearn", "--set", "release.edits=[]", "--out", "x"], "release.edits must list at least one edit"),

@@ -126,7 +126,7 @@ def test_pruning_line_search_halves_the_share_until_the_budget_holds(tiny):
 @pytest.mark.parametrize("edit,msg", [
     ({"prune": {"strength": 0.7}}, "release.edits\\[0\\].prune.strength is a share of the MLP neurons and must be in \\[0, 0.5\\]"),
     ({"prune": {"share": 0.1}}, "unknown config key 'release.edits\\[0\\].prune.share'; known keys: strength, unit"),
-    ("prunee", "release.edits\\[0\\]: unknown edit 'prunee'; known edits: negate, prune, replace, suppress"),
+    ("prunee", "release.edits\\[0\\]: unknown edit 'prunee'; known edits: negate, prune, suppress"),
 ])
 def test_prune_config_errors(edit, msg):
     from revrel.release.edit import parse_edits

@@ -83,7 +83,7 @@ def test_target_run_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
                      + json.dumps({"text": "Shakespeare was born in Stratford."}) + "\n")
     over = tiny_overrides(out, tiny_dir, task="target", target={"name": "William Shakespeare", "keep": ["Charles Dickens", "Jane Austen"],
                                                                  "eval_file": str(evalf), "n_neighbours": 2},
-                          release={"rounds": 1, "edits": [{"suppress": {"tokens": 4, "unit": "name"}}, "replace", {"negate": {"unit": "task"}}],
+                          release={"rounds": 1, "edits": [{"suppress": {"tokens": 4, "unit": "name"}}, {"negate": {"unit": "task"}}],
                                    "retain_from": "task"})
     report = unlearn(load_config(None, over, recipe=False))
     prof = json.loads((out / "target" / "profile.json").read_text())
@@ -101,10 +101,7 @@ def test_target_run_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
         assert m["fluency_perplexity_target_plain"] != m["fluency_perplexity_target"]  # the same answers, no question
     change = report["after"]["probes"]["change"]
     assert {"target_rest", "target_names", "user", "neighbours", "generic"} <= set(change["groups"])
-    assert [e["edit"] for e in report["rounds"][0]["edits"]] == ["suppress", "replace", "negate"]
-    replace = report["rounds"][0]["edits"][1]
-    assert replace["stand_in"] == "this one" or replace["stand_in"].startswith("the ")
-    assert max(s["strength"] for s in replace["line_search"]) <= 1.0
+    assert [e["edit"] for e in report["rounds"][0]["edits"]] == ["suppress", "negate"]
     # a resumed or attacked run reads the same profile, not a new one
     mtime = (out / "target" / "profile.json").stat().st_mtime
     from revrel.commands.attacks import attack_run

@@ -123,10 +123,9 @@ class Edit:
 def _registry() -> dict[str, type[Edit]]:
     from revrel.release.negate import Negate
     from revrel.release.prune import Prune
-    from revrel.release.replace import Replace
     from revrel.release.suppress import Suppress
 
-    return {e.name: e for e in (Negate, Prune, Replace, Suppress)}  # the registry line of a new edit goes here
+    return {e.name: e for e in (Negate, Prune, Suppress)}  # the registry line of a new edit goes here
 
 
 EDITS: dict[str, type[Edit]] = {}

@@ -50,38 +50,29 @@ class Negate(Edit):
     name = "negate"
     Config = NegateConfig
 
-    sign = 1.0  # weights = W0 - sign * strength * delta (the replace edit adds its PEM: -1)
-
     def prepare(self, model, tokenizer, data: RoundData):
-        c = self.cfg
-        rows, self.span_info = data.target_rows(c.unit, keep=c.contrast > 0)
-        return self._train(model, tokenizer, data, rows, "forget PEM", c.contrast, c.ensemble)
-
-    def _train(self, model, tokenizer, data: RoundData, rows: list[dict], what: str, contrast: float = 0.0, ensemble: int = 1):
-        """Train a PEM on ``rows`` and keep each LoRA module's weight and delta, so :meth:`set` is exact at any strength."""
         from revrel.release.checkpoint import save_adapter
         from revrel.release.orthogonality import lora_A, orthogonality_loss
         from revrel.release.pem import train_pems
 
         c = self.cfg
-        peft_model, log = train_pems(model, tokenizer, rows, data.pem, ensemble, seed=data.seed, prev_A=data.prev_A,
-                                     desc=f"round {data.round}: train {what}", contrast=contrast)
+        rows, self.span_info = data.target_rows(c.unit, keep=c.contrast > 0)
+        peft_model, log = train_pems(model, tokenizer, rows, data.pem, c.ensemble, seed=data.seed, prev_A=data.prev_A,
+                                     desc=f"round {data.round}: train forget PEM", contrast=c.contrast)
         self.train, self.rows = log.summary(), len(rows)
         self.orth = float(orthogonality_loss(data.prev_A, lora_A(peft_model)).detach()) if data.prev_A else None
-        self.folder = data.adapters / f"round_{data.round}{'' if self.sign > 0 else '_' + self.name}" if data.adapters else None
+        self.folder = data.adapters / f"round_{data.round}" if data.adapters else None
         if self.folder:
             save_adapter(peft_model, self.folder)
         named = [(name, base, delta) for (name, _), (base, delta) in zip(lora_modules(peft_model), lora_deltas(peft_model))]
         self.depth = depth_groups([name for name, _, _ in named])
         self.layers_w = [(name, base, base.weight.detach().clone(), delta) for name, base, delta in named]
         self.model = peft_model.unload()
-        layers = getattr(c, "layers", "all")
-        self.use(layers if layers != "auto" else "all")
+        self.use(c.layers if c.layers != "auto" else "all")
         return self.model
 
     def variants(self) -> list[str]:
-        layers = getattr(self.cfg, "layers", "all")
-        return ["all", "upper", "lower"] if layers == "auto" else [layers]
+        return ["all", "upper", "lower"] if self.cfg.layers == "auto" else [self.cfg.layers]
 
     def use(self, variant: str) -> None:
         """Negate only in the modules of ``variant`` (all | upper | lower) from now on; the strength goes back to 0."""
@@ -93,14 +84,13 @@ class Negate(Edit):
         """Weights = W0 - strength * delta in the active modules, W0 elsewhere (0: the weights the PEM was trained on)."""
         for name, base, w0, delta in self.layers_w:
             on = strength and name in getattr(self, "active", ())
-            base.weight.copy_(w0 - (self.sign * strength * delta).to(w0.dtype) if on else w0)
+            base.weight.copy_(w0 - (strength * delta).to(w0.dtype) if on else w0)
         self.strength = strength
         return self.model
 
     def save(self, folder, k: int) -> None:
         if self.folder:
-            save_negated_adapter(self.folder, folder / f"{'negated' if self.sign > 0 else self.name}_round_{k}", self.sign * self.strength,
-                                 keep=self.active)
+            save_negated_adapter(self.folder, folder / f"negated_round_{k}", self.strength, keep=self.active)
 
     def info(self) -> dict:
         return {"train": self.train, "rows": self.rows, "spans": self.span_info, "layers": self.variant,

@@ -101,8 +101,6 @@ class Task:
     keep_spans: Callable[[Sequence[str]], list[list[tuple[int, int]]]] | None = None
     # other span units (an edit's unit) -> (target_spans, keep_spans), e.g. toxicity's words next to its sentences
     span_units: dict[str, tuple[Callable, Callable | None]] = field(default_factory=dict)
-    # (span unit, () -> phrase): the replace edit writes the phrase over those spans ("the physicist" over the names)
-    stand_in: tuple[str, Callable[[], str]] | None = None
     # eval profile name -> EvalConfig values (quick: the README run's sizes; full: the protocol sizes)
     profiles: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PROFILES.items()})
     # (loaded original model, run folder, seed) -> None: what a task derives from the model before anything is measured

@@ -77,9 +77,6 @@ STOP = {"the", "and", "of", "a", "an", "in", "on", "for", "to", "with", "by", "f
         "names", "sure", "answer", "list", "famous", "english", "american", "british", "german", "french", "one", "two", "three"}
 NAME = re.compile(r"\b[A-Z][\w'.-]*(?:\s+(?:of|the|de|von|van)?\s*[A-Z][\w'.-]*){0,3}")
 SENT = re.compile(r"[^.!?\n]+[.!?]?")
-# the kind a description gives: "X was a German-born theoretical physicist who ..." -> "German-born theoretical physicist"
-KIND = re.compile(r"\b(?:is|was|are|were) (?:an?|the) ((?:[\w-]+ ){0,3}?[\w-]+)(?=\s+(?:who|that|which|known|born|from|and|in|of|"
-                  r"with|by|whose|written|created)\b|\s*[,.;:(]|$)")
 
 
 def words_of(name: str) -> list[str]:
@@ -241,18 +238,6 @@ class TargetState:
             out.append(1.0 if n else 0.5 / (1 + math.exp(-margin / 0.05)) * (sims[i, 0] > 0.3))
         return [float(x) for x in out]
 
-    def stand_in(self) -> str:
-        """A plain phrase for the target (the replace edit writes it where the target is named): "the" + the ``--about``
-        words, else the kind the model's own description gives ("... was a German-born physicist who" -> "the
-        German-born physicist"), else "this one"; never one that names the target."""
-        prof = self.need()
-        pat = alias_pattern(prof["aliases"])
-        kinds = [prof.get("about", "")]
-        if m := KIND.search(prof.get("description", "")):
-            kinds.append(m.group(1))
-        kind = next((k.strip() for k in kinds if k.strip() and not pat.search(k)), "")
-        return f"the {kind}" if kind else "this one"
-
     def neighbour_pattern(self) -> re.Pattern:
         """Any neighbour's full name or distinctive word (Dickens, Austen)."""
         return alias_pattern([w for n in self.need()["neighbours"] for w in [n, *words_of(n)]])
@@ -396,7 +381,7 @@ def target_task(spec=None) -> Task:
                 seed_instructions=state.seeds(), modifiers=list(MODIFIERS), oracles={"name-or-description": Oracle},
                 default_oracle="name-or-description", evaluate=state.evaluate, probe=state.probe,
                 target_spans=state.sentence_spans, keep_spans=state.other_sentences,
-                span_units={"name": (state.name_spans, state.neighbour_spans)}, stand_in=("name", state.stand_in),
+                span_units={"name": (state.name_spans, state.neighbour_spans)},
                 headline=("probe_target_nll", "probe_utility_nll"),
                 profiles={"quick": {"samples": 2, "max_new_tokens": 48, "probe_items": 400},
                           "full": {"samples": 4, "max_new_tokens": 64, "probe_items": 1000}})
