@@ -99,16 +99,18 @@ FINDINGS = """## Findings: why each edit works or fails here
   +0.254 ± 0.084 at neighbours +0.039 and generic +0.006; a negated PEM on the same sentences +0.165 ± 0.098 at
   +0.048 and +0.037, in 50% more time; suppression alone +0.112 ± 0.085 at no cost, with the most fluent answers
   (all answers 4.21 -> 4.81, intervals overlap; with pruning 5.22). The recipe prunes.
-- Tried and deleted (commit d93b85f, reverted): a `replace` edit between suppression and pruning, a PEM trained on
-  the revealed responses with Einstein's names written as "the physicist" (loss on the stand-in only) and added
-  (Einstein, dev, on the slower AMD EPYC, so its before-values differ from the Xeon rows; its run record is in git at
-  d0ec1a6, not a table row, since the edit is gone). Answers
-  about him read better ("The physicist who revolutionized the field of physics..." instead of fragments of the
-  suppressed name; their perplexity after the question 3.91 -> 8.37, vs 3.93 -> 12.19 with the recipe), but the PEM,
-  never shown a neighbour, said "the physicist" everywhere: at strength 1 it cost +6.8 nats/token on the neighbours'
-  answers, the budget held it at 0.085, and the other answers' fluency then rose (4.12 -> 4.71, changed), so all
-  answers went +26% (recipe +24%) and the name-free target answers moved +0.101 (recipe +0.254). No help on the
-  measure, so not kept; training the stand-in beside the neighbours' own answers (an anchor) is untried.
+- Tried and deleted twice (commits d93b85f and 32be33f, both reverted): a `replace` edit between suppression and
+  pruning, a PEM trained on the revealed responses with Einstein's names written as "the physicist" (loss on the
+  stand-in only) and added (Einstein, dev, on the slower AMD EPYC, so its before-values differ from the Xeon rows;
+  the run records are in git at d0ec1a6 and 9d2c1f0-, not table rows, since the edit is gone). Alone it said "the
+  physicist" everywhere: at strength 1 it cost +6.8 nats/token on the neighbours' answers, the budget held it at
+  0.085, the other answers' fluency rose (4.12 -> 4.71, changed), all answers +26% (recipe +24%), the name-free
+  target answers +0.101 (recipe +0.254). With an anchor (as many keep rows trained beside it on their own
+  capitalised words) the budget let it reach 0.369 and the others' fluency held (4.12 -> 4.28, no detectable
+  change): all answers +17% (4.09 -> 4.80), target answers after their question 3.91 -> 8.48 (recipe 12.19), but
+  the name-free target answers moved only +0.131 +- 0.019, the answers about him looped ("the physicist's
+  physicist's physicist"), and as plain text they read no better (8.55 -> 14.18; recipe 7.32 -> 12.39). Suppression
+  alone does as well for fluency (+14%) at no cost and no training, so neither variant is kept.
 """
 
 
