@@ -102,7 +102,7 @@ FINDINGS = """## Findings: why each edit works or fails here
 - Tried and deleted twice (commits d93b85f and 32be33f, both reverted): a `replace` edit between suppression and
   pruning, a PEM trained on the revealed responses with Einstein's names written as "the physicist" (loss on the
   stand-in only) and added (Einstein, dev, on the slower AMD EPYC, so its before-values differ from the Xeon rows;
-  the run records are in git at d0ec1a6 and 9d2c1f0-, not table rows, since the edit is gone). Alone it said "the
+  the run records are in git at d0ec1a6 and 15c1541, not table rows, since the edit is gone). Alone it said "the
   physicist" everywhere: at strength 1 it cost +6.8 nats/token on the neighbours' answers, the budget held it at
   0.085, the other answers' fluency rose (4.12 -> 4.71, changed), all answers +26% (recipe +24%), the name-free
   target answers +0.101 (recipe +0.254). With an anchor (as many keep rows trained beside it on their own
