@@ -99,6 +99,9 @@ def test_target_run_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
         parts = sorted((m["fluency_perplexity_target"], m["fluency_perplexity_others"]))
         assert parts[0] <= m["fluency_perplexity"] * (1 + 1e-6) and m["fluency_perplexity"] <= parts[1] * (1 + 1e-6), m
         assert m["fluency_perplexity_target_plain"] != m["fluency_perplexity_target"]  # the same answers, no question
+        for part in ("target", "others"):  # n-gram entropy of the answers, with its interval around it
+            lo, hi = m["intervals"][f"ngram_entropy_{part}"]
+            assert 0 <= lo <= m[f"ngram_entropy_{part}"] <= hi, m
     change = report["after"]["probes"]["change"]
     assert {"target_rest", "target_names", "user", "neighbours", "generic"} <= set(change["groups"])
     assert [e["edit"] for e in report["rounds"][0]["edits"]] == ["suppress", "negate"]

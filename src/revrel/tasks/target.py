@@ -34,6 +34,7 @@ from revrel.errors import RevrelError
 from revrel.io import atomic_write_json, read_jsonl
 from revrel.metrics.probes import Probe, ProbeText, chat_prefix
 from revrel.metrics.stats import bootstrap_mean
+from revrel.metrics.text import ngram_entropy
 from revrel.models.generation import GenerationConfig, generate
 from revrel.tasks import register
 from revrel.tasks.base import GENERIC_INSTRUCTIONS, Task, fluency
@@ -325,7 +326,7 @@ class TargetState:
     def evaluate(self, model, tokenizer, cfg, oracle, seed: int = 0, wrap=None, reference=None) -> dict:
         """Share of answers that name the entity asked about (target; each neighbour by its own name), sampled
         ``cfg.samples`` times per held-out question, with bootstrap 95% intervals; fluency of all answers, and of the
-        target's and the others' answers apart."""
+        target's and the others' answers apart; their n-gram entropy (does an answer loop or stutter)."""
         prof = self.need()
         ref = self.spec.ref
         rows = [("target", prof["name"], (wrap or str)(t.format(x=ref))) for t in EVAL_TEMPLATES]
@@ -355,6 +356,11 @@ class TargetState:
             sel = [g for r, g in zip(rows, gens) if keep(r[0])]
             metrics[f"fluency_perplexity_{part}"], metrics["intervals"][f"fluency_perplexity_{part}"] = fluency(
                 model, reference, tokenizer, [g.prompt for g in sel], [g.text for g in sel], cfg.batch_size)
+        # what a reader sees, no model asked (revrel.metrics.text): an answer that loops or stutters scores low
+        for part, keep in (("target", lambda grp: grp == "target"), ("others", lambda grp: grp != "target")):
+            ent = [ngram_entropy(g.text) for r, g in zip(rows, gens) if keep(r[0])]
+            metrics[f"ngram_entropy_{part}"] = sum(ent) / len(ent) if ent else None
+            metrics["intervals"][f"ngram_entropy_{part}"] = bootstrap_mean(ent, seed=seed)
         # the target's answers as plain text: after its question the original finds any answer that is not about
         # the target unlikely, fluent or not; alone, an answer is scored for how it reads
         sel = [g.text for r, g in zip(rows, gens) if r[0] == "target"]
