@@ -287,15 +287,17 @@ def target_table(names: list[str]) -> list[str]:
     own answers (the target's names and the rest apart), generic text, fluency, export, time."""
     out = ["| run | split | neighbours kept | strengths chosen | keep cost / budget | answers naming the target | answers naming a neighbour | "
            "target answers: all / rest / names | neighbours | generic | fluency ppl, all answers | same, target answers | "
-           "same, target answers as plain text | same, others | q4_1 keeps | wall | peak RSS |",
-           "| --- " * 18 + "|"]
+           "same, target answers as plain text | same, others | n-gram entropy (bits), target answers | same, others | q4_1 keeps | "
+           "wall | peak RSS |",
+           "| --- " * 20 + "|"]
     for name, r, run in _runs(names):
         probes = r["after"]["probes"]["change"]
         ch = probes["groups"]
         prof = json.loads((RES / name / "profile.json").read_text()) if (RES / name / "profile.json").is_file() else {}
         cost = last_keep_cost(r)
         flu = [f"{_ci(r['before'], k)} -> {_ci(r['after'], k)}" if k in r["after"] else "-"
-               for k in ("fluency_perplexity", "fluency_perplexity_target", "fluency_perplexity_target_plain", "fluency_perplexity_others")]
+               for k in ("fluency_perplexity", "fluency_perplexity_target", "fluency_perplexity_target_plain", "fluency_perplexity_others",
+                         "ngram_entropy_target", "ngram_entropy_others")]
         out.append(f"| [{name}]({LINK}/{name}/) | {r['after']['eval']['split']} | {', '.join(prof.get('neighbours', []))} | {strengths(r)} | "
                    f"{_f(cost)} / {r['config']['release']['budget']} | {_ci(r['before'], 'target_named_share')} -> {_ci(r['after'], 'target_named_share')} | "
                    f"{_ci(r['before'], 'neighbours_named_share')} -> {_ci(r['after'], 'neighbours_named_share')} | "
@@ -477,7 +479,9 @@ def build() -> str:
               "answers to held-out questions, its answers about the target split into the target's names and the rest (what it "
               "says about it). Fluency is the original's perplexity of the answers after their questions; after the target's "
               "question it finds any answer that is not about the target unlikely, so the target's answers are also scored as "
-              "plain text (how they read). `python benchmarks/run_default.py --target NAME --about A --keep B` runs one.", ""]
+              "plain text (how they read), and every answer by its n-gram entropy, which reads no model (ROME's and RWKU's fluency: "
+              "bits of its bigram and trigram frequencies, weighted 2/3 and 4/3; an answer that loops or stutters scores low; "
+              "runs before it have '-'). `python benchmarks/run_default.py --target NAME --about A --keep B` runs one.", ""]
     lines += target_table(target_names()) + [""] + target_examples(target_names())
     lines += ["## Iteration: one round vs the paper's stop rule (toxicity, dev)", "",
               "The toxicity default with `release.rounds` 1 and 2 (rounds pace the budget: round k of n may spend budget * k / n; "
