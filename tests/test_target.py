@@ -99,6 +99,8 @@ def test_target_run_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
         parts = sorted((m["fluency_perplexity_target"], m["fluency_perplexity_others"]))
         assert parts[0] <= m["fluency_perplexity"] * (1 + 1e-6) and m["fluency_perplexity"] <= parts[1] * (1 + 1e-6), m
         assert m["fluency_perplexity_target_plain"] != m["fluency_perplexity_target"]  # the same answers, no question
+        assert len(m["answers"]) == sum(m["n_questions"].values()) + len([a for a in m["answers"] if a["group"] == "generic"])
+        assert {a["group"] for a in m["answers"]} == {"target", "neighbours", "generic"}
         for part in ("target", "others"):  # n-gram entropy of the answers, with its interval around it
             lo, hi = m["intervals"][f"ngram_entropy_{part}"]
             assert 0 <= lo <= m[f"ngram_entropy_{part}"] <= hi, m

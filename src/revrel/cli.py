@@ -231,7 +231,7 @@ def cmd_eval(args) -> int:
     if args.out:
         atomic_write_json(Path(args.out) / "eval.json" if not args.out.endswith(".json") else args.out, {**metrics, "before": before})
     if args.json:
-        print(json.dumps({k: v for k, v in metrics.items() if k not in ("examples", "probe_items")}, indent=2))
+        print(json.dumps({k: v for k, v in metrics.items() if k not in ("examples", "answers", "probe_items")}, indent=2))
     else:
         title = f"eval: {cfg.task}, {cfg.model}" + (f" vs {metrics['reference']}" if before else "")
         print(text_summary(before, metrics, title=title, seconds=time.time() - t0) if before else text_summary(metrics, title=title,

@@ -348,6 +348,8 @@ class TargetState:
             metrics[f"{k}_named_share"] = sum(v) / len(v) if v else None
             metrics["intervals"][f"{k}_named_share"] = bootstrap_mean(v, seed=seed)
         metrics["examples"] = [{"question": r[2], "answer": g.text} for r, g in zip(rows, gens) if r[0] == "target"][:4]
+        # every answer, so a reader (or a later measure) sees what was scored, not only the four above
+        metrics["answers"] = [{"group": r[0], "entity": r[1], "question": r[2], "answer": g.text} for r, g in zip(rows, gens)]
         metrics["fluency_perplexity"], metrics["intervals"]["fluency_perplexity"] = fluency(
             model, reference, tokenizer, [g.prompt for g in gens], [g.text for g in gens], cfg.batch_size)
         # apart: answers about the target are meant to change (the original finds what the model now says about it
