@@ -303,18 +303,19 @@ def target_table(names: list[str]) -> list[str]:
                    f"{_ci(r['before'], 'neighbours_named_share')} -> {_ci(r['after'], 'neighbours_named_share')} | "
                    f"{_pm(probes.get('target'))} / {_pm(ch.get('target_rest'))} / {_pm(ch.get('target_names'))} | "
                    f"{_pm(ch.get('neighbours'))} | {_pm(ch.get('generic'))} | {' | '.join(flu)} | "
-                   f"{kept_share(r)} | {run.get('wall_s', '-')} s | {run.get('peak_rss_GB') or '-'} GB |")
+                   f"{kept_share(r)} | {run.get('wall_s', '-')} s ({(run.get('machine') or {}).get('cpu', '?')}) | {run.get('peak_rss_GB') or '-'} GB |")
     return out
 
 
 def target_examples(names: list[str]) -> list[str]:
-    """The first two held-out questions about each target: the original's answer and the unlearned model's."""
-    out = []
+    """The first two held-out questions about each target: the original's answer and the unlearned model's (of its
+    last test run by name, the re-runs sorting after the runs they repeat)."""
+    out, last = [], {}
     for name in names:
         got = _run(name)
-        if got is None or name.startswith("dev_"):
-            continue
-        r, _ = got
+        if got is not None and not name.startswith("dev_"):
+            last[got[0]["config"]["target"]["name"]] = (name, got[0])
+    for name, r in last.values():
         out += [f"**{r['config']['target']['name']}** ([{name}]({LINK}/{name}/))", ""]
         for b, a in list(zip(r["before"].get("examples", []), r["after"].get("examples", [])))[:2]:
             clip = lambda t: " ".join(t.split())[:300].replace("|", "/")  # noqa: E731
