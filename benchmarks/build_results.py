@@ -111,6 +111,12 @@ FINDINGS = """## Findings: why each edit works or fails here
   the name-free target answers moved only +0.131 +- 0.019, the answers about him looped ("the physicist's
   physicist's physicist"), and as plain text they read no better (8.55 -> 14.18; recipe 7.32 -> 12.39). Suppression
   alone does as well for fluency (+14%) at no cost and no training, so neither variant is kept.
+- The target mode's answers about the target do not babble: on the EPYC re-runs (`*_epyc`, every answer saved in
+  report.json) their n-gram entropy moved 5.62 -> 5.53 (Einstein) and 5.72 -> 5.68 (Shakespeare), intervals
+  overlapping, and the same entropy divided by its most for the answer's length (post hoc, to rule out shorter
+  answers) 0.974 -> 0.973 for Einstein. Their perplexity under the original still rises (3.37 -> 5.84, 3.97 -> 5.75
+  after the question): they now say something else about someone else ("The brilliant physicist who..."), which
+  the original, asked about the target, finds unlikely.
 """
 
 
