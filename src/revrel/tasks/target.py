@@ -358,9 +358,8 @@ class TargetState:
             sel = [g for r, g in zip(rows, gens) if keep(r[0])]
             metrics[f"fluency_perplexity_{part}"], metrics["intervals"][f"fluency_perplexity_{part}"] = fluency(
                 model, reference, tokenizer, [g.prompt for g in sel], [g.text for g in sel], cfg.batch_size)
-        # what a reader sees, no model asked (revrel.metrics.text): an answer that loops or stutters scores low
-        for part, keep in (("target", lambda grp: grp == "target"), ("others", lambda grp: grp != "target")):
-            ent = [ngram_entropy(g.text) for r, g in zip(rows, gens) if keep(r[0])]
+            # what a reader sees, no model asked (revrel.metrics.text): an answer that loops or stutters scores low
+            ent = [ngram_entropy(g.text) for g in sel]
             metrics[f"ngram_entropy_{part}"] = sum(ent) / len(ent) if ent else None
             metrics["intervals"][f"ngram_entropy_{part}"] = bootstrap_mean(ent, seed=seed)
         # the target's answers as plain text: after its question the original finds any answer that is not about
