@@ -99,26 +99,29 @@ FINDINGS = """## Findings: why each edit works or fails here
   +0.254 ± 0.084 at neighbours +0.039 and generic +0.006; a negated PEM on the same sentences +0.165 ± 0.098 at
   +0.048 and +0.037, in 50% more time; suppression alone +0.112 ± 0.085 at no cost, with the most fluent answers
   (all answers 4.21 -> 4.81, intervals overlap; with pruning 5.22). The recipe prunes.
-- Tried and deleted twice (commits d93b85f and 32be33f, both reverted): a `replace` edit between suppression and
-  pruning, a PEM trained on the revealed responses with Einstein's names written as "the physicist" (loss on the
-  stand-in only) and added (Einstein, dev, on the slower AMD EPYC, so its before-values differ from the Xeon rows;
-  the run records are in git at d0ec1a6 and 15c1541, not table rows, since the edit is gone). Alone it said "the
-  physicist" everywhere: at strength 1 it cost +6.8 nats/token on the neighbours' answers, the budget held it at
-  0.085, the other answers' fluency rose (4.12 -> 4.71, changed), all answers +26% (recipe +24%), the name-free
-  target answers +0.101 (recipe +0.254). With an anchor (as many keep rows trained beside it on their own
-  capitalised words) the budget let it reach 0.369 and the others' fluency held (4.12 -> 4.28, no detectable
-  change): all answers +17% (4.09 -> 4.80), target answers after their question 3.91 -> 8.48 (recipe 12.19), but
-  the name-free target answers moved only +0.131 +- 0.019, the answers about him looped ("the physicist's
-  physicist's physicist"), and as plain text they read no better (8.55 -> 14.18; recipe 7.32 -> 12.39). Suppression
-  alone does as well for fluency (+14%) at no cost and no training, so neither variant is kept.
+- Tried and deleted twice (commits d93b85f and 32be33f, reverted; records in git at d0ec1a6 and 15c1541): a
+  `replace` edit between suppression and pruning, a PEM trained on the revealed responses with Einstein's names
+  written as "the physicist" and added (dev, AMD EPYC). Alone, the budget held it at 0.085: others' fluency 4.12 ->
+  4.71 (changed), all answers +26% (recipe +24%), name-free answers +0.101 (recipe +0.254). Anchored (keep rows
+  trained beside it on their own capitalised words) it reached 0.369 with the others' fluency held (4.12 -> 4.28),
+  all answers +17%, but name-free answers only +0.131 +- 0.019, and the answers looped ("the physicist's
+  physicist's physicist"). Suppression alone does as well for fluency (+14%) at no cost, so neither is kept.
 - The target mode's answers about the target do not babble: on the EPYC re-runs (`*_epyc`, every answer saved in
-  report.json) their n-gram entropy moved 5.62 -> 5.53 (Einstein) and 5.72 -> 5.68 (Shakespeare), intervals
-  overlapping, and the same entropy divided by its most for the answer's length (post hoc, to rule out shorter
-  answers) 0.974 -> 0.973 for Einstein. Their perplexity under the original still rises (3.37 -> 5.84, 3.97 -> 5.75
+  report.json) their n-gram entropy moved 5.62 -> 5.53 (Einstein), 5.72 -> 5.68 (Shakespeare) and 5.66 -> 5.41
+  (Potter), intervals overlapping, and the same entropy divided by its most for the answer's length (post hoc, to
+  rule out shorter answers) 0.974 -> 0.973 for Einstein, 0.974 -> 0.946 for Potter, where suppression at its
+  largest strength (64) leaves a few answers that repeat one line or glue words ("Thefantasy book series"). Their perplexity under the original still rises (3.37 -> 5.84, 3.97 -> 5.75
   after the question): they now say something else about someone else ("The brilliant physicist who..."), which
   the original, asked about the target, finds unlikely.
 """
 
+
+
+def machine_label(run: dict) -> str:
+    """The CPU a run's wall time was measured on, with ", bf16" where it has native bf16 (avx512_bf16 / AMX): such a
+    CPU of the same name runs the method about 2.5 times as fast."""
+    m = run.get("machine") or {}
+    return m.get("cpu", "?") + (", bf16" if m.get("avx512_bf16") or m.get("amx_bf16") else "")
 
 def _f(x, nd: int = 3) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
@@ -205,7 +208,7 @@ def default_table(names: list[str]) -> list[str]:
         out.append(f"| [{name}]({LINK}/{name}/) | {r.get('seed')} | {strengths(r)} | {_f(cost)} / {r['config']['release']['budget']} | "
                    f"{tgt} | {keep} | {key} {_ci(r['before'], key)} -> {_ci(r['after'], key)}{_paired(r['before'], r['after'], key)} | "
                    f"{_ci(r['before'], 'fluency_perplexity')} -> {_ci(r['after'], 'fluency_perplexity')} | {grid_text(r)} | {export_text(r, run)} | "
-                   f"{run.get('wall_s', '-')} s ({(run.get('machine') or {}).get('cpu', '?')}) | {run.get('peak_rss_GB') or '-'} GB |")
+                   f"{run.get('wall_s', '-')} s ({machine_label(run)}) | {run.get('peak_rss_GB') or '-'} GB |")
     return out
 
 
@@ -309,7 +312,7 @@ def target_table(names: list[str]) -> list[str]:
                    f"{_ci(r['before'], 'neighbours_named_share')} -> {_ci(r['after'], 'neighbours_named_share')} | "
                    f"{_pm(probes.get('target'))} / {_pm(ch.get('target_rest'))} / {_pm(ch.get('target_names'))} | "
                    f"{_pm(ch.get('neighbours'))} | {_pm(ch.get('generic'))} | {' | '.join(flu)} | "
-                   f"{kept_share(r)} | {run.get('wall_s', '-')} s ({(run.get('machine') or {}).get('cpu', '?')}) | {run.get('peak_rss_GB') or '-'} GB |")
+                   f"{kept_share(r)} | {run.get('wall_s', '-')} s ({machine_label(run)}) | {run.get('peak_rss_GB') or '-'} GB |")
     return out
 
 
