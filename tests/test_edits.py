@@ -164,3 +164,52 @@ def test_keep_probe_samples_the_whole_dev_split_until_every_keep_group_has_its_s
 
     p = keep_probe(SimpleNamespace(name="enough", probe=enough), None, [])
     assert [t.text for t in p.texts] == [f"t{i}" for i in range(0, 2 * KEEP_TEXTS, 2)]
+
+
+def _slot_edit(slot: int, head_only: bool, start: float = 1.0):
+    """A real Edit that sets weight ``slot`` of a shared two-weight model to its strength."""
+    from revrel.release.edit import Edit
+
+    class Slot(Edit):
+        name = f"slot{slot}"
+
+        def prepare(self, model, tokenizer, data):
+            self.model = model
+            return model
+
+        def set(self, strength):
+            with torch.no_grad():
+                self.model.weight[0, slot] = strength
+            self.strength = strength
+            return self.model
+
+    Slot.head_only = head_only
+    return Slot(type("Cfg", (), {"strength": start})())
+
+
+def _jumpy_cost(model) -> float:
+    """Slot 0 costs its strength; slot 1 too, plus a jump of 1.0 at 0.3 (a grid flip of a sensitive weight)."""
+    a, b = (float(v) for v in model.weight[0])
+    return a + b + (1.0 if b >= 0.3 else 0.0)
+
+
+def test_the_budget_the_last_edit_leaves_goes_to_an_earlier_head_only_edit():
+    """Two edits, limits 0.5 then 1.0; the second's cost jumps at 0.3, so it stops near 0.8 in all. A head-only first
+    edit is searched again on top, up to the whole limit; one that is not head-only is left where it was."""
+    from revrel.release.edit import USED, RoundData
+    from revrel.rounds import apply_edits
+
+    for head_only in (True, False):
+        model = torch.nn.Linear(2, 1, bias=False).requires_grad_(False)
+        model.weight.zero_()
+        first, last = _slot_edit(0, head_only), _slot_edit(1, False)
+        data = RoundData(task=None, forget=[], keep=[])
+        model, done, kept, reverted = apply_edits(model, None, data, [first, last], _jumpy_cost, [0.5, 1.0], 10)
+        assert not reverted and 0.28 <= done[1]["strength"] < 0.3
+        total = _jumpy_cost(model)
+        assert abs(kept["keep_cost"] - total) < 1e-4 and total <= 1.0
+        if head_only:
+            assert done[0]["strength"] > 0.6 and abs(float(model.weight[0, 0]) - done[0]["strength"]) < 1e-6 and total >= USED
+            assert done[0]["top_up"]["line_search"][0]["strength"] < done[0]["strength"]
+        else:
+            assert 0.45 <= done[0]["strength"] <= 0.5 and "top_up" not in done[0] and total < USED
