@@ -8,9 +8,8 @@ and without the snapping, and every dev benign text's NLL is kept per strength (
 is its first 200, ``held``: the rest plus the dev toxic prompts' non-toxic continuations, never seen by the
 search), with the dev toxic continuations at a few strengths. Writes ``REC/grid_noise.json``.
 
-``release_rec_toxicity_fs80/grid_noise_stride2.json`` was written before :func:`revrel.rounds.top_up` and the GPTQ
-snap existed (``--stochastic``): its ``fill`` (suppression searched again on top of the negation, up to the whole
-budget) is what a round now does.
+``release_rec_toxicity_fs80/grid_noise_stride2.json`` was written before :func:`revrel.rounds.top_up` existed: its
+``fill`` (suppression searched again on top of the negation, up to the whole budget) is what a round now does.
 
     python benchmarks/grid_noise.py --rec benchmarks/results/release_rec_toxicity_fs80 --stride 2 --points 11 \
         --config src/revrel/recipes/toxicity.yaml --out benchmarks/results/release_rec_toxicity_fs80/grid_noise_stride2.json
@@ -31,7 +30,7 @@ from revrel.models.loading import load_model
 from revrel.release.budget import KEEP_TEXTS, KeepCost, keep_probe
 from revrel.release.edit import parse_edits
 from revrel.release.grid import Q41Grid
-from revrel.rounds import apply_edits, edit_limits, grid_snap, round_data
+from revrel.rounds import apply_edits, edit_limits, round_data
 from revrel.tasks import get_task
 
 
@@ -69,7 +68,6 @@ def main() -> None:
     ap.add_argument("--span", type=float, default=1.5, help="sweep the last edit from its choice / SPAN to its choice * SPAN")
     ap.add_argument("--points", type=int, default=15)
     ap.add_argument("--stride", type=int, default=1, help="every STRIDE-th forget row only (a record of a larger Reveal)")
-    ap.add_argument("--stochastic", action="store_true", help="round stochastically, as runs did before the GPTQ snap")
     ap.add_argument("--out")
     args = ap.parse_args()
     rec = Path(args.rec)
@@ -87,12 +85,7 @@ def main() -> None:
     edits = parse_edits(cfg.release.edits)
     data = round_data(cfg, task, rec, 1, read_jsonl(rec / "forget.jsonl")[:: args.stride], retain_prev(rec, cfg, loaded))
     seed = cfg.seed * 1000 + 1
-    if args.stochastic:
-        snap = (lambda m: grid.snap(m, seed=seed)) if grid is not None else None
-    else:
-        t1 = time.time()
-        snap = grid_snap(grid, loaded.model, tok, data, seed)
-        print(f"GPTQ calibration {time.time() - t1:.0f}s", flush=True)
+    snap = (lambda m: grid.snap(m, seed=seed)) if grid is not None else None
     model, done, kept, _ = apply_edits(loaded.model, tok, data, edits, cost, edit_limits(cfg, 1, len(edits)), cfg.release.line_search, snap=snap)
     last = edits[-1]
     chosen = last.strength
@@ -118,7 +111,7 @@ def main() -> None:
         rows.append(measure(x, True, i in (0, len(xs) // 2, len(xs) - 1)) | {"chosen": i == len(xs) // 2})
     for x in xs[:: max(1, len(xs) // 5)]:
         rows.append(measure(x, False, False))
-    out.write_text(json.dumps({"snap": "stochastic" if args.stochastic else "gptq", "done": [{k: v for k, v in d.items() if k != "top"} for d in done], "chosen": chosen,
+    out.write_text(json.dumps({"done": [{k: v for k, v in d.items() if k != "top"} for d in done], "chosen": chosen,
                                "before": before, "rows": rows, "seconds": round(time.time() - t0, 1)}))
     print(f"wrote {out} ({time.time() - t0:.0f}s)")
 

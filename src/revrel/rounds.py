@@ -20,13 +20,12 @@ from revrel import faults
 from revrel.config import RunConfig
 from revrel.errors import RevrelError
 from revrel.io import read_jsonl, write_jsonl
-from revrel.metrics.probes import chat_prefix
 from revrel.models.generation import GenerationConfig, generate
 from revrel.models.loading import inference_view
 from revrel.progress import progress_bar
 from revrel.release.budget import KeepCost, keep_probe, rows_probe, target_nll
 from revrel.release.checkpoint import RunDir, load_adapter_A, save_adapter
-from revrel.release.edit import USED, RoundData, choose, line_search, parse_edits, stride
+from revrel.release.edit import USED, RoundData, choose, line_search, parse_edits
 from revrel.release.negate import negated_adapters
 from revrel.release.orthogonality import stack_previous
 from revrel.release.pem import train_pem
@@ -218,17 +217,6 @@ def top_up(edit, entry: dict, cost: KeepCost, limit: float, tries: int) -> dict 
     return next(st for st in reversed(searched) if st["strength"] == strength)
 
 
-def grid_snap(grid, model, tokenizer, data: RoundData, seed: int):
-    """The hook every strength a round's edits are set to goes through (None without a grid): the original's Q4_1
-    grid (:class:`revrel.release.grid.Q41Grid`), its GPTQ rounding calibrated on the round's own rows (64 keep and
-    64 revealed, in their chat form) on ``model``, the weights the round starts from."""
-    if grid is None:
-        return None
-    rows = stride(data.keep, 64) + stride(data.forget, 64)
-    grid.calibrate(model, tokenizer, [chat_prefix(tokenizer, r["instruction"]) + r["response"] for r in rows])
-    return lambda m: grid.snap(m, seed=seed)
-
-
 def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], cost: KeepCost) -> dict:
     """Apply round ``k``'s edits in order, each at the strongest strength within its share of the round's budget
     (:func:`edit_limits`); an edit that meets it at none is undone and ends the round (and the run)."""
@@ -240,7 +228,7 @@ def release_round(ctx: Context, k: int, rows: list[dict], prev: list[dict], cost
     def keep(model):
         ctx.loaded.model = model
 
-    snap = grid_snap(ctx.grid, ctx.model, ctx.tok, data, ctx.cfg.seed * 1000 + k)
+    snap = (lambda model: ctx.grid.snap(model, seed=ctx.cfg.seed * 1000 + k)) if ctx.grid is not None else None
     model, done, kept, reverted = apply_edits(ctx.model, ctx.tok, data, edits, cost, limits, s.line_search, keep, ctx.run.adapters, snap)
     ctx.loaded.model = model
     return {"edits": done, "round_budget": round(limits[-1], 4), "keep_cost": kept["keep_cost"] if kept else None,

@@ -56,47 +56,27 @@ def input_hessians(model, tokenizer, texts: list[str], *, max_length: int = 256)
 
 
 @torch.no_grad()
-def gptq_inverse(h: torch.Tensor, *, damp: float = 0.01) -> torch.Tensor:
-    """The upper Cholesky factor of the damped inverse Hessian that :func:`gptq_round_q4_1` steps with (float32);
-    it depends on the inputs only, so a caller that rounds one layer many times computes it once."""
+def gptq_round_q4_1(w: torch.Tensor, h: torch.Tensor, *, damp: float = 0.01, lazy: int = 128) -> torch.Tensor:
+    """``w`` (out, in) rounded onto each (row, 32-column block)'s Q4_1 grid, column by column, with the
+    rounding error of each column spread over the later columns by the inverse Hessian ``h`` (in, in).
+    Each block's min and max element are kept exactly (they define the grid the quantizer will find)."""
+    W0 = w.detach().to(torch.float64)
+    W = W0.clone()
+    out_f, in_f = W.shape
+    blocks = W.reshape(out_f, in_f // BLOCK, BLOCK)
+    lo, hi = blocks.min(-1).values, blocks.max(-1).values  # (out, n_blocks): the grid, fixed from the start
+    d = (hi - lo) / 15
+    pinned = torch.zeros_like(blocks, dtype=torch.bool)
+    pinned.scatter_(-1, blocks.argmin(-1, keepdim=True), True)
+    pinned.scatter_(-1, blocks.argmax(-1, keepdim=True), True)
+    pinned = pinned.reshape(out_f, in_f)
     H = h.to(torch.float64).clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
-    H += damp * torch.diag(H).mean() * torch.eye(len(H), dtype=torch.float64)
-    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).to(torch.float32)
-
-
-@torch.no_grad()
-def gptq_round_q4_1(w: torch.Tensor, h: torch.Tensor | None = None, *, damp: float = 0.01, lazy: int = 128,
-                    grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None, hinv: torch.Tensor | None = None) -> torch.Tensor:
-    """``w`` (out, in) rounded onto each (row, 32-column block)'s Q4_1 grid, column by column, with the
-    rounding error of each column spread over the later columns by the inverse Hessian ``h`` (in, in).
-    Each block's min and max element are kept exactly (they define the grid the quantizer will find).
-
-    ``grid``: a fixed grid instead of ``w``'s own, as :class:`revrel.release.grid.Q41Grid` keeps it per tensor (each
-    block's minimum and step, (blocks, 1), and the positions of its min and max, (blocks, 2), which are set to levels
-    0 and 15): an edited weight goes back onto the original's grid. ``hinv``: :func:`gptq_inverse` of ``h``, if known."""
-    W0 = w.detach().to(torch.float32)
-    W = W0.clone()
-    out_f, in_f = W.shape
-    nb = in_f // BLOCK
-    if grid is None:
-        blocks = W.reshape(out_f, nb, BLOCK)
-        lo, hi = blocks.min(-1).values, blocks.max(-1).values  # (out, n_blocks): the grid, fixed from the start
-        d = (hi - lo) / 15
-        pinned = torch.zeros_like(blocks, dtype=torch.bool)
-        pinned.scatter_(-1, blocks.argmin(-1, keepdim=True), True)
-        pinned.scatter_(-1, blocks.argmax(-1, keepdim=True), True)
-        pinned, pin_value = pinned.reshape(out_f, in_f), W0
-    else:
-        glo, gstep, ends = grid
-        lo, d = glo.reshape(out_f, nb).float(), gstep.reshape(out_f, nb).float()
-        level = torch.full((out_f * nb, BLOCK), -1.0)
-        level.scatter_(1, ends, torch.tensor([[0.0, 15.0]]).expand(len(level), 2).contiguous())
-        level = level.reshape(out_f, in_f)
-        pinned = level >= 0
-        pin_value = lo.repeat_interleave(BLOCK, 1) + level.clamp(min=0) * d.repeat_interleave(BLOCK, 1)
-    Hinv = hinv if hinv is not None else gptq_inverse(h, damp=damp)
+    H += damp * torch.diag(H).mean() * torch.eye(in_f, dtype=torch.float64)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Hinv = Hinv.to(torch.float32)
+    W, W0, lo, d = W.to(torch.float32), W0.to(torch.float32), lo.to(torch.float32), d.to(torch.float32)
     Q = torch.empty_like(W)
     for i1 in range(0, in_f, lazy):  # GPTQ's lazy batches: the far columns are updated once per batch
         i2 = min(i1 + lazy, in_f)
@@ -105,7 +85,7 @@ def gptq_round_q4_1(w: torch.Tensor, h: torch.Tensor | None = None, *, damp: flo
             j, b = i1 + i, (i1 + i) // BLOCK
             col = W1[:, i]
             k = torch.clamp(torch.round((col - lo[:, b]) / d[:, b].clamp(min=1e-12)), 0, 15)
-            q = torch.where(pinned[:, j], pin_value[:, j], lo[:, b] + k * d[:, b])  # a block's min / max: as they were
+            q = torch.where(pinned[:, j], W0[:, j], lo[:, b] + k * d[:, b])  # a block's min / max: exactly as they were
             Q[:, j] = q
             err1[:, i] = (col - q) / H1[i, i]
             W1[:, i:] -= err1[:, i : i + 1] * H1[i : i + 1, i:]

@@ -54,8 +54,6 @@ class Q41Grid:
 
     def __init__(self, tensors: dict[str, _Tensor]) -> None:
         self.tensors = tensors
-        self.hinv: dict[str, torch.Tensor] = {}  # per tensor name, after :meth:`calibrate`: snap rounds it with GPTQ
-        self._snapped: dict[str, torch.Tensor] = {}  # the last GPTQ result per tensor (a weight left there is not redone)
 
     @classmethod
     @torch.no_grad()
@@ -81,35 +79,14 @@ class Q41Grid:
         return {"format": "q4_1", "tensors": len(self.tensors), "weights": sum(t.original.numel() for t in self.tensors.values())}
 
     @torch.no_grad()
-    def calibrate(self, model: torch.nn.Module, tokenizer, texts: list[str]) -> None:
-        """From now on :meth:`snap` rounds each on-grid tensor whose inputs it has seen with GPTQ (Frantar et al.,
-        2023): column by column, each rounding error pushed onto the columns not yet rounded, weighted by the inverse
-        Hessian of the layer's inputs on ``texts`` (the run's own keep and revealed rows), so the layer's outputs on
-        that text stay close to the edit's. Why: stochastic rounding is unbiased but noisy, and its noise cost the
-        toxicity round's keep side 0.009-0.015 nats/token of a 0.04 budget on dev (benchmarks/grid_noise.py)."""
-        from revrel.models.gptq_q4_1 import gptq_inverse, input_hessians
-
-        hs = input_hessians(model, tokenizer, texts)
-        self.hinv, self._snapped = {}, {}
-        for name in self.tensors:
-            if f"{name}.weight" in hs:
-                self.hinv[name] = gptq_inverse(hs.pop(f"{name}.weight"))
-
-    @torch.no_grad()
     def snap(self, model: torch.nn.Module, seed: int) -> torch.nn.Module:
-        """Round ``model``'s weights of every on-grid tensor (found by module name) onto the original's grid: with
-        GPTQ where :meth:`calibrate` saw the tensor's inputs, else stochastically (unbiased); a tensor no edit touched
-        stays exactly where it is. Returns ``model``, changed in place."""
-        from revrel.models.gptq_q4_1 import gptq_round_q4_1
-
+        """Round ``model``'s weights of every on-grid tensor (found by module name) onto the original's grid,
+        stochastically (unbiased); a weight already on the grid stays exactly where it is, and so does a tensor no
+        edit touched. Returns ``model``, changed in place."""
         for i, (name, t) in enumerate(self.tensors.items()):
             w = model.get_submodule(name).weight.data
-            if torch.equal(w, t.original) or (name in self._snapped and torch.equal(w, self._snapped[name])):
-                continue  # untouched, or left as the last snap made it (each tensor draws from its own stream)
-            if name in self.hinv:
-                w.copy_(gptq_round_q4_1(w, grid=(t.lo, t.step, t.ends), hinv=self.hinv[name]))
-                self._snapped[name] = w.clone()
-                continue
+            if torch.equal(w, t.original):
+                continue  # untouched (each tensor draws from its own stream, so skipping shifts no other's draws)
             gen = torch.Generator().manual_seed(seed * 100_003 + i)
             w.view(-1, BLOCK).copy_(round_q4_1_stochastic(w.view(-1, BLOCK), t.lo, t.step, t.ends, gen))
         return model
