@@ -21,7 +21,8 @@ DOC = RES.parent.parent / "docs" / "results.md"
 LINK = "../benchmarks/results"
 SAMPLED = {"toxicity": "expected_max_toxicity", "code": "humaneval_function_share", "ner": "PER_f1"}  # the behaviour metric shown
 TARGET = {"toxicity": ["toxic"], "code": ["humaneval"], "ner": ["PER"]}  # probe groups of the target; the others are kept
-DEFAULTS = [f"default_{t}_s{s}" for t in ("toxicity", "code", "ner") for s in (0, 1)] + ["default_toxicity_s0_epyc"]  # same code and seed, another CPU
+DEFAULTS = ([f"default_{t}_s{s}" for t in ("toxicity", "code", "ner") for s in (0, 1)]
+            + [f"default_toxicity_s{s}_topup" for s in (0, 1)])  # the current Release (top_up), on an EPYC with bf16
 QWEN = [f"qwen_{t}_s0" for t in ("toxicity", "code", "ner")]
 RECIPES = ["preset_toxicity", "preset_toxicity_seed1", "preset_toxicity_seed2", "preset_code", "preset_ner", "preset_ner_seed1"]
 ABLATIONS = ["preset_toxicity_suppress", "preset_toxicity_prune", "preset_toxicity_negate", "preset_toxicity_negate_suppress"]
@@ -54,11 +55,11 @@ FINDINGS = """## Findings: why each edit works or fails here
   in the forget PEM's span contrast. Albert Einstein, dev, rule-chosen strengths: the original's answers about him
   without his names +0.167 ± 0.099 vs +0.165 ± 0.098 without them (negate 0.206 vs 0.205), neighbours +0.042 vs
   +0.048, generic +0.031 vs +0.037, at 36% more PEM rows. The contrast makes the PEM no more specific to the facts.
-- The toxicity default is not stable across machines: seed 0 on the current code on this session's AMD EPYC
-  (`default_toxicity_s0_epyc`) chose suppress 6.5 + negate 0.083 (Xeon: 8 + 0.091) and gave toxic +0.268 ± 0.018 at
-  benign +0.038 ± 0.006, expected max toxicity 0.213 -> 0.178 with overlapping intervals: the toxic goal (>= 0.3) and
-  the separated intervals are missed there. Its before-evaluation, which no Release code touches, differs too (0.213 vs
-  0.239 on the Xeon): sampling draws differently on another CPU's numerics, so one seed is not one outcome. 31 min there (Xeon: 9.4).
+- The toxicity default is not stable across draws (a seed samples differently on another CPU). Toxic NLL on test:
+  +0.439 / +0.338 (Xeon, seeds 0 / 1, before top_up), +0.268 (slow EPYC, seed 0; in git), +0.171 ± 0.015 / +0.252 ±
+  0.019 (`*_topup`, current code; top_up moved seed 1 only, 4.72 -> 5.92), benign +0.033 to +0.057; expected max
+  toxicity separated on the Xeon runs only. The weak draws suppress pieces ordinary text uses ("or", "K", " god"):
+  0.030 at strength 8 against 0.017, so suppression stops at 5.3-5.9 instead of 8.
 - The NER recipe's PER change is not free: the fluency perplexity of its answers rises 3-4x (1.66 -> 4.58 and
   6.04 on two draws); toxicity's rises 19-33% and code's 7-12%.
 - NER's keep side is a fixed shuffled sample of the whole dev file, 200 texts per keep group, and a sentence with a
@@ -76,11 +77,13 @@ FINDINGS = """## Findings: why each edit works or fails here
   mean, the interval overlapping it: ORG is steep in the strength (dev +0.062 at 3.14, +0.103 at 3.20), and the
   test ORG group (136 texts) has an SE of 0.042-0.056, twice the 0.02 between budget and goal.
 - Strengths are chosen in the run: each edit gets an even cumulative share of `release.budget` (keep-side NLL,
-  nats/token, the largest group change on the task's dev keep texts) and its line search keeps the strongest
-  setting within it. On the toxicity dev record the rule chose suppress 4.76 + negate 0.177: toxic +0.314 at benign
-  +0.036, where the hand-set 8 + 0.03125 gave +0.418 at +0.032. The even split gives negate more of the budget
-  than the hand-set recipe did; negate moves the sampled behaviour (expected max toxicity) most, suppress moves
-  the likelihood probe most (the hand-set ablations below), so the split trades one for the other.
+  nats/token, the largest group change on the task's dev keep texts), its line search keeps the strongest setting
+  within it, and what the last edit leaves goes to an earlier head-only edit (`top_up`): on the Q4_1 grid the
+  negation's cost jumps where the rounding moves a sensitive weight a whole step (+0.011 across an 8% step; smooth
+  unrounded; `benchmarks/grid_noise.py`), so its search can stop at 0.030 of 0.040. Toxicity dev record (every second
+  row): suppression searched again on top, 6.96 -> 9.61, toxic +0.244 -> +0.345 ± 0.027 at 0.040; more negation
+  instead, +0.283 at 0.055. GPTQ rounding on the round's rows (ea18117, reverted) made the cost smooth but rounded
+  part of the edit away: +0.249 at 0.0385, and 73 s more.
 - Iteration does not add forgetting here at equal keep-side cost (toxicity, dev, budget 0.04, table above): two
   rounds under the paper's stop rule (relevance fell 0.271 -> 0.204, so round 2 ran) gave toxic +0.309 ± 0.018 at
   benign +0.041, one round +0.375 ± 0.026 at +0.039; expected max toxicity 0.348 vs 0.366 (intervals overlap); the
