@@ -42,7 +42,6 @@ FINDINGS = """## Findings: why each edit works or fails here
   of the token over the keep texts: a piece like " F" or "T" that no keep text happened to sample is no longer taken
   for profanity. Dev, the seed-1 toxicity forget set, suppression alone at strength 8: benign cost 0.034 -> 0.028 at
   the same toxic change (+0.38 ± 0.03); with 128 keep texts instead of 512, 0.044 -> 0.032.
-- Edits compose in order: the toxicity recipe suppresses, then negates a PEM trained under the suppression.
 - Measured as no help on the dev probes and removed: a retain-logprob anchor, keep-side DPO contrast, Ext-Sub
   projection, truncating the update's rank, picking PEM restarts by their contrast, *adding* the model's expected
   counts to the observed keep counts (the maximum of the two, above, helps), a minimum token length for suppression.
@@ -109,13 +108,13 @@ FINDINGS = """## Findings: why each edit works or fails here
   trained beside it on their own capitalised words) it reached 0.369 with the others' fluency held (4.12 -> 4.28),
   all answers +17%, but name-free answers only +0.131 +- 0.019, and the answers looped ("the physicist's
   physicist's physicist"). Suppression alone does as well for fluency (+14%) at no cost, so neither is kept.
-- The target mode's answers about the target do not babble: on the EPYC re-runs (`*_epyc`, every answer saved in
-  report.json) their n-gram entropy moved 5.62 -> 5.53 (Einstein), 5.72 -> 5.68 (Shakespeare) and 5.66 -> 5.41
-  (Potter), intervals overlapping, and the same entropy divided by its most for the answer's length (post hoc, to
-  rule out shorter answers) 0.974 -> 0.973 for Einstein, 0.974 -> 0.946 for Potter, where suppression at its
-  largest strength (64) leaves a few answers that repeat one line or glue words ("Thefantasy book series"). Their perplexity under the original still rises (3.37 -> 5.84, 3.97 -> 5.75
-  after the question): they now say something else about someone else ("The brilliant physicist who..."), which
-  the original, asked about the target, finds unlikely.
+- The target mode's answers about the target mostly do not babble: on the EPYC re-runs (`*_epyc`, `*_topup`, every
+  answer in report.json) their n-gram entropy moved 5.62 -> 5.53 (Einstein), 5.72 -> 5.68 (Shakespeare), 5.66 ->
+  5.41 (Potter), intervals overlapping, but 5.58 -> 5.15 on Einstein's later draw (changed; suppress 56.6 + prune
+  0.00084). Divided by its most for the answer's length (post hoc): Einstein 0.974 -> 0.973, Potter 0.974 -> 0.946,
+  where suppression at its maximum (64) leaves answers that repeat one line or glue words ("Thefantasy book
+  series"). Their perplexity under the original rises (3.37 -> 5.84, 3.97 -> 5.75 after the question): they say
+  something else about someone else ("The brilliant physicist who..."), which the original finds unlikely.
 """
 
 
