@@ -57,8 +57,8 @@ FINDINGS = """## Findings: why each edit works or fails here
 - The toxicity default is not stable across draws (a seed samples differently on another CPU). Toxic NLL on test:
   +0.439 / +0.338 (Xeon, seeds 0 / 1, before top_up), +0.268 (slow EPYC, seed 0; in git), +0.171 ± 0.015 / +0.252 ±
   0.019 (`*_topup`, current code; top_up moved seed 1 only, 4.72 -> 5.92), benign +0.033 to +0.057; expected max
-  toxicity separated on the Xeon runs only. The weak draws suppress pieces ordinary text uses ("or", "K", " god"):
-  0.030 at strength 8 against 0.017, so suppression stops at 5.3-5.9 instead of 8.
+  toxicity separated on the Xeon runs only. Weak draws' suppression costs 0.030-0.037 at strength 8 (Xeon s0: 0.017),
+  though their top tokens occur as rarely in dev benign text (2-4 of 2,987): the mass the model gives them, unmeasured.
 - The NER recipe's PER change is not free: the fluency perplexity of its answers rises 3-4x (1.66 -> 4.58 and
   6.04 on two draws); toxicity's rises 19-33% and code's 7-12%.
 - NER's keep side is a fixed shuffled sample of the whole dev file, 200 texts per keep group, and a sentence with a
