@@ -118,12 +118,12 @@ FINDINGS = """## Findings: why each edit works or fails here
 """
 
 
-
 def machine_label(run: dict) -> str:
     """The CPU a run's wall time was measured on, with ", bf16" where it has native bf16 (avx512_bf16 / AMX): such a
     CPU of the same name runs the method about 2.5 times as fast."""
     m = run.get("machine") or {}
     return m.get("cpu", "?") + (", bf16" if m.get("avx512_bf16") or m.get("amx_bf16") else "")
+
 
 def _f(x, nd: int = 3) -> str:
     return "-" if x is None else f"{x:.{nd}f}"

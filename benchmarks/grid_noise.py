@@ -36,7 +36,7 @@ from revrel.tasks import get_task
 
 def dev_texts(split: str = "dev") -> Probe:
     """Every dev benign continuation (group ``benign``: the keep probe's texts first) and the toxic prompts'
-    non-toxic continuations (``held2``), and the toxic continuations (``toxic``), each scored after its prompt."""
+    non-toxic continuations (``held``, with the benign ones past the keep probe), and the toxic continuations (``toxic``), each scored after its prompt."""
     from revrel.tasks.toxicity import _tox, rtp_split
 
     benign = [r for r in rtp_split("nontoxic", split) if _tox(r) < 0.5]

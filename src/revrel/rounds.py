@@ -183,8 +183,7 @@ def apply_edits(model, tokenizer, data: RoundData, edits: list, cost: KeepCost, 
             on_model(model)
         t1 = time.time()
         faults.point(f"round{data.round}:prepared")
-        measure = cost.head_only() if edit.head_only and hasattr(cost, "head_only") else cost
-        strength, searched, _, compared = choose(edit, tries, measure, limit, check_gain(data, tokenizer, getattr(edit.cfg, "unit", "")))
+        strength, searched, _, compared = choose(edit, tries, edit_cost(edit, cost), limit, check_gain(data, tokenizer, getattr(edit.cfg, "unit", "")))
         model = edit.model
         done.append({"edit": edit.name, "strength": strength, "limit": round(limit, 4), "line_search": searched, **compared,
                      **edit.info(), "seconds_prepare": round(t1 - t0, 1), "seconds_search": round(time.time() - t1, 1)})
@@ -194,11 +193,17 @@ def apply_edits(model, tokenizer, data: RoundData, edits: list, cost: KeepCost, 
         if save is not None:
             edit.save(save, data.round)
     for edit, entry in zip(edits[:-1], done):
-        if edit.head_only and edit.model is model:
-            kept = top_up(edit, entry, cost, limits[-1], tries) or kept
+        if edit.head_only and edit.model is model and (step := top_up(edit, entry, cost, limits[-1], tries)):
+            kept = step
             if save is not None:
                 edit.save(save, data.round)
     return model, done, kept, False
+
+
+def edit_cost(edit, cost):
+    """The cost function an edit's line search measures with: a head-only edit reuses the decoder's states
+    (:meth:`KeepCost.head_only`), any other edit runs ``cost`` itself."""
+    return cost.head_only() if edit.head_only and hasattr(cost, "head_only") else cost
 
 
 def top_up(edit, entry: dict, cost: KeepCost, limit: float, tries: int) -> dict | None:
@@ -210,7 +215,7 @@ def top_up(edit, entry: dict, cost: KeepCost, limit: float, tries: int) -> dict 
     touches the head, so it is re-set without re-preparing anything, in a few head products. Records the search in
     ``entry`` and returns the kept step (None: no gain)."""
     start = entry["strength"]
-    strength, searched, _ = line_search(edit, start, tries, cost.head_only() if hasattr(cost, "head_only") else cost, limit)
+    strength, searched, _ = line_search(edit, start, tries, edit_cost(edit, cost), limit)
     entry["top_up"] = {"limit": round(limit, 4), "line_search": searched}
     if strength is None or strength <= start:
         edit.to(start)
