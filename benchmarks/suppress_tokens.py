@@ -1,0 +1,147 @@
+"""Which tokens suppression lowers, and what each choice costs on dev keep text the budget never read.
+
+On a recorded round (``release_record.py``), the config's edits are applied as a run's round applies them (line
+searches under ``release.budget``, the Q4_1 grid, :func:`revrel.rounds.top_up`), once per token rule:
+
+- ``current``: the rule in :func:`revrel.release.suppress.pick_tokens` (target count / (1 + keep count), the keep
+  count at least the model's expected count over the self-generated keep texts);
+- ``observed``: also the tokens the budget's own texts (200 dev benign continuations) hold, counted as keep side
+  (scaled to the keep rows' size);
+- ``rates``: instead of observed, the model's expected share of each token at the budget texts' positions;
+- ``first``: only the first token of each target span is a target token.
+
+Each result is scored on the dev benign continuations the budget reads (``benign``), on the dev texts it never
+reads (``held``: the other benign continuations and the toxic prompts' non-toxic ones) and on the dev toxic
+continuations; ``occurrences`` counts the chosen tokens in each. Writes one JSON.
+
+    python benchmarks/suppress_tokens.py --rec benchmarks/results/release_rec_toxicity_fs80 --stride 2 \\
+        --config src/revrel/recipes/toxicity.yaml --out benchmarks/results/release_rec_toxicity_fs80/suppress_tokens.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+import revrel.release.suppress as S
+from revrel.io import read_jsonl
+from revrel.metrics.probes import Probe, _batches, items_from_json, items_to_json, paired_change, score
+from revrel.models.encoding import encode_pair
+from revrel.models.loading import load_model
+from revrel.release.budget import KeepCost, keep_probe
+from revrel.release.edit import parse_edits
+from revrel.release.grid import Q41Grid
+from revrel.rounds import apply_edits, edit_limits, round_data
+from revrel.tasks import get_task
+
+sys.path.insert(0, str(Path(__file__).parent))
+from grid_noise import dev_texts, only  # noqa: E402
+from release_sweep import record_cfg, retain_prev  # noqa: E402
+
+VARIANTS = ("current", "observed", "rates", "first")
+
+
+def span_text(probe: Probe, groups: set[str]) -> list[str]:
+    return [t.text[a:b] for t in probe.texts for a, b, g in t.spans if g in groups]
+
+
+def counts(tok, texts: list[str]) -> Counter:
+    c: Counter = Counter()
+    for t in texts:
+        c.update(tok(t, add_special_tokens=False)["input_ids"])
+    return c
+
+
+def rates(model, tok, probe: Probe) -> dict[int, float]:
+    """The model's mean next-token probability of each token over the probe's scored positions (expected >= 0.1 times)."""
+    head, total, n = model.get_output_embeddings(), None, 0
+    for _, ids, mask, _, grp in _batches(tok, probe, 16, 1024, "cpu"):
+        with torch.no_grad():
+            h = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][grp >= 0]
+            p = torch.softmax(head(h).float(), -1).sum(0).double()
+        total, n = p if total is None else total + p, n + len(h)
+    return {t: float(total[t]) / n for t in (total >= 0.1).nonzero().flatten().tolist()}
+
+
+def patch(variant: str, model, tok, budget: Probe) -> None:
+    """Swap suppression's token rule for ``variant`` (the module's own functions are restored first)."""
+    S.pick_tokens, S.learned_tokens = ORIGINAL
+    if variant in ("observed", "rates"):
+        extra = counts(tok, span_text(budget, set(budget.utility)))
+        share = rates(model, tok, budget) if variant == "rates" else {t: c / sum(extra.values()) for t, c in extra.items()}
+
+        def pick(tokenizer, target, keep, n, max_length, extra_keep=None, expected=None):
+            n_keep = sum(ORIGINAL[1](tokenizer, keep, max_length).values()) + sum(ORIGINAL[1](tokenizer, extra_keep or [], max_length).values())
+            merged = dict(expected or {})
+            for t, r in share.items():
+                merged[t] = max(merged.get(t, 0.0), r * n_keep)
+            return ORIGINAL[0](tokenizer, target, keep, n, max_length, extra_keep, merged)
+
+        S.pick_tokens = pick
+    elif variant == "first":
+        def first(tokenizer, rows, max_length):
+            c: Counter = Counter()
+            for r in rows:
+                _, labels = encode_pair(tokenizer, r["instruction"], r["response"], max_length, r.get("spans"))
+                c.update(t for i, t in enumerate(labels) if t != -100 and (not r.get("spans") or i == 0 or labels[i - 1] == -100))
+            return c
+
+        S.learned_tokens = first
+
+
+ORIGINAL = (S.pick_tokens, S.learned_tokens)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rec", required=True)
+    ap.add_argument("--config")
+    ap.add_argument("--stride", type=int, default=1, help="every STRIDE-th forget row only (a record of a larger Reveal)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    rec, out = Path(args.rec), Path(args.out)
+    cfg = record_cfg(rec, args.config, [])
+    task = get_task(cfg.task)
+    probe = dev_texts()
+    probes = {"keep": only(probe, {"benign", "held"}), "toxic": only(probe, {"toxic"})}
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    for variant in args.variants:
+        if variant in results:
+            continue
+        t0 = time.time()
+        loaded = load_model(cfg.model, dtype=cfg.dtype)  # fresh weights for each variant
+        tok = loaded.tokenizer
+        before = {k: items_from_json(items_to_json(score(loaded.model, tok, p, batch_size=16))) for k, p in probes.items()}
+        kp = keep_probe(task, tok, read_jsonl(rec / "probe.jsonl", allow_empty=True))
+        cost = KeepCost(kp, tok, KeepCost.baseline(kp, loaded.model, tok))
+        patch(variant, loaded.model, tok, kp)
+        edits = parse_edits(cfg.release.edits)
+        data = round_data(cfg, task, rec, 1, read_jsonl(rec / "forget.jsonl")[:: args.stride], retain_prev(rec, cfg, loaded))
+        grid = Q41Grid.of(loaded.model)
+        snap = (lambda m, g=grid: g.snap(m, seed=cfg.seed * 1000 + 1)) if grid is not None else None
+        model, done, kept, _ = apply_edits(loaded.model, tok, data, edits, cost, edit_limits(cfg, 1, len(edits)), cfg.release.line_search, snap=snap)
+        changes = {}
+        for k in ("keep", "toxic"):
+            items = score(model, tok, probes[k], batch_size=16)
+            changes |= {g: paired_change(before[k][g], items[g]) for g in items}
+        sup = next(e for e in edits if e.name == "suppress")
+        occ = {g: counts(tok, span_text(probe, {g})) for g in ("benign", "held")}
+        results[variant] = {
+            "strengths": {d["edit"]: d["strength"] for d in done}, "keep_cost": kept and kept["keep_cost"], "changes": changes,
+            "occurrences": {g: {"chosen": sum(c[t] for t in sup.tokens), "tokens": sum(c.values())} for g, c in occ.items()},
+            "tokens": [dict(r, benign=occ["benign"][r["id"]], held=occ["held"][r["id"]]) for r in sup.table],
+            "seconds": round(time.time() - t0, 1)}
+        print(variant, json.dumps({k: v for k, v in results[variant].items() if k != "tokens"}), flush=True)
+        out.write_text(json.dumps(results, indent=1))
+    S.pick_tokens, S.learned_tokens = ORIGINAL
+
+
+if __name__ == "__main__":
+    main()
