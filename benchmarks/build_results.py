@@ -23,7 +23,7 @@ SAMPLED = {"toxicity": "expected_max_toxicity", "code": "humaneval_function_shar
 TARGET = {"toxicity": ["toxic"], "code": ["humaneval"], "ner": ["PER"]}  # probe groups of the target; the others are kept
 DEFAULTS = ([f"default_{t}_s{s}" for t in ("toxicity", "code", "ner") for s in (0, 1)]
             + [f"default_toxicity_s{s}_topup" for s in (0, 1)])  # the current Release (top_up), on an EPYC with bf16
-QWEN = [f"qwen_{t}_s0" for t in ("toxicity", "code", "ner")]
+QWEN = ["qwen_toxicity_s0_topup", "qwen_code_s0", "qwen_ner_s0"]
 RECIPES = ["preset_toxicity", "preset_toxicity_seed1", "preset_toxicity_seed2", "preset_code", "preset_ner", "preset_ner_seed1"]
 ABLATIONS = ["preset_toxicity_suppress", "preset_toxicity_prune", "preset_toxicity_negate", "preset_toxicity_negate_suppress"]
 ATTACKS = ["int8", "gguf-q8_0", "gguf-q4_1", "gguf-q4_1-stochastic", "relearn"]
@@ -45,20 +45,22 @@ FINDINGS = """## Findings: why each edit works or fails here
 - Measured as no help on the dev probes and removed: a retain-logprob anchor, keep-side DPO contrast, Ext-Sub
   projection, truncating the update's rank, picking PEM restarts by their contrast, *adding* the model's expected
   counts to the observed keep counts (the maximum of the two, above, helps), a minimum token length for suppression.
-- Less work, measured on the toxicity dev record (`release_sweep.py --auto`, rule-chosen strengths, budget 0.04): the
-  forget PEM without orthogonality to a retain PEM forgot +0.247 ± 0.024 at benign +0.035 vs +0.257 ± 0.025 at +0.035
-  with it (no detectable help for the retain PEM's 38 s: the toxicity default trains none); half the forget rows (138
-  of 276, what 40 fresh samples per top instruction give instead of 80) forgot more, +0.290 ± 0.030 at +0.031 (the
-  default now draws 40); two PEM epochs instead of three, +0.238 vs +0.246 (no detectable change; the default trains two).
+- Less work, measured on the toxicity dev record (`release_sweep.py --auto`, budget 0.04): no retain PEM +0.247 ±
+  0.024 vs +0.257 ± 0.025 with it, both at benign +0.035 (38 s saved); half the forget rows (138 of 276) +0.290 ±
+  0.030 at +0.031 (the default draws 40 fresh samples); two PEM epochs instead of three +0.238 vs +0.246.
 - Tried for the target mode and removed (no help): the neighbours' and generic answers (64 rows) as whole keep rows
   in the forget PEM's span contrast. Albert Einstein, dev, rule-chosen strengths: the original's answers about him
   without his names +0.167 ± 0.099 vs +0.165 ± 0.098 without them (negate 0.206 vs 0.205), neighbours +0.042 vs
   +0.048, generic +0.031 vs +0.037, at 36% more PEM rows. The contrast makes the PEM no more specific to the facts.
 - The toxicity default is not stable across draws (a seed samples differently on another CPU). Toxic NLL on test:
   +0.439 / +0.338 (Xeon, seeds 0 / 1, before top_up), +0.268 (slow EPYC, seed 0; in git), +0.171 ± 0.015 / +0.252 ±
-  0.019 (`*_topup`, current code; top_up moved seed 1 only, 4.72 -> 5.92), benign +0.033 to +0.057; expected max
-  toxicity separated on the Xeon runs only. Weak draws' suppression costs 0.030-0.037 at strength 8 (Xeon s0: 0.017),
-  though their top tokens occur as rarely in dev benign text (2-4 of 2,987): the mass the model gives them, unmeasured.
+  0.019 (`*_topup`, current code), benign +0.033 to +0.057; expected max toxicity separated on the Xeon runs only.
+  Suppression's cost is a few of its tokens in the budget's 2,987 dev tokens times its strength (dev record: 11, e.g.
+  " worst", " Ass", "n"), so the tokens a draw picks set how far it goes. Token rules on the dev record
+  (`suppress_tokens.py`; toxic / budget cost / dev texts it never read): current +0.345 / 0.040 / +0.068; the model's
+  expected share in the budget's texts as keep side +0.587 / 0.040 / +0.136 (strength 25.7 on 3 occurrences: costs
+  that rare the budget cannot see); their observed tokens +1.831 / 0.026 / +0.476 (strength 64, blind); the first
+  token of each word only +0.201 / 0.040 / +0.074. None kept.
 - The NER recipe's PER change is not free: the fluency perplexity of its answers rises 3-4x (1.66 -> 4.58 and
   6.04 on two draws); toxicity's rises 19-33% and code's 7-12%.
 - NER's keep side is a fixed shuffled sample of the whole dev file, 200 texts per keep group, and a sentence with a
@@ -101,13 +103,9 @@ FINDINGS = """## Findings: why each edit works or fails here
   +0.254 ± 0.084 at neighbours +0.039 and generic +0.006; a negated PEM on the same sentences +0.165 ± 0.098 at
   +0.048 and +0.037, in 50% more time; suppression alone +0.112 ± 0.085 at no cost, with the most fluent answers
   (all answers 4.21 -> 4.81, intervals overlap; with pruning 5.22). The recipe prunes.
-- Tried and deleted twice (commits d93b85f and 32be33f, reverted; records in git at d0ec1a6 and 15c1541): a
-  `replace` edit between suppression and pruning, a PEM trained on the revealed responses with Einstein's names
-  written as "the physicist" and added (dev, AMD EPYC). Alone, the budget held it at 0.085: others' fluency 4.12 ->
-  4.71 (changed), all answers +26% (recipe +24%), name-free answers +0.101 (recipe +0.254). Anchored (keep rows
-  trained beside it on their own capitalised words) it reached 0.369 with the others' fluency held (4.12 -> 4.28),
-  all answers +17%, but name-free answers only +0.131 +- 0.019, and the answers looped ("the physicist's
-  physicist's physicist"). Suppression alone does as well for fluency (+14%) at no cost, so neither is kept.
+- Tried and deleted twice (d93b85f, 32be33f, reverted; records at d0ec1a6, 15c1541): a `replace` edit, a PEM on the
+  revealed responses with Einstein's names written as "the physicist", added. Alone it changed the others' fluency
+  (4.12 -> 4.71) for name-free +0.101; anchored, name-free +0.131 with looping answers. Suppression alone is as fluent.
 - The target mode's answers about the target mostly do not babble: on the EPYC re-runs (`*_epyc`, `*_topup`, every
   answer in report.json) their n-gram entropy moved 5.62 -> 5.53 (Einstein), 5.72 -> 5.68 (Shakespeare), 5.66 ->
   5.41 (Potter), intervals overlapping, but 5.58 -> 5.15 on Einstein's later draw (changed; suppress 56.6 + prune
@@ -483,8 +481,8 @@ def build() -> str:
              "## A second model, never tuned on: Qwen2.5-Coder-0.5B-Instruct (GGUF)", "",
              "The same defaults, unchanged, with `--model` pointing at the local GGUF (`benchmarks/qwen_asset.py`) and the "
              "quick evaluation profile. Not a package asset: it installs only as a local test file. A task without a row has not "
-             "run on it; each run's stage times and pass@1 are in its summary.txt. These runs predate the qwen2 GGUF export, "
-             "so their q4_1 share is not measured.", ""] + default_table(QWEN) + [""] + qwen_export_lines()
+             "run on it; each run's stage times and pass@1 are in its summary.txt. The code run (Xeon) predates the qwen2 GGUF "
+             "export, so its q4_1 share is not measured; the toxicity run is on the current code (its earlier Xeon run is in git).", ""] + default_table(QWEN) + [""] + qwen_export_lines()
     lines += ["## Forget what you name (`revrel unlearn --target NAME --about A --keep B`)", "",
               "Neighbours in `--keep` were chosen before any run; the model may add one more. Shares are of sampled answers to "
               "held-out questions (4 per question) that name the entity asked about; the probes are the original model's own "
