@@ -31,7 +31,7 @@ import torch
 
 import revrel.release.suppress as S
 from revrel.io import read_jsonl
-from revrel.metrics.probes import Probe, _batches, items_from_json, items_to_json, paired_change, score
+from revrel.metrics.probes import Probe, _batches, paired_change, score
 from revrel.models.encoding import encode_pair
 from revrel.models.loading import load_model
 from revrel.release.budget import KeepCost, keep_probe
@@ -60,13 +60,11 @@ def counts(tok, texts: list[str]) -> Counter:
 
 def rates(model, tok, probe: Probe) -> dict[int, float]:
     """The model's mean next-token probability of each token over the probe's scored positions (expected >= 0.1 times)."""
-    head, total, n = model.get_output_embeddings(), None, 0
+    acc = S._Expected(model.get_output_embeddings())  # suppression's own accumulator of next-token probabilities
     for _, ids, mask, _, grp in _batches(tok, probe, 16, 1024, "cpu"):
         with torch.no_grad():
-            h = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][grp >= 0]
-            p = torch.softmax(head(h).float(), -1).sum(0).double()
-        total, n = p if total is None else total + p, n + len(h)
-    return {t: float(total[t]) / n for t in (total >= 0.1).nonzero().flatten().tolist()}
+            acc.add(model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][grp >= 0])
+    return {t: float(acc.total[t]) / acc.positions for t in (acc.total >= 0.1).nonzero().flatten().tolist()}
 
 
 def patch(variant: str, model, tok, budget: Probe) -> None:
@@ -118,7 +116,7 @@ def main() -> None:
         t0 = time.time()
         loaded = load_model(cfg.model, dtype=cfg.dtype)  # fresh weights for each variant
         tok = loaded.tokenizer
-        before = {k: items_from_json(items_to_json(score(loaded.model, tok, p, batch_size=16))) for k, p in probes.items()}
+        before = {k: score(loaded.model, tok, p, batch_size=16) for k, p in probes.items()}
         kp = keep_probe(task, tok, read_jsonl(rec / "probe.jsonl", allow_empty=True))
         cost = KeepCost(kp, tok, KeepCost.baseline(kp, loaded.model, tok))
         patch(variant, loaded.model, tok, kp)
