@@ -34,20 +34,23 @@ from revrel.rounds import apply_edits, edit_limits, round_data
 from revrel.tasks import get_task
 
 
-def dev_texts(split: str = "dev") -> Probe:
+def dev_texts(split: str = "dev", calm_group: bool = False) -> Probe:
     """Every dev benign continuation (group ``benign``: the keep probe's texts first) and the toxic prompts'
-    non-toxic continuations (``held``, with the benign ones past the keep probe), and the toxic continuations (``toxic``), each scored after its prompt."""
+    non-toxic continuations (``held``, with the benign ones past the keep probe; with ``calm_group`` these are a group
+    of their own, ``calm``), and the toxic continuations (``toxic``), each scored after its prompt."""
     from revrel.tasks.toxicity import _tox, rtp_split
 
     benign = [r for r in rtp_split("nontoxic", split) if _tox(r) < 0.5]
     calm = [r for r in rtp_split("toxic", split) if _tox(r) < 0.5]
     toxic = [r for r in rtp_split("toxic", split) + rtp_split("nontoxic", split) if _tox(r) >= 0.5]
     texts = []
-    for group, rows in (("benign", benign[:KEEP_TEXTS]), ("held", benign[KEEP_TEXTS:] + calm), ("toxic", toxic)):
+    groups = [("benign", benign[:KEEP_TEXTS]), ("held", benign[KEEP_TEXTS:]), ("calm", calm)] if calm_group else \
+        [("benign", benign[:KEEP_TEXTS]), ("held", benign[KEEP_TEXTS:] + calm)]
+    for group, rows in groups + [("toxic", toxic)]:
         for r in rows:
             p, c = r["prompt"]["text"], r["continuation"]["text"]
             texts.append(ProbeText(p + c, [(len(p), len(p) + len(c), group)]))
-    return Probe(texts, target=["toxic"], utility=["benign", "held"])
+    return Probe(texts, target=["toxic"], utility=[g for g, _ in groups])
 
 
 def only(p: Probe, groups: set[str]) -> Probe:
@@ -55,11 +58,35 @@ def only(p: Probe, groups: set[str]) -> Probe:
                  utility=[g for g in p.utility if g in groups])
 
 
+def apply_recorded(rec: Path, cfg, loaded, stride: int = 1, before_apply=None, offset: int = 0):
+    """A run's round on a recorded Reveal, as the run applies it: the keep probe and its cost on the original, the
+    config's edits on the record's rows (every ``stride``-th from ``offset``) under ``release.budget``, each strength snapped to the
+    original's Q4_1 grid. ``before_apply(keep_probe)`` runs once the cost's baseline is scored, before any edit.
+    Returns (edits, model, one entry per edit, the kept line-search step, the snap function or None)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from release_sweep import retain_prev
+
+    tok, task = loaded.tokenizer, get_task(cfg.task)
+    kp = keep_probe(task, tok, read_jsonl(rec / "probe.jsonl", allow_empty=True))
+    cost = KeepCost(kp, tok, KeepCost.baseline(kp, loaded.model, tok))
+    if before_apply is not None:
+        before_apply(kp)
+    edits = parse_edits(cfg.release.edits)
+    data = round_data(cfg, task, rec, 1, read_jsonl(rec / "forget.jsonl")[offset::stride], retain_prev(rec, cfg, loaded))
+    grid = Q41Grid.of(loaded.model)
+    seed = cfg.seed * 1000 + 1
+    snap = (lambda m: grid.snap(m, seed=seed)) if grid is not None else None
+    model, done, kept, _ = apply_edits(loaded.model, tok, data, edits, cost, edit_limits(cfg, 1, len(edits)), cfg.release.line_search, snap=snap)
+    return edits, model, done, kept, snap
+
+
 def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from release_sweep import record_cfg, retain_prev
+    from release_sweep import record_cfg
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rec", required=True)
@@ -74,19 +101,12 @@ def main() -> None:
     out = Path(args.out or rec / "grid_noise.json")
     cfg = record_cfg(rec, args.config, args.set)
     loaded = load_model(cfg.model, dtype=cfg.dtype)
-    tok, task = loaded.tokenizer, get_task(cfg.task)
-    grid = Q41Grid.of(loaded.model)
+    tok = loaded.tokenizer
     probe = dev_texts()
     probes = {"keep": only(probe, {"benign", "held"}), "toxic": only(probe, {"toxic"})}
     t0 = time.time()
     before = {k: items_to_json(score(loaded.model, tok, p, batch_size=16)) for k, p in probes.items()}
-    kp = keep_probe(task, tok, read_jsonl(rec / "probe.jsonl", allow_empty=True))
-    cost = KeepCost(kp, tok, KeepCost.baseline(kp, loaded.model, tok))
-    edits = parse_edits(cfg.release.edits)
-    data = round_data(cfg, task, rec, 1, read_jsonl(rec / "forget.jsonl")[:: args.stride], retain_prev(rec, cfg, loaded))
-    seed = cfg.seed * 1000 + 1
-    snap = (lambda m: grid.snap(m, seed=seed)) if grid is not None else None
-    model, done, kept, _ = apply_edits(loaded.model, tok, data, edits, cost, edit_limits(cfg, 1, len(edits)), cfg.release.line_search, snap=snap)
+    edits, model, done, kept, snap = apply_recorded(rec, cfg, loaded, args.stride)
     last = edits[-1]
     chosen = last.strength
     print(f"run's choice: {[(d['edit'], d['strength']) for d in done]} cost {kept and kept['keep_cost']} ({time.time() - t0:.0f}s)", flush=True)

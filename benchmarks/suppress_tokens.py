@@ -8,7 +8,9 @@ searches under ``release.budget``, the Q4_1 grid, :func:`revrel.rounds.top_up`),
 - ``observed``: also the tokens the budget's own texts (200 dev benign continuations) hold, counted as keep side
   (scaled to the keep rows' size);
 - ``rates``: instead of observed, the model's expected share of each token at the budget texts' positions;
-- ``first``: only the first token of each target span is a target token.
+- ``first``: only the first token of each target span is a target token;
+- ``calm``: the toxic prompts' non-toxic dev continuations, which the budget never reads, as keep side: a token's
+  keep share is at least the larger of its observed share there and the model's expected share at their positions.
 
 Each result is scored on the dev benign continuations the budget reads (``benign``), on the dev texts it never
 reads (``held``: the other benign continuations and the toxic prompts' non-toxic ones) and on the dev toxic
@@ -30,21 +32,15 @@ from pathlib import Path
 import torch
 
 import revrel.release.suppress as S
-from revrel.io import read_jsonl
 from revrel.metrics.probes import Probe, _batches, paired_change, score
 from revrel.models.encoding import encode_pair
 from revrel.models.loading import load_model
-from revrel.release.budget import KeepCost, keep_probe
-from revrel.release.edit import parse_edits
-from revrel.release.grid import Q41Grid
-from revrel.rounds import apply_edits, edit_limits, round_data
-from revrel.tasks import get_task
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grid_noise import dev_texts, only  # noqa: E402
-from release_sweep import record_cfg, retain_prev  # noqa: E402
+from grid_noise import apply_recorded, dev_texts, only  # noqa: E402
+from release_sweep import record_cfg  # noqa: E402
 
-VARIANTS = ("current", "observed", "rates", "first")
+VARIANTS = ("current", "observed", "rates", "first", "calm")
 
 
 def span_text(probe: Probe, groups: set[str]) -> list[str]:
@@ -67,12 +63,16 @@ def rates(model, tok, probe: Probe) -> dict[int, float]:
     return {t: float(acc.total[t]) / acc.positions for t in (acc.total >= 0.1).nonzero().flatten().tolist()}
 
 
-def patch(variant: str, model, tok, budget: Probe) -> None:
+def patch(variant: str, model, tok, budget: Probe, calm: Probe | None = None) -> None:
     """Swap suppression's token rule for ``variant`` (the module's own functions are restored first)."""
     S.pick_tokens, S.learned_tokens = ORIGINAL
-    if variant in ("observed", "rates"):
-        extra = counts(tok, span_text(budget, set(budget.utility)))
-        share = rates(model, tok, budget) if variant == "rates" else {t: c / sum(extra.values()) for t, c in extra.items()}
+    if variant in ("observed", "rates", "calm"):
+        texts = calm if variant == "calm" else budget
+        extra = counts(tok, span_text(texts, set(texts.utility)))
+        share = {t: c / sum(extra.values()) for t, c in extra.items()}
+        if variant != "observed":
+            expected = rates(model, tok, texts)
+            share = expected if variant == "rates" else {t: max(share.get(t, 0.0), expected.get(t, 0.0)) for t in share.keys() | expected.keys()}
 
         def pick(tokenizer, target, keep, n, max_length, extra_keep=None, expected=None):
             n_keep = sum(ORIGINAL[1](tokenizer, keep, max_length).values()) + sum(ORIGINAL[1](tokenizer, extra_keep or [], max_length).values())
@@ -101,14 +101,17 @@ def main() -> None:
     ap.add_argument("--rec", required=True)
     ap.add_argument("--config")
     ap.add_argument("--stride", type=int, default=1, help="every STRIDE-th forget row only (a record of a larger Reveal)")
+    ap.add_argument("--offset", type=int, default=0, help="from this row on (--stride 2 --offset 1: the other half)")
+    ap.add_argument("--calm-group", action="store_true", help="score the toxic prompts' non-toxic continuations as their own group")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     rec, out = Path(args.rec), Path(args.out)
     cfg = record_cfg(rec, args.config, [])
-    task = get_task(cfg.task)
-    probe = dev_texts()
-    probes = {"keep": only(probe, {"benign", "held"}), "toxic": only(probe, {"toxic"})}
+    probe = dev_texts(calm_group=args.calm_group)
+    keep_groups = [g for g in probe.utility]
+    probes = {"keep": only(probe, set(keep_groups)), "toxic": only(probe, {"toxic"})}
+    calm = only(dev_texts(calm_group=True), {"calm"})
     results = json.loads(out.read_text()) if out.is_file() else {}
     for variant in args.variants:
         if variant in results:
@@ -117,24 +120,18 @@ def main() -> None:
         loaded = load_model(cfg.model, dtype=cfg.dtype)  # fresh weights for each variant
         tok = loaded.tokenizer
         before = {k: score(loaded.model, tok, p, batch_size=16) for k, p in probes.items()}
-        kp = keep_probe(task, tok, read_jsonl(rec / "probe.jsonl", allow_empty=True))
-        cost = KeepCost(kp, tok, KeepCost.baseline(kp, loaded.model, tok))
-        patch(variant, loaded.model, tok, kp)
-        edits = parse_edits(cfg.release.edits)
-        data = round_data(cfg, task, rec, 1, read_jsonl(rec / "forget.jsonl")[:: args.stride], retain_prev(rec, cfg, loaded))
-        grid = Q41Grid.of(loaded.model)
-        snap = (lambda m, g=grid: g.snap(m, seed=cfg.seed * 1000 + 1)) if grid is not None else None
-        model, done, kept, _ = apply_edits(loaded.model, tok, data, edits, cost, edit_limits(cfg, 1, len(edits)), cfg.release.line_search, snap=snap)
+        edits, model, done, kept, _ = apply_recorded(rec, cfg, loaded, args.stride,
+                                                     lambda kp, m=loaded.model, t=tok, v=variant: patch(v, m, t, kp, calm), args.offset)
         changes = {}
         for k in ("keep", "toxic"):
             items = score(model, tok, probes[k], batch_size=16)
             changes |= {g: paired_change(before[k][g], items[g]) for g in items}
         sup = next(e for e in edits if e.name == "suppress")
-        occ = {g: counts(tok, span_text(probe, {g})) for g in ("benign", "held")}
+        occ = {g: counts(tok, span_text(probe, {g})) for g in keep_groups}
         results[variant] = {
             "strengths": {d["edit"]: d["strength"] for d in done}, "keep_cost": kept and kept["keep_cost"], "changes": changes,
             "occurrences": {g: {"chosen": sum(c[t] for t in sup.tokens), "tokens": sum(c.values())} for g, c in occ.items()},
-            "tokens": [dict(r, benign=occ["benign"][r["id"]], held=occ["held"][r["id"]]) for r in sup.table],
+            "tokens": [dict(r, **{g: occ[g][r["id"]] for g in keep_groups}) for r in sup.table],
             "seconds": round(time.time() - t0, 1)}
         print(variant, json.dumps({k: v for k, v in results[variant].items() if k != "tokens"}), flush=True)
         out.write_text(json.dumps(results, indent=1))
