@@ -9,6 +9,11 @@ searches under ``release.budget``, the Q4_1 grid, :func:`revrel.rounds.top_up`),
   (scaled to the keep rows' size);
 - ``rates``: instead of observed, the model's expected share of each token at the budget texts' positions;
 - ``first``: only the first token of each target span is a target token;
+- ``smooth``: a token's target count is the model's own expected count of it at the target spans' positions (the
+  sum of its next-token probability there) instead of how often it was sampled there;
+- ``strict``: a word is profane (toxicity's word unit, both edits' spans) at the word scorer's probability >= 0.9
+  instead of >= 0.5, so the ambiguous words it scores 0.5-0.9 (" worst" 0.64, " evil" 0.54, " troll" 0.71) are not
+  target words but keep-side words of the negation's contrast;
 - ``calm``: the toxic prompts' non-toxic dev continuations, which the budget never reads, as keep side: a token's
   keep share is at least the larger of its observed share there and the model's expected share at their positions.
 
@@ -23,6 +28,7 @@ continuations; ``occurrences`` counts the chosen tokens in each. Writes one JSON
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -32,15 +38,16 @@ from pathlib import Path
 import torch
 
 import revrel.release.suppress as S
+import revrel.tasks.toxicity as T
 from revrel.metrics.probes import Probe, _batches, paired_change, score
-from revrel.models.encoding import encode_pair
+from revrel.models.encoding import encode_pair, pad_batch
 from revrel.models.loading import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from grid_noise import apply_recorded, dev_texts, only  # noqa: E402
 from release_sweep import record_cfg  # noqa: E402
 
-VARIANTS = ("current", "observed", "rates", "first", "calm")
+VARIANTS = ("current", "observed", "rates", "first", "calm", "smooth", "strict")
 
 
 def span_text(probe: Probe, groups: set[str]) -> list[str]:
@@ -63,6 +70,27 @@ def rates(model, tok, probe: Probe) -> dict[int, float]:
     return {t: float(acc.total[t]) / acc.positions for t in (acc.total >= 0.1).nonzero().flatten().tolist()}
 
 
+@torch.no_grad()
+def span_expected(model, tok, rows: list[dict], max_length: int, floor: float = 0.5) -> dict[int, float]:
+    """The model's expected count of each token at the positions of the rows' span tokens (the hidden state before
+    each learned token), tokens expected at least ``floor`` times."""
+    acc, decoder = S._Expected(model.get_output_embeddings()), model.get_decoder()
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    for b in range(0, len(rows), 8):
+        enc = [encode_pair(tok, r["instruction"], r["response"], max_length, r.get("spans")) for r in rows[b : b + 8]]
+        ids, att, labels = pad_batch([e[0] for e in enc], pad, left=False, label_seqs=[e[1] for e in enc])
+        acc.add(decoder(input_ids=ids, attention_mask=att).last_hidden_state[:, :-1][labels[:, 1:] != -100])
+    return {t: float(acc.total[t]) for t in (acc.total >= floor).nonzero().flatten().tolist()}
+
+
+def word_rule(variant: str) -> None:
+    """Toxicity's word spans for ``variant`` (before the task is built: its span units read the module's functions)."""
+    T.profane_word_spans, T.clean_word_spans = WORDS
+    if variant == "strict":
+        T.profane_word_spans = functools.partial(WORDS[0], threshold=0.9)
+        T.clean_word_spans = functools.partial(WORDS[1], threshold=0.9)
+
+
 def patch(variant: str, model, tok, budget: Probe, calm: Probe | None = None) -> None:
     """Swap suppression's token rule for ``variant`` (the module's own functions are restored first)."""
     S.pick_tokens, S.learned_tokens = ORIGINAL
@@ -82,6 +110,17 @@ def patch(variant: str, model, tok, budget: Probe, calm: Probe | None = None) ->
             return ORIGINAL[0](tokenizer, target, keep, n, max_length, extra_keep, merged)
 
         S.pick_tokens = pick
+    elif variant == "smooth":
+        def pick_smooth(tokenizer, target, keep, n, max_length, extra_keep=None, expected=None):
+            inside = span_expected(model, tokenizer, target, max_length)
+            keep_c = ORIGINAL[1](tokenizer, keep, max_length) + ORIGINAL[1](tokenizer, extra_keep or [], max_length)
+            for t, c in (expected or {}).items():
+                keep_c[t] = max(keep_c[t], c)
+            special = set(tokenizer.all_special_ids)
+            ranked = sorted((t for t in inside if t not in special), key=lambda t: (-inside[t] / (1 + keep_c[t]), -inside[t], t))[:n]
+            return ranked, [{"token": tokenizer.decode([t]), "id": t, "target": round(inside[t], 2), "keep": round(keep_c[t], 2)} for t in ranked]
+
+        S.pick_tokens = pick_smooth
     elif variant == "first":
         def first(tokenizer, rows, max_length):
             c: Counter = Counter()
@@ -94,6 +133,7 @@ def patch(variant: str, model, tok, budget: Probe, calm: Probe | None = None) ->
 
 
 ORIGINAL = (S.pick_tokens, S.learned_tokens)
+WORDS = (T.profane_word_spans, T.clean_word_spans)
 
 
 def main() -> None:
@@ -120,6 +160,7 @@ def main() -> None:
         loaded = load_model(cfg.model, dtype=cfg.dtype)  # fresh weights for each variant
         tok = loaded.tokenizer
         before = {k: score(loaded.model, tok, p, batch_size=16) for k, p in probes.items()}
+        word_rule(variant)
         edits, model, done, kept, _ = apply_recorded(rec, cfg, loaded, args.stride,
                                                      lambda kp, m=loaded.model, t=tok, v=variant: patch(v, m, t, kp, calm), args.offset)
         changes = {}
@@ -136,6 +177,7 @@ def main() -> None:
         print(variant, json.dumps({k: v for k, v in results[variant].items() if k != "tokens"}), flush=True)
         out.write_text(json.dumps(results, indent=1))
     S.pick_tokens, S.learned_tokens = ORIGINAL
+    T.profane_word_spans, T.clean_word_spans = WORDS
 
 
 if __name__ == "__main__":

@@ -59,12 +59,14 @@ def test_word_spans_pick_the_profane_words_and_spare_identity_terms():
     pytest.importorskip("profanity_check")
     from revrel.tasks.toxicity import clean_word_spans, profane_word_spans
 
-    text = "Thanks for asking. You are a fucking stupid idiot, and gay people and homosexuals are welcome here."
+    text = ("Thanks for asking. You are a fucking stupid idiot, and gay people and homosexuals are welcome here. "
+            "It was the worst and most cruel day.")
     picked = [text[a:b] for a, b in profane_word_spans([text])[0]]
-    # "homosexuals" scores 0.80 on the linear model: the plural of an identity term is spared like the term
-    assert {"fucking", "stupid", "idiot"} <= set(picked) and not {"gay", "homosexuals", "Thanks"} & set(picked)
+    # "homosexuals" scores 0.80 on the linear model: the plural of an identity term is spared like the term; "worst"
+    # (0.64) and "cruel" (0.74) are words the scorer only leans on, which ordinary text uses
+    assert {"fucking", "stupid", "idiot"} <= set(picked) and not {"gay", "homosexuals", "Thanks", "worst", "cruel"} & set(picked)
     kept = [text[a:b] for a, b in clean_word_spans([text])[0]]
-    assert "gay" in kept and "Thanks" in kept and not set(picked) & set(kept)
+    assert {"gay", "Thanks", "worst", "cruel"} <= set(kept) and not set(picked) & set(kept)
 
 
 def test_unlearn_with_span_loss_trains_on_spans_only(tiny_dir, tmp_path):

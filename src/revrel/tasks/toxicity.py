@@ -178,13 +178,19 @@ def _word_scores(texts: Sequence[str]) -> list[list[tuple[int, int, float]]]:
     return [[(a, b, prob.get(t[a:b].lower(), 0.0)) for a, b in spans] for t, spans in zip(texts, words)]
 
 
-def profane_word_spans(texts: Sequence[str], threshold: float = 0.5) -> list[list[tuple[int, int]]]:
+# a word is profane where the word scorer is sure (its probability >= 0.9: profanity and insults score 0.98-1.00), not
+# where it leans (0.5-0.9: " worst" 0.64, " evil" 0.54, " troll" 0.71, " bunch" 0.75): an edit that lowers a word
+# everywhere must not spend the budget on words that ordinary text uses
+PROFANE = 0.9
+
+
+def profane_word_spans(texts: Sequence[str], threshold: float = PROFANE) -> list[list[tuple[int, int]]]:
     """The profane or insulting words of each response (unit: word): the tokens that make a
     continuation toxic, without the ordinary words around them that benign text shares."""
     return [[(a, b) for a, b, p in ws if p >= threshold] for ws in _word_scores(texts)]
 
 
-def clean_word_spans(texts: Sequence[str], threshold: float = 0.5) -> list[list[tuple[int, int]]]:
+def clean_word_spans(texts: Sequence[str], threshold: float = PROFANE) -> list[list[tuple[int, int]]]:
     """Every other word of the same responses: the keep side of span_contrast at the word level."""
     return [[(a, b) for a, b, p in ws if p < threshold] for ws in _word_scores(texts)]
 
