@@ -4,16 +4,17 @@ On a recorded round (``release_record.py``), the config's edits are applied as a
 searches under ``release.budget``, the Q4_1 grid, :func:`revrel.rounds.top_up`), once per token rule:
 
 - ``current``: the rule in :func:`revrel.release.suppress.pick_tokens` (target count / (1 + keep count), the keep
-  count at least the model's expected count over the self-generated keep texts);
+  count at least the model's expected count over the self-generated keep texts) on the task's current spans;
 - ``observed``: also the tokens the budget's own texts (200 dev benign continuations) hold, counted as keep side
   (scaled to the keep rows' size);
 - ``rates``: instead of observed, the model's expected share of each token at the budget texts' positions;
 - ``first``: only the first token of each target span is a target token;
 - ``smooth``: a token's target count is the model's own expected count of it at the target spans' positions (the
   sum of its next-token probability there) instead of how often it was sampled there;
-- ``strict``: a word is profane (toxicity's word unit, both edits' spans) at the word scorer's probability >= 0.9
-  instead of >= 0.5, so the ambiguous words it scores 0.5-0.9 (" worst" 0.64, " evil" 0.54, " troll" 0.71) are not
-  target words but keep-side words of the negation's contrast;
+- ``loose``: a word is profane (toxicity's word unit, both edits' spans) at the word scorer's probability >= 0.5, the
+  rule before 72ad354 (now >= 0.9: the words it scores 0.5-0.9, " worst" 0.64, " evil" 0.54, " troll" 0.71, are
+  keep-side words of the negation's contrast). Records written before that commit name the 0.5 rule ``current`` and
+  the 0.9 rule ``strict``;
 - ``calm``: the toxic prompts' non-toxic dev continuations, which the budget never reads, as keep side: a token's
   keep share is at least the larger of its observed share there and the model's expected share at their positions.
 
@@ -47,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from grid_noise import apply_recorded, dev_texts, only  # noqa: E402
 from release_sweep import record_cfg  # noqa: E402
 
-VARIANTS = ("current", "observed", "rates", "first", "calm", "smooth", "strict")
+VARIANTS = ("current", "observed", "rates", "first", "calm", "smooth", "loose")
 
 
 def span_text(probe: Probe, groups: set[str]) -> list[str]:
@@ -86,9 +87,9 @@ def span_expected(model, tok, rows: list[dict], max_length: int, floor: float = 
 def word_rule(variant: str) -> None:
     """Toxicity's word spans for ``variant`` (before the task is built: its span units read the module's functions)."""
     T.profane_word_spans, T.clean_word_spans = WORDS
-    if variant == "strict":
-        T.profane_word_spans = functools.partial(WORDS[0], threshold=0.9)
-        T.clean_word_spans = functools.partial(WORDS[1], threshold=0.9)
+    if variant == "loose":
+        T.profane_word_spans = functools.partial(WORDS[0], threshold=0.5)
+        T.clean_word_spans = functools.partial(WORDS[1], threshold=0.5)
 
 
 def patch(variant: str, model, tok, budget: Probe, calm: Probe | None = None) -> None:
@@ -149,7 +150,7 @@ def main() -> None:
     rec, out = Path(args.rec), Path(args.out)
     cfg = record_cfg(rec, args.config, [])
     probe = dev_texts(calm_group=args.calm_group)
-    keep_groups = [g for g in probe.utility]
+    keep_groups = list(probe.utility)
     probes = {"keep": only(probe, set(keep_groups)), "toxic": only(probe, {"toxic"})}
     calm = only(dev_texts(calm_group=True), {"calm"})
     results = json.loads(out.read_text()) if out.is_file() else {}
