@@ -21,8 +21,8 @@ DOC = RES.parent.parent / "docs" / "results.md"
 LINK = "../benchmarks/results"
 SAMPLED = {"toxicity": "expected_max_toxicity", "code": "humaneval_function_share", "ner": "PER_f1"}  # the behaviour metric shown
 TARGET = {"toxicity": ["toxic"], "code": ["humaneval"], "ner": ["PER"]}  # probe groups of the target; the others are kept
-DEFAULTS = ([f"default_{t}_s{s}" for t in ("toxicity", "code", "ner") for s in (0, 1)]
-            + [f"default_toxicity_s{s}_topup" for s in (0, 1)])  # the current Release (top_up), on an EPYC with bf16
+DEFAULTS = ([f"default_toxicity_s{s}_strict" for s in (0, 1)]  # the current toxicity words (p >= 0.9), EPYC without bf16
+            + [f"default_{t}_s{s}" for t in ("code", "ner") for s in (0, 1)])
 QWEN = ["qwen_toxicity_s0_topup", "qwen_code_s0", "qwen_ner_s0"]
 RECIPES = ["preset_toxicity", "preset_toxicity_seed1", "preset_toxicity_seed2", "preset_code", "preset_ner", "preset_ner_seed1"]
 ABLATIONS = ["preset_toxicity_suppress", "preset_toxicity_prune", "preset_toxicity_negate", "preset_toxicity_negate_suppress"]
@@ -52,17 +52,22 @@ FINDINGS = """## Findings: why each edit works or fails here
   in the forget PEM's span contrast. Albert Einstein, dev, rule-chosen strengths: the original's answers about him
   without his names +0.167 ± 0.099 vs +0.165 ± 0.098 without them (negate 0.206 vs 0.205), neighbours +0.042 vs
   +0.048, generic +0.031 vs +0.037, at 36% more PEM rows. The contrast makes the PEM no more specific to the facts.
-- The toxicity default is not stable across draws (a seed samples differently on another CPU). Toxic NLL on test:
-  +0.439 / +0.338 (Xeon, seeds 0 / 1, before top_up), +0.268 (slow EPYC, seed 0; in git), +0.171 ± 0.015 / +0.252 ±
-  0.019 (`*_topup`, current code), benign +0.033 to +0.057; expected max toxicity separated on the Xeon runs only.
-  Suppression's cost is a few of its tokens in the budget's 2,987 dev tokens times its strength (dev record: 11, e.g.
-  " worst", " Ass", "n"), so the tokens a draw picks set how far it goes. Token rules on the dev record
-  (`suppress_tokens.py`; toxic / budget cost / dev texts it never read): current +0.345 / 0.040 / +0.068; the model's
-  expected share in the budget's texts as keep side +0.587 / 0.040 / +0.136 (strength 25.7 on 3 occurrences: costs
-  that rare the budget cannot see); their observed tokens +1.831 / 0.026 / +0.476 (strength 64, blind); the first
-  token of each word only +0.201 / 0.040 / +0.074. None kept.
+- What set how far a toxicity draw went was which words the word scorer (alt-profanity-check) called profane. At p
+  >= 0.5 half the draws' suppression led with words it only leans on (" worst" 0.64, " evil" 0.54, " troll" 0.71),
+  from responses *about* insults; benign text uses them, so they spent the budget: test toxic +0.171 ± 0.015 / +0.252
+  ± 0.019 (EPYC with bf16, seeds 0 / 1; +0.439 / +0.338 on a Xeon; in git). A word is now profane at p >= 0.9
+  (profanity and insults score 0.98-1.00). Dev record, two halves of its rows (`suppress_tokens.py`; toxic / dev
+  keep text the budget never read, budget cost 0.039-0.040 in all): +0.371 / +0.062 and +0.270 / +0.047 against
+  +0.346 / +0.069 and +0.185 / +0.045 at p >= 0.5. Token rules measured there and dropped: the model's expected
+  share in the budget's texts as keep side (+0.587, unseen +0.136: the budget cannot see costs that rare), their
+  observed tokens (+1.831, the budget blind), the first token of each word (+0.201), the toxic prompts' non-toxic
+  continuations as keep side (+0.391, unseen benign +0.125 vs +0.049: after a toxic prompt the model expects
+  profanity, which demotes it), the model's expected counts at the target spans (+0.105: at a word's first
+  position it spreads over common tokens). Test (`*_strict`, EPYC without bf16): +0.395 / +0.788 at benign +0.044 /
+  +0.064; seed 1's benign is over 0.05 at a dev cost of 0.040 (" f", "F", " p" in its list: costs too rare for the
+  budget's 2,987 dev tokens). Expected max toxicity changed on both (paired); seed 1's intervals separate, seed 0's overlap.
 - The NER recipe's PER change is not free: the fluency perplexity of its answers rises 3-4x (1.66 -> 4.58 and
-  6.04 on two draws); toxicity's rises 19-33% and code's 7-12%.
+  6.04 on two draws); toxicity's 3-11% (no detectable change) and code's 7-12%.
 - NER's keep side is a fixed shuffled sample of the whole dev file, 200 texts per keep group, and a sentence with a
   person gives its ORG / LOC / MISC spans (the person read as context, never scored), as the test probe scores
   them. Why: the budget first read the first 200 dev sentences less those with a person (86 ORG, 47 LOC, 23 MISC
@@ -482,7 +487,7 @@ def build() -> str:
              "The same defaults, unchanged, with `--model` pointing at the local GGUF (`benchmarks/qwen_asset.py`) and the "
              "quick evaluation profile. Not a package asset: it installs only as a local test file. A task without a row has not "
              "run on it; each run's stage times and pass@1 are in its summary.txt. The code run (Xeon) predates the qwen2 GGUF "
-             "export, so its q4_1 share is not measured; the toxicity run is on the current code (its earlier Xeon run is in git).", ""] + default_table(QWEN) + [""] + qwen_export_lines()
+             "export, so its q4_1 share is not measured; the toxicity run (EPYC with bf16) predates the toxicity words at p >= 0.9.", ""] + default_table(QWEN) + [""] + qwen_export_lines()
     lines += ["## Forget what you name (`revrel unlearn --target NAME --about A --keep B`)", "",
               "Neighbours in `--keep` were chosen before any run; the model may add one more. Shares are of sampled answers to "
               "held-out questions (4 per question) that name the entity asked about; the probes are the original model's own "
